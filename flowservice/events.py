@@ -1,0 +1,96 @@
+"""The events an execution produces, in the order it produces them.
+
+Every execution yields `ExecutionStarted` first and `ExecutionFinished` last;
+between them, for each task run, `TaskStarted`, `TaskFinished` and, when a
+condition routes after that task, `ConditionEvaluated`. `ExecuteStream`
+forwards these as they happen; `Execute` returns the summary carried by the
+last one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flowservice.models import Branch, ExecutionSummary, TaskOutcome, TaskResult
+
+__all__ = [
+    "ConditionEvaluated",
+    "Event",
+    "ExecutionFinished",
+    "ExecutionStarted",
+    "TaskFinished",
+    "TaskStarted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _EventBase:
+    execution_id: str
+    """The execution the event belongs to."""
+    sequence: int
+    """The event's position in its execution, from 1."""
+    time: datetime
+    """When it happened (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStarted(_EventBase):
+    """The execution started; always the first event."""
+
+    flow_id: str
+    """The `id` of the flow being run."""
+    flow_name: str
+    """The `name` of the flow being run."""
+    start_task: str
+    """The task that runs first."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStarted(_EventBase):
+    """A task is about to run."""
+
+    task: str
+    """The task's name."""
+    type: str
+    """The implementation that runs it."""
+    step: int
+    """The position of this run among the execution's task runs, from 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFinished(_EventBase):
+    """A task has finished, successfully or not."""
+
+    result: TaskResult
+    """What the run produced."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionEvaluated(_EventBase):
+    """A condition decided what runs after its source task."""
+
+    condition: str
+    """The condition's name."""
+    source_task: str
+    """The task whose outcome was tested."""
+    expected_outcome: str
+    """The outcome the condition expected."""
+    actual_outcome: TaskOutcome
+    """The outcome the task had."""
+    branch: Branch
+    """Which target was taken."""
+    next_task: str
+    """The task that runs next, or `end`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFinished(_EventBase):
+    """The execution finished; always the last event."""
+
+    summary: ExecutionSummary
+    """How it ended: the same summary `Execute` returns."""
+
+
+Event = ExecutionStarted | TaskStarted | TaskFinished | ConditionEvaluated | ExecutionFinished
+"""Any event of an execution."""

@@ -1,0 +1,149 @@
+"""The domain model of a flow and of its execution.
+
+A `Flow` is pure data: tasks, and conditions that route between them. Running
+it produces `TaskResult`s and, at the end, an `ExecutionSummary`. Nothing here
+knows about gRPC or protobuf; the API layer converts to and from messages.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "DEFAULT_TASK_TYPE",
+    "END",
+    "Branch",
+    "Condition",
+    "ExecutionStatus",
+    "ExecutionSummary",
+    "Flow",
+    "Task",
+    "TaskOutcome",
+    "TaskResult",
+]
+
+END = "end"
+"""The target name that stops a flow; no task may be called this."""
+
+DEFAULT_TASK_TYPE = "mock"
+"""The implementation that runs a task whose `type` is empty."""
+
+
+class TaskOutcome(enum.Enum):
+    """Whether one task run succeeded or failed."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class ExecutionStatus(enum.Enum):
+    """How an execution ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Branch(enum.Enum):
+    """Which target of a condition was taken."""
+
+    SUCCESS = "success"
+    """The task's outcome matched the condition: `target_task_success`."""
+    FAILURE = "failure"
+    """The task's outcome did not match: `target_task_failure`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One step of a flow, carried out by the implementation named by `type`."""
+
+    name: str
+    """Unique within the flow; conditions and results refer to it."""
+    type: str = DEFAULT_TASK_TYPE
+    """The registered implementation that runs the task."""
+    description: str = ""
+    """What the task does, for people reading the flow."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Implementation-specific parameters (JSON-like values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A routing decision taken after `source_task` runs."""
+
+    source_task: str
+    """The task after which this condition is evaluated."""
+    outcome: str
+    """The outcome that counts as a match: `success` or `failure`."""
+    target_task_success: str = ""
+    """Runs next when the outcome matches; `end` or empty stops the flow."""
+    target_task_failure: str = ""
+    """Runs next when the outcome differs; `end` or empty stops the flow."""
+    name: str = ""
+    """Reported when the condition is evaluated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A flow definition: tasks run one after another, routed by conditions."""
+
+    tasks: tuple[Task, ...]
+    """The tasks; list order is the default order of execution."""
+    start_task: str
+    """The name of the task that runs first."""
+    conditions: tuple[Condition, ...] = ()
+    """At most one per source task."""
+    id: str = ""
+    """The caller's identifier, echoed in results."""
+    name: str = ""
+    """A human-readable name."""
+    max_steps: int = 0
+    """The most task runs allowed in one execution; 0 means the server's default."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What one run of one task produced."""
+
+    task: str
+    """The task's name."""
+    outcome: TaskOutcome
+    """Success or failure."""
+    step: int
+    """The position of this run among the execution's task runs, from 1."""
+    started_at: datetime
+    """When the run started (UTC)."""
+    duration: timedelta
+    """How long it ran."""
+    output: Mapping[str, Any] = field(default_factory=dict)
+    """What the task produced (JSON-like values)."""
+    error: str = ""
+    """Why the task failed; empty on success."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    """How an execution ended: what `Execute` returns."""
+
+    execution_id: str
+    """The server-assigned identifier of the execution."""
+    flow_id: str
+    """The `id` of the flow that ran."""
+    status: ExecutionStatus
+    """How it ended."""
+    executed_tasks: tuple[str, ...]
+    """Every task run, in order, repeats included."""
+    task_results: tuple[TaskResult, ...]
+    """One result per task run, in order."""
+    started_at: datetime
+    """When the execution started (UTC)."""
+    duration: timedelta
+    """How long it took."""
+    failed_task: str = ""
+    """The task whose failure stopped the flow, if any."""
+    error: str = ""
+    """Why the flow did not complete; empty when it completed."""

@@ -1,0 +1,21 @@
+"""Task implementations and the registry that maps a task `type` to one."""
+
+from flowservice.tasks.base import (
+    AsyncTaskFunction,
+    TaskContext,
+    TaskFailure,
+    TaskImplementation,
+    TaskOutput,
+)
+from flowservice.tasks.builtin import builtin_registry
+from flowservice.tasks.registry import TaskRegistry
+
+__all__ = [
+    "AsyncTaskFunction",
+    "TaskContext",
+    "TaskFailure",
+    "TaskImplementation",
+    "TaskOutput",
+    "TaskRegistry",
+    "builtin_registry",
+]

@@ -1,0 +1,69 @@
+"""What a task implementation receives and how it reports failure."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from flowservice.models import Task, TaskResult
+
+__all__ = [
+    "AsyncTaskFunction",
+    "TaskContext",
+    "TaskFailure",
+    "TaskImplementation",
+    "TaskOutput",
+]
+
+TaskOutput = Mapping[str, Any] | None
+"""What a task returns on success: a JSON-like mapping, or None for no output."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """Everything a task run may read."""
+
+    execution_id: str
+    """The execution this run belongs to."""
+    flow_id: str
+    """The `id` of the flow being run."""
+    task: Task
+    """The task definition being run."""
+    step: int
+    """The position of this run among the execution's task runs, from 1."""
+    outputs: Mapping[str, Mapping[str, Any]]
+    """The latest output of every task that ran before this one, in the order
+    they last ran."""
+    previous: TaskResult | None
+    """The result of the run just before this one, if any."""
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The task's parameters from the flow definition."""
+        return self.task.params
+
+
+class TaskFailure(Exception):
+    """Raised by a task to fail with a message and, optionally, an output."""
+
+    def __init__(self, message: str, output: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.output: Mapping[str, Any] = output or {}
+
+
+@runtime_checkable
+class TaskImplementation(Protocol):
+    """A task written as a class: `run` may be sync (it then runs in a thread) or async.
+
+    Success is returning (a mapping or None); failure is raising, preferably
+    `TaskFailure`.
+    """
+
+    def run(self, ctx: TaskContext) -> TaskOutput | Awaitable[TaskOutput]:
+        """Carries out the task."""
+        ...
+
+
+AsyncTaskFunction = Callable[[TaskContext], Awaitable[TaskOutput]]
+"""The one shape the engine calls: every registered implementation is adapted to it."""

@@ -1,0 +1,94 @@
+"""The registry that maps a task `type` to the implementation that runs it.
+
+Adding a task type is a registration here, never a change to the engine.
+Implementations may be async functions, sync functions (run in a worker
+thread so they never block the event loop), or objects/classes with a `run`
+method of either kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flowservice.errors import TaskRegistrationError
+from flowservice.tasks.base import AsyncTaskFunction, TaskContext, TaskOutput
+
+__all__ = ["TaskRegistry"]
+
+
+class TaskRegistry:
+    """Maps task type names to implementations, adapted to one async shape."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, AsyncTaskFunction] = {}
+
+    def register(self, type_name: str, implementation: Any) -> None:
+        """Registers `implementation` under `type_name`.
+
+        Raises `TaskRegistrationError` for an empty or taken name, or for
+        something that cannot run as a task.
+        """
+        if not type_name or not type_name.strip():
+            raise TaskRegistrationError("a task type name must not be empty")
+        if type_name in self._tasks:
+            raise TaskRegistrationError(f"task type {type_name!r} is already registered")
+        self._tasks[type_name] = _adapt(type_name, implementation)
+
+    def task(self, type_name: str) -> Callable[[Any], Any]:
+        """Decorator form of `register`."""
+
+        def decorate(implementation: Any) -> Any:
+            self.register(type_name, implementation)
+            return implementation
+
+        return decorate
+
+    def get(self, type_name: str) -> AsyncTaskFunction | None:
+        """The implementation registered under `type_name`, or None."""
+        return self._tasks.get(type_name)
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._tasks
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+def _adapt(type_name: str, implementation: Any) -> AsyncTaskFunction:
+    if inspect.isclass(implementation):
+        try:
+            implementation = implementation()
+        except TypeError as exc:
+            raise TaskRegistrationError(
+                f"task class for {type_name!r} must be constructible with no arguments: {exc}"
+            ) from exc
+    run = getattr(implementation, "run", None)
+    if callable(run):
+        implementation = run
+    if not callable(implementation):
+        raise TaskRegistrationError(
+            f"task {type_name!r} must be a callable or have a run method, "
+            f"got {type(implementation).__name__}"
+        )
+    if inspect.iscoroutinefunction(implementation):
+        return implementation  # type: ignore[no-any-return]
+
+    sync_function = implementation
+
+    @functools.wraps(sync_function)
+    async def in_thread(ctx: TaskContext) -> TaskOutput:
+        # A sync task may block (I/O, time.sleep); a worker thread keeps the
+        # event loop, and so every other execution, responsive.
+        result = await asyncio.to_thread(sync_function, ctx)
+        if inspect.isawaitable(result):
+            return await result  # type: ignore[no-any-return]
+        return result  # type: ignore[no-any-return]
+
+    return in_thread

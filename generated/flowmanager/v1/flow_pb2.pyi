@@ -1,0 +1,50 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Flow(_message.Message):
+    __slots__ = ("id", "name", "start_task", "tasks", "conditions", "max_steps")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TASK_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    start_task: str
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    conditions: _containers.RepeatedCompositeFieldContainer[Condition]
+    max_steps: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., start_task: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., conditions: _Optional[_Iterable[_Union[Condition, _Mapping]]] = ..., max_steps: _Optional[int] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("name", "description", "type", "params")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    type: str
+    params: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Condition(_message.Message):
+    __slots__ = ("name", "source_task", "outcome", "target_task_success", "target_task_failure")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TASK_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TASK_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TASK_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source_task: str
+    outcome: str
+    target_task_success: str
+    target_task_failure: str
+    def __init__(self, name: _Optional[str] = ..., source_task: _Optional[str] = ..., outcome: _Optional[str] = ..., target_task_success: _Optional[str] = ..., target_task_failure: _Optional[str] = ...) -> None: ...

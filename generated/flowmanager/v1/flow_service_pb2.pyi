@@ -1,0 +1,163 @@
+import datetime
+
+from flowmanager.v1 import flow_pb2 as _flow_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTION_STATUS_UNSPECIFIED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_COMPLETED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_FAILED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_CANCELLED: _ClassVar[ExecutionStatus]
+
+class TaskOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_OUTCOME_UNSPECIFIED: _ClassVar[TaskOutcome]
+    TASK_OUTCOME_SUCCESS: _ClassVar[TaskOutcome]
+    TASK_OUTCOME_FAILURE: _ClassVar[TaskOutcome]
+
+class Branch(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BRANCH_UNSPECIFIED: _ClassVar[Branch]
+    BRANCH_SUCCESS: _ClassVar[Branch]
+    BRANCH_FAILURE: _ClassVar[Branch]
+EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
+EXECUTION_STATUS_COMPLETED: ExecutionStatus
+EXECUTION_STATUS_FAILED: ExecutionStatus
+EXECUTION_STATUS_CANCELLED: ExecutionStatus
+TASK_OUTCOME_UNSPECIFIED: TaskOutcome
+TASK_OUTCOME_SUCCESS: TaskOutcome
+TASK_OUTCOME_FAILURE: TaskOutcome
+BRANCH_UNSPECIFIED: Branch
+BRANCH_SUCCESS: Branch
+BRANCH_FAILURE: Branch
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("flow",)
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    flow: _flow_pb2.Flow
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_TASK_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    flow_id: str
+    status: ExecutionStatus
+    executed_tasks: _containers.RepeatedScalarFieldContainer[str]
+    failed_task: str
+    execution_id: str
+    task_results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    error: str
+    start_time: _timestamp_pb2.Timestamp
+    duration: _duration_pb2.Duration
+    def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ExecuteStreamRequest(_message.Message):
+    __slots__ = ("flow",)
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    flow: _flow_pb2.Flow
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
+
+class ExecuteStreamResponse(_message.Message):
+    __slots__ = ("execution_id", "sequence", "time", "execution_started", "task_started", "task_finished", "condition_evaluated", "execution_finished")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TASK_STARTED_FIELD_NUMBER: _ClassVar[int]
+    TASK_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    execution_started: ExecutionStartedEvent
+    task_started: TaskStartedEvent
+    task_finished: TaskFinishedEvent
+    condition_evaluated: ConditionEvaluatedEvent
+    execution_finished: ExecutionFinishedEvent
+    def __init__(self, execution_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_started: _Optional[_Union[ExecutionStartedEvent, _Mapping]] = ..., task_started: _Optional[_Union[TaskStartedEvent, _Mapping]] = ..., task_finished: _Optional[_Union[TaskFinishedEvent, _Mapping]] = ..., condition_evaluated: _Optional[_Union[ConditionEvaluatedEvent, _Mapping]] = ..., execution_finished: _Optional[_Union[ExecutionFinishedEvent, _Mapping]] = ...) -> None: ...
+
+class ExecutionStartedEvent(_message.Message):
+    __slots__ = ("flow_id", "flow_name", "start_task")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TASK_FIELD_NUMBER: _ClassVar[int]
+    flow_id: str
+    flow_name: str
+    start_task: str
+    def __init__(self, flow_id: _Optional[str] = ..., flow_name: _Optional[str] = ..., start_task: _Optional[str] = ...) -> None: ...
+
+class TaskStartedEvent(_message.Message):
+    __slots__ = ("task", "type", "step")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    type: str
+    step: int
+    def __init__(self, task: _Optional[str] = ..., type: _Optional[str] = ..., step: _Optional[int] = ...) -> None: ...
+
+class TaskFinishedEvent(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: TaskResult
+    def __init__(self, result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
+
+class ConditionEvaluatedEvent(_message.Message):
+    __slots__ = ("condition", "source_task", "expected_outcome", "actual_outcome", "branch", "next_task")
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_TASK_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    BRANCH_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TASK_FIELD_NUMBER: _ClassVar[int]
+    condition: str
+    source_task: str
+    expected_outcome: str
+    actual_outcome: TaskOutcome
+    branch: Branch
+    next_task: str
+    def __init__(self, condition: _Optional[str] = ..., source_task: _Optional[str] = ..., expected_outcome: _Optional[str] = ..., actual_outcome: _Optional[_Union[TaskOutcome, str]] = ..., branch: _Optional[_Union[Branch, str]] = ..., next_task: _Optional[str] = ...) -> None: ...
+
+class ExecutionFinishedEvent(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: ExecuteResponse
+    def __init__(self, result: _Optional[_Union[ExecuteResponse, _Mapping]] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task", "outcome", "output", "error", "start_time", "duration", "step")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    outcome: TaskOutcome
+    output: _struct_pb2.Struct
+    error: str
+    start_time: _timestamp_pb2.Timestamp
+    duration: _duration_pb2.Duration
+    step: int
+    def __init__(self, task: _Optional[str] = ..., outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[int] = ...) -> None: ...
