@@ -50,9 +50,15 @@ class FlowServer:
         for service in ("", FLOW_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None) -> None:
-        """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds."""
+    async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
+        """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
+
+        New calls are still accepted for `drain_delay` seconds after NOT_SERVING,
+        so health watchers and load balancers hear of it before the port closes.
+        """
         await self.health.enter_graceful_shutdown()
+        if drain_delay > 0:
+            await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
 
 
@@ -91,6 +97,10 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    logger.info("draining: NOT_SERVING, %.1f s for in-flight calls", settings.grace_period)
-    await flow_server.stop(settings.grace_period)
+    logger.info(
+        "draining: NOT_SERVING for %.1f s, then %.1f s for in-flight calls",
+        settings.drain_delay,
+        settings.grace_period,
+    )
+    await flow_server.stop(settings.grace_period, settings.drain_delay)
     logger.info("stopped")

@@ -20,6 +20,8 @@ class Settings:
     """host:port to listen on; port 0 picks a free port."""
     grace_period: float = 10.0
     """Seconds in-flight calls get to finish after SIGTERM/SIGINT."""
+    drain_delay: float = 1.0
+    """Seconds between reporting NOT_SERVING and refusing new calls on shutdown."""
     default_max_steps: int = 1_000
     """Task runs allowed per execution when a flow does not set `max_steps`."""
     max_steps_ceiling: int = 10_000
@@ -56,6 +58,13 @@ class Settings:
             "default %(default)s)",
         )
         parser.add_argument(
+            "--drain-delay",
+            type=float,
+            default=default("drain_delay", defaults.drain_delay),
+            help="seconds between NOT_SERVING and refusing new calls on shutdown "
+            "(FLOWMANAGER_DRAIN_DELAY; default %(default)s)",
+        )
+        parser.add_argument(
             "--step-limit",
             dest="default_max_steps",
             type=int,
@@ -81,11 +90,12 @@ class Settings:
         args = parser.parse_args(argv)
         if args.default_max_steps < 1 or args.default_max_steps > args.max_steps_ceiling:
             parser.error("--step-limit must be between 1 and --step-limit-ceiling")
-        if args.grace_period < 0:
-            parser.error("--grace-period must not be negative")
+        if args.grace_period < 0 or args.drain_delay < 0:
+            parser.error("--grace-period and --drain-delay must not be negative")
         return cls(
             address=args.address,
             grace_period=args.grace_period,
+            drain_delay=args.drain_delay,
             default_max_steps=args.default_max_steps,
             max_steps_ceiling=args.max_steps_ceiling,
             log_level=args.log_level,

@@ -34,7 +34,8 @@ class TaskContext:
     """The position of this run among the execution's task runs, from 1."""
     outputs: Mapping[str, Mapping[str, Any]]
     """The latest output of every task that ran before this one, in the order
-    they last ran."""
+    they last ran. A read-only live view (copying it per step would make long
+    flows quadratic): read it while the task runs, copy it to keep it."""
     previous: TaskResult | None
     """The result of the run just before this one, if any."""
 

@@ -1,0 +1,160 @@
+"""Conversions between messages and domain models, without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flowmanager.v1 import flow_service_pb2 as pb
+from google.protobuf import json_format
+
+from flowservice.api.convert import (
+    _BRANCH,
+    _OUTCOME,
+    _STATUS,
+    event_to_proto,
+    flow_from_request,
+    summary_to_proto,
+)
+from flowservice.errors import InvalidFlowError
+from flowservice.events import ConditionEvaluated, TaskStarted
+from flowservice.models import (
+    Branch,
+    Condition,
+    ExecutionStatus,
+    ExecutionSummary,
+    Flow,
+    Task,
+    TaskOutcome,
+    TaskResult,
+)
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
+
+
+def test_a_request_becomes_the_domain_flow_it_describes() -> None:
+    request = json_format.ParseDict(
+        {
+            "flow": {
+                "id": "f",
+                "name": "n",
+                "start_task": "a",
+                "max_steps": 9,
+                "tasks": [
+                    {"name": "a", "description": "first"},
+                    {"name": "b", "type": "fetch_data", "params": {"count": 2, "tags": ["x"]}},
+                ],
+                "conditions": [
+                    {
+                        "name": "c",
+                        "source_task": "a",
+                        "outcome": "failure",
+                        "target_task_success": "end",
+                        "target_task_failure": "b",
+                    }
+                ],
+            }
+        },
+        pb.ExecuteRequest(),
+    )
+
+    assert flow_from_request(request) == Flow(
+        id="f",
+        name="n",
+        start_task="a",
+        max_steps=9,
+        tasks=(
+            Task("a", type="mock", description="first"),
+            Task("b", type="fetch_data", params={"count": 2.0, "tags": ["x"]}),
+        ),
+        conditions=(Condition("a", "failure", "end", "b", name="c"),),
+    )
+
+
+def test_a_request_without_a_flow_is_invalid() -> None:
+    with pytest.raises(InvalidFlowError) as raised:
+        flow_from_request(pb.ExecuteStreamRequest())
+    assert raised.value.violations[0].field == "flow"
+
+
+def test_a_summary_becomes_the_execute_response() -> None:
+    result = TaskResult(
+        task="a",
+        outcome=TaskOutcome.FAILURE,
+        step=1,
+        started_at=NOW,
+        duration=timedelta(milliseconds=1500),
+        output={"partial": [1, "two"]},
+        error="bad",
+    )
+    summary = ExecutionSummary(
+        execution_id="e",
+        flow_id="f",
+        status=ExecutionStatus.FAILED,
+        executed_tasks=("a",),
+        task_results=(result,),
+        started_at=NOW,
+        duration=timedelta(seconds=2),
+        failed_task="a",
+        error="task 'a' failed: bad",
+    )
+
+    message = summary_to_proto(summary)
+
+    assert json_format.MessageToDict(message, preserving_proto_field_name=True) == {
+        "execution_id": "e",
+        "flow_id": "f",
+        "status": "EXECUTION_STATUS_FAILED",
+        "executed_tasks": ["a"],
+        "failed_task": "a",
+        "error": "task 'a' failed: bad",
+        "start_time": "2026-01-02T03:04:05.600Z",
+        "duration": "2s",
+        "task_results": [
+            {
+                "task": "a",
+                "outcome": "TASK_OUTCOME_FAILURE",
+                "step": 1,
+                "start_time": "2026-01-02T03:04:05.600Z",
+                "duration": "1.500s",
+                "output": {"partial": [1.0, "two"]},
+                "error": "bad",
+            }
+        ],
+    }
+
+
+def test_events_carry_their_header_and_payload() -> None:
+    started = event_to_proto(
+        TaskStarted(execution_id="e", sequence=4, time=NOW, task="a", type="mock", step=2)
+    )
+    assert started.execution_id == "e"
+    assert started.sequence == 4
+    assert started.time.ToDatetime(tzinfo=UTC) == NOW
+    assert started.task_started == pb.TaskStartedEvent(task="a", type="mock", step=2)
+
+    decided = event_to_proto(
+        ConditionEvaluated(
+            execution_id="e",
+            sequence=5,
+            time=NOW,
+            condition="c",
+            source_task="a",
+            expected_outcome="success",
+            actual_outcome=TaskOutcome.FAILURE,
+            branch=Branch.FAILURE,
+            next_task="end",
+        )
+    )
+    assert decided.WhichOneof("event") == "condition_evaluated"
+    assert decided.condition_evaluated.branch == pb.BRANCH_FAILURE
+    assert decided.condition_evaluated.actual_outcome == pb.TASK_OUTCOME_FAILURE
+
+
+@pytest.mark.parametrize(
+    ("table", "enum"), [(_STATUS, ExecutionStatus), (_OUTCOME, TaskOutcome), (_BRANCH, Branch)]
+)
+def test_every_domain_enum_value_has_a_wire_value(table: object, enum: type) -> None:
+    assert isinstance(table, dict)
+    assert set(table) == set(enum)
+    assert 0 not in table.values()  # UNSPECIFIED is never sent
