@@ -2,12 +2,16 @@
 
 Hierarchy::
 
-    FlowServiceError            base of every error raised on purpose
-    ├── InvalidFlowError        the flow definition breaks one or more rules;
-    │                           carries every `Violation` found (the API maps
-    │                           it to INVALID_ARGUMENT with BadRequest details)
-    └── TaskRegistrationError   a task implementation cannot be registered
-                                (raised at start-up, never during a call)
+    FlowServiceError              base of every error raised on purpose
+    ├── InvalidFlowError          the flow definition breaks one or more rules;
+    │                             carries every `Violation` found
+    │                             (INVALID_ARGUMENT with BadRequest details)
+    ├── TooManyExecutionsError    the server runs as many executions as it
+    │                             may; the call is shed (RESOURCE_EXHAUSTED)
+    ├── ExecutionTimedOutError    an execution ran out of time; carries its
+    │                             summary (DEADLINE_EXCEEDED)
+    └── TaskRegistrationError     a task implementation cannot be registered
+                                  (raised at start-up, never during a call)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
 recorded in its `TaskResult`. Tasks may raise `flowservice.tasks.TaskFailure`
@@ -17,11 +21,17 @@ to fail with a message and an output.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowservice.models import ExecutionSummary
 
 __all__ = [
+    "ExecutionTimedOutError",
     "FlowServiceError",
     "InvalidFlowError",
     "TaskRegistrationError",
+    "TooManyExecutionsError",
     "Violation",
 ]
 
@@ -36,6 +46,8 @@ class Violation:
     """What is wrong, for people."""
     reason: str
     """What is wrong, for programs: an UPPER_SNAKE_CASE code such as `UNKNOWN_TASK`."""
+    limit: tuple[str, int] | None = None
+    """The limit that was exceeded and its value, when a limit was (see `Limits`)."""
 
 
 class FlowServiceError(Exception):
@@ -51,6 +63,25 @@ class InvalidFlowError(FlowServiceError):
         first = violations[0].description if violations else "invalid flow"
         more = f" (and {count - 1} more)" if count > 1 else ""
         super().__init__(f"invalid flow: {first}{more}")
+
+
+class TooManyExecutionsError(FlowServiceError):
+    """The server already runs `limit` executions; new ones are refused until some end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the server is running its limit of {limit} concurrent executions "
+            "(max_concurrent_executions); retry later"
+        )
+
+
+class ExecutionTimedOutError(FlowServiceError):
+    """An execution ran out of time; `summary` says how far it got."""
+
+    def __init__(self, summary: ExecutionSummary) -> None:
+        self.summary = summary
+        super().__init__(summary.error or "deadline exceeded")
 
 
 class TaskRegistrationError(FlowServiceError):

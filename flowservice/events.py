@@ -1,8 +1,9 @@
 """The events an execution produces, in the order it produces them.
 
 Every execution yields `ExecutionStarted` first and `ExecutionFinished` last;
-between them, for each task run, `TaskStarted`, `TaskFinished` and, when a
-condition routes after that task, `ConditionEvaluated`. `ExecuteStream`
+between them, for each task run, `TaskStarted`, a `TaskRetrying` per failed
+attempt that is retried, `TaskFinished` and, when a condition routes after
+that task, `ConditionEvaluated`. `ExecuteStream`
 forwards these as they happen; `Execute` returns the summary carried by the
 last one.
 """
@@ -10,7 +11,7 @@ last one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flowservice.models import Branch, ExecutionSummary, TaskOutcome, TaskResult
 
@@ -20,6 +21,7 @@ __all__ = [
     "ExecutionFinished",
     "ExecutionStarted",
     "TaskFinished",
+    "TaskRetrying",
     "TaskStarted",
 ]
 
@@ -59,6 +61,22 @@ class TaskStarted(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRetrying(_EventBase):
+    """An attempt of a task failed; another follows after `delay`."""
+
+    task: str
+    """The task's name."""
+    attempt: int
+    """The attempt that failed, from 1."""
+    error: str
+    """Why it failed."""
+    error_type: str
+    """The kind of error, as matched by `RetryPolicy.non_retryable_errors`."""
+    delay: timedelta
+    """How long the engine waits before the next attempt."""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskFinished(_EventBase):
     """A task has finished, successfully or not."""
 
@@ -92,5 +110,12 @@ class ExecutionFinished(_EventBase):
     """How it ended: the same summary `Execute` returns."""
 
 
-Event = ExecutionStarted | TaskStarted | TaskFinished | ConditionEvaluated | ExecutionFinished
+Event = (
+    ExecutionStarted
+    | TaskStarted
+    | TaskRetrying
+    | TaskFinished
+    | ConditionEvaluated
+    | ExecutionFinished
+)
 """Any event of an execution."""

@@ -21,9 +21,11 @@ __all__ = [
     "ExecutionStatus",
     "ExecutionSummary",
     "Flow",
+    "RetryPolicy",
     "Task",
     "TaskOutcome",
     "TaskResult",
+    "TimeLimit",
 ]
 
 END = "end"
@@ -46,6 +48,7 @@ class ExecutionStatus(enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
 class Branch(enum.Enum):
@@ -55,6 +58,24 @@ class Branch(enum.Enum):
     """The task's outcome matched the condition: `target_task_success`."""
     FAILURE = "failure"
     """The task's outcome did not match: `target_task_failure`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a task's failed attempts are retried, with exponential backoff."""
+
+    max_attempts: int = 1
+    """The most attempts, the first included; 1 means no retry."""
+    initial_interval: timedelta = timedelta(seconds=1)
+    """The delay before the first retry."""
+    backoff_coefficient: float = 2.0
+    """How much the delay grows after each retry (at least 1)."""
+    maximum_interval: timedelta | None = None
+    """The longest delay; None means 100 times `initial_interval`."""
+    jitter: bool = False
+    """Draw each delay uniformly between zero and its backoff value."""
+    non_retryable_errors: frozenset[str] = frozenset()
+    """Error types that fail the task at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,10 @@ class Task:
     """What the task does, for people reading the flow."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Implementation-specific parameters (JSON-like values)."""
+    timeout: timedelta | None = None
+    """The longest one attempt may run; None means no per-task limit."""
+    retry: RetryPolicy = RetryPolicy()
+    """How failed attempts are retried; the default makes one attempt only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +128,8 @@ class Flow:
     """A human-readable name."""
     max_steps: int = 0
     """The most task runs allowed in one execution; 0 means the server's default."""
+    timeout: timedelta | None = None
+    """The longest the whole execution may run; None means no flow-level limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +150,20 @@ class TaskResult:
     """What the task produced (JSON-like values)."""
     error: str = ""
     """Why the task failed; empty on success."""
+    error_type: str = ""
+    """The kind of error (`TaskTimeout`, an exception class name, ...); empty on success."""
+    attempts: int = 1
+    """How many attempts the run took."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimit:
+    """A bound on how long an execution may run, and where it comes from."""
+
+    name: str
+    """`deadline` (the caller's gRPC deadline), `flow.timeout` or `max_run_time`."""
+    seconds: float
+    """Its length, counted from the start of the execution."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +188,5 @@ class ExecutionSummary:
     """The task whose failure stopped the flow, if any."""
     error: str = ""
     """Why the flow did not complete; empty when it completed."""
+    time_limit: TimeLimit | None = None
+    """The time limit that ended the execution, when its status is TIMED_OUT."""

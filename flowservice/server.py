@@ -14,23 +14,22 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api import FlowServicer
 from flowservice.engine import Engine
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
-from flowservice.validation import FlowLimits
 
 __all__ = ["FlowServer", "create_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +42,8 @@ class FlowServer:
     """The port it is bound to."""
     health: health_aio.HealthServicer
     """Its health service, flipped to NOT_SERVING on drain."""
+    engine: Engine
+    """The engine that runs its executions."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -60,19 +61,22 @@ class FlowServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
+        self.engine.close()
 
 
 def create_server(settings: Settings, registry: TaskRegistry | None = None) -> FlowServer:
     """A Flow Manager server bound to `settings.address`, not yet started."""
+    limits = settings.limits
     engine = Engine(
-        registry or builtin_registry(),
-        default_max_steps=settings.default_max_steps,
-        limits=FlowLimits(max_steps_ceiling=settings.max_steps_ceiling),
+        registry or builtin_registry(), limits=limits, task_threads=settings.task_threads
     )
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # Larger requests get RESOURCE_EXHAUSTED from grpc before any handler runs.
+            ("grpc.max_receive_message_length", limits.max_request_bytes),
+            # Responses carry every task output (each up to max_output_bytes),
+            # so they may be larger than requests; still bounded, explicitly.
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
         ]
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
@@ -82,7 +86,7 @@ def create_server(settings: Settings, registry: TaskRegistry | None = None) -> F
         (FLOW_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.address)
-    return FlowServer(server=server, port=port, health=health_servicer)
+    return FlowServer(server=server, port=port, health=health_servicer, engine=engine)
 
 
 async def serve(settings: Settings) -> None:

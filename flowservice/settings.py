@@ -1,20 +1,45 @@
-"""Server settings, from command-line flags with environment-variable defaults."""
+"""Server settings, from command-line flags with environment-variable defaults.
+
+Every flag `--some-name` has a variable `FLOWMANAGER_SOME_NAME`; a flag given
+on the command line wins over the variable, which wins over the default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from flowservice.limits import Limits
 
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "FLOWMANAGER_"
 
+# (flag, Limits field, help): every limit an operator may change.
+_LIMIT_FLAGS = (
+    ("--step-limit", "default_max_steps", "task runs per execution when a flow sets no max_steps"),
+    ("--step-limit-ceiling", "max_steps_ceiling", "the largest max_steps a flow may set"),
+    ("--max-tasks", "max_tasks", "tasks per flow"),
+    ("--max-conditions", "max_conditions", "conditions per flow"),
+    ("--max-name-length", "max_name_length", "characters in a name, id or task type"),
+    ("--max-attempts", "max_attempts", "the largest retry.max_attempts a task may set"),
+    ("--max-output-bytes", "max_output_bytes", "bytes of one task output (compact JSON)"),
+    ("--max-request-bytes", "max_request_bytes", "bytes of one request message"),
+    (
+        "--max-concurrent-executions",
+        "max_concurrent_executions",
+        "executions at once; past it calls get RESOURCE_EXHAUSTED",
+    ),
+    ("--max-run-time", "max_run_time", "seconds any execution may run"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything an operator can set; every flag has a `FLOWMANAGER_*` variable."""
+    """Everything an operator can set."""
 
     address: str = "127.0.0.1:50051"
     """host:port to listen on; port 0 picks a free port."""
@@ -22,12 +47,12 @@ class Settings:
     """Seconds in-flight calls get to finish after SIGTERM/SIGINT."""
     drain_delay: float = 1.0
     """Seconds between reporting NOT_SERVING and refusing new calls on shutdown."""
-    default_max_steps: int = 1_000
-    """Task runs allowed per execution when a flow does not set `max_steps`."""
-    max_steps_ceiling: int = 10_000
-    """The largest `max_steps` a flow may ask for."""
     log_level: str = "INFO"
     """The root log level: DEBUG, INFO, WARNING or ERROR."""
+    task_threads: int = 64
+    """Worker threads for sync task implementations."""
+    limits: Limits = field(default_factory=Limits)
+    """The bounds every request and execution must respect."""
 
     @classmethod
     def from_args(
@@ -36,67 +61,57 @@ class Settings:
         """Settings from `argv` (flags win) and `environ` (defaults to the process's)."""
         env = os.environ if environ is None else environ
         defaults = cls()
-
-        def default(name: str, value: object) -> str:
-            return env.get(_ENV_PREFIX + name.upper(), str(value))
-
         parser = argparse.ArgumentParser(
             prog="python -m flowservice",
             description="Serve the Flow Manager gRPC API.",
-            epilog="Each flag can also be set by its FLOWMANAGER_* environment variable.",
+            epilog="Each flag can also be set by its FLOWMANAGER_* environment variable, "
+            "e.g. FLOWMANAGER_MAX_RUN_TIME for --max-run-time.",
         )
-        parser.add_argument(
-            "--address",
-            default=default("address", defaults.address),
-            help="host:port to listen on (FLOWMANAGER_ADDRESS; default %(default)s)",
-        )
-        parser.add_argument(
-            "--grace-period",
-            type=float,
-            default=default("grace_period", defaults.grace_period),
-            help="seconds in-flight calls get on shutdown (FLOWMANAGER_GRACE_PERIOD; "
-            "default %(default)s)",
-        )
-        parser.add_argument(
+
+        def add(flag: str, value: object, kind: type, help_text: str, **extra: object) -> None:
+            variable = _ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=kind(env.get(variable, value)),
+                help=f"{help_text} ({variable}; default %(default)s)",
+                **extra,  # type: ignore[arg-type]
+            )
+
+        add("--address", defaults.address, str, "host:port to listen on")
+        add("--grace-period", defaults.grace_period, float, "seconds in-flight calls get")
+        add(
             "--drain-delay",
-            type=float,
-            default=default("drain_delay", defaults.drain_delay),
-            help="seconds between NOT_SERVING and refusing new calls on shutdown "
-            "(FLOWMANAGER_DRAIN_DELAY; default %(default)s)",
+            defaults.drain_delay,
+            float,
+            "seconds between NOT_SERVING and refusing new calls",
         )
-        parser.add_argument(
-            "--step-limit",
-            dest="default_max_steps",
-            type=int,
-            default=default("step_limit", defaults.default_max_steps),
-            help="task runs per execution when a flow sets no max_steps "
-            "(FLOWMANAGER_STEP_LIMIT; default %(default)s)",
-        )
-        parser.add_argument(
-            "--step-limit-ceiling",
-            dest="max_steps_ceiling",
-            type=int,
-            default=default("step_limit_ceiling", defaults.max_steps_ceiling),
-            help="the largest max_steps a flow may set "
-            "(FLOWMANAGER_STEP_LIMIT_CEILING; default %(default)s)",
-        )
-        parser.add_argument(
+        add(
             "--log-level",
-            default=default("log_level", defaults.log_level),
+            defaults.log_level,
+            str.upper,  # type: ignore[arg-type]
+            "log level",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            type=str.upper,
-            help="log level (FLOWMANAGER_LOG_LEVEL; default %(default)s)",
         )
+        add("--task-threads", defaults.task_threads, int, "worker threads for sync tasks")
+        for flag, name, help_text in _LIMIT_FLAGS:
+            value = getattr(defaults.limits, name)
+            add(flag, value, type(value), help_text, dest=name)
+
         args = parser.parse_args(argv)
-        if args.default_max_steps < 1 or args.default_max_steps > args.max_steps_ceiling:
-            parser.error("--step-limit must be between 1 and --step-limit-ceiling")
-        if args.grace_period < 0 or args.drain_delay < 0:
-            parser.error("--grace-period and --drain-delay must not be negative")
+        limits = Limits(**{name: getattr(args, name) for _, name, _ in _LIMIT_FLAGS})
+        for field_ in dataclasses.fields(limits):
+            if getattr(limits, field_.name) <= 0:
+                parser.error(f"{field_.name} must be positive")
+        if limits.default_max_steps > limits.max_steps_ceiling:
+            parser.error("--step-limit must not exceed --step-limit-ceiling")
+        if args.grace_period < 0 or args.drain_delay < 0 or args.task_threads < 1:
+            parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
         return cls(
             address=args.address,
             grace_period=args.grace_period,
             drain_delay=args.drain_delay,
-            default_max_steps=args.default_max_steps,
-            max_steps_ceiling=args.max_steps_ceiling,
             log_level=args.log_level,
+            task_threads=args.task_threads,
+            limits=limits,
         )

@@ -8,11 +8,12 @@ loudly here instead of being misread.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from flowmanager.v1 import flow_pb2, flow_service_pb2
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 
+from flowmanager.v1 import flow_pb2, flow_service_pb2
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.events import (
     ConditionEvaluated,
@@ -20,6 +21,7 @@ from flowservice.events import (
     ExecutionFinished,
     ExecutionStarted,
     TaskFinished,
+    TaskRetrying,
     TaskStarted,
 )
 from flowservice.models import (
@@ -29,6 +31,7 @@ from flowservice.models import (
     ExecutionStatus,
     ExecutionSummary,
     Flow,
+    RetryPolicy,
     Task,
     TaskOutcome,
     TaskResult,
@@ -46,6 +49,7 @@ _STATUS: Mapping[ExecutionStatus, flow_service_pb2.ExecutionStatus] = {
     ExecutionStatus.COMPLETED: flow_service_pb2.EXECUTION_STATUS_COMPLETED,
     ExecutionStatus.FAILED: flow_service_pb2.EXECUTION_STATUS_FAILED,
     ExecutionStatus.CANCELLED: flow_service_pb2.EXECUTION_STATUS_CANCELLED,
+    ExecutionStatus.TIMED_OUT: flow_service_pb2.EXECUTION_STATUS_TIMED_OUT,
 }
 _OUTCOME: Mapping[TaskOutcome, flow_service_pb2.TaskOutcome] = {
     TaskOutcome.SUCCESS: flow_service_pb2.TASK_OUTCOME_SUCCESS,
@@ -78,6 +82,8 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                 type=task.type or DEFAULT_TASK_TYPE,
                 description=task.description,
                 params=_struct_to_dict(task.params) if task.HasField("params") else {},
+                timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
+                retry=_retry_from_proto(task.retry) if task.HasField("retry") else RetryPolicy(),
             )
             for task in message.tasks
         ),
@@ -92,6 +98,26 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
             for condition in message.conditions
         ),
         max_steps=message.max_steps,
+        timeout=_timedelta(message.timeout) if message.HasField("timeout") else None,
+    )
+
+
+def _retry_from_proto(message: flow_pb2.RetryPolicy) -> RetryPolicy:
+    """Applies the documented defaults for unset fields; other values pass to validation."""
+    defaults = RetryPolicy()
+    return RetryPolicy(
+        max_attempts=message.max_attempts or defaults.max_attempts,
+        initial_interval=(
+            _timedelta(message.initial_interval)
+            if message.HasField("initial_interval")
+            else defaults.initial_interval
+        ),
+        backoff_coefficient=message.backoff_coefficient or defaults.backoff_coefficient,
+        maximum_interval=(
+            _timedelta(message.maximum_interval) if message.HasField("maximum_interval") else None
+        ),
+        jitter=message.jitter,
+        non_retryable_errors=frozenset(message.non_retryable_errors),
     )
 
 
@@ -101,7 +127,9 @@ def task_result_to_proto(result: TaskResult) -> flow_service_pb2.TaskResult:
         task=result.task,
         outcome=_OUTCOME[result.outcome],
         error=result.error,
+        error_type=result.error_type,
         step=result.step,
+        attempts=result.attempts,
     )
     if result.output:
         message.output.update(result.output)
@@ -143,6 +171,13 @@ def event_to_proto(event: Event) -> flow_service_pb2.ExecuteStreamResponse:
             message.task_started.CopyFrom(
                 flow_service_pb2.TaskStartedEvent(task=event.task, type=event.type, step=event.step)
             )
+        case TaskRetrying():
+            retrying = message.task_retrying
+            retrying.task = event.task
+            retrying.attempt = event.attempt
+            retrying.error = event.error
+            retrying.error_type = event.error_type
+            retrying.delay.FromTimedelta(event.delay)
         case TaskFinished():
             message.task_finished.result.CopyFrom(task_result_to_proto(event.result))
         case ConditionEvaluated():
@@ -163,3 +198,7 @@ def event_to_proto(event: Event) -> flow_service_pb2.ExecuteStreamResponse:
 
 def _struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(struct)
+
+
+def _timedelta(duration: duration_pb2.Duration) -> timedelta:
+    return duration.ToTimedelta()

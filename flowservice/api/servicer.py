@@ -1,20 +1,27 @@
 """The `flowmanager.v1.FlowService` servicer: thin glue between gRPC and the engine.
 
 Both RPCs share one path: convert the request, run the engine, convert what
-it yields. Every exception goes through `status_for`, the one mapping from
-errors to status codes; this module is the only caller of `abort`.
+it yields. The caller's gRPC deadline is handed to the engine as the
+execution's time limit; an execution that runs out of time ends the call with
+DEADLINE_EXCEEDED (after the finished event, on a stream). Every exception
+goes through `status_for`, the one mapping from errors to status codes; this
+module is the only caller of `abort`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api.convert import event_to_proto, flow_from_request, summary_to_proto
 from flowservice.api.status import status_for
 from flowservice.engine import Engine
+from flowservice.errors import ExecutionTimedOutError
+from flowservice.events import ExecutionFinished
+from flowservice.models import ExecutionStatus
 
 __all__ = ["FlowServicer"]
 
@@ -32,7 +39,10 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ExecuteResponse:
         """Runs the flow to its end and returns its summary."""
         try:
-            summary = await self._engine.execute(flow_from_request(request))
+            flow = flow_from_request(request)
+            summary = await self._engine.execute(flow, time_allowed=context.time_remaining())
+            if summary.status is ExecutionStatus.TIMED_OUT:
+                raise ExecutionTimedOutError(summary)
             return summary_to_proto(summary)
         except Exception as exc:
             await _abort(context, exc)
@@ -43,8 +53,18 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
         """Runs the flow and streams its events as they happen."""
         try:
-            async for event in self._engine.run(flow_from_request(request)):
-                yield event_to_proto(event)
+            flow = flow_from_request(request)
+            events = self._engine.run(flow, time_allowed=context.time_remaining())
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event_to_proto(event)
+                    if (
+                        isinstance(event, ExecutionFinished)
+                        and event.summary.status is ExecutionStatus.TIMED_OUT
+                    ):
+                        # The finished event went out first, so the caller sees
+                        # how far the flow got; the status says it ran out of time.
+                        raise ExecutionTimedOutError(event.summary)
         except Exception as exc:
             await _abort(context, exc)
 

@@ -4,6 +4,13 @@ Domain errors map to their status code with AIP-193 details (`ErrorInfo`,
 plus `BadRequest` field violations for an invalid flow). Anything unexpected
 becomes INTERNAL with a plain message and an incident id that is also in the
 server log; the exception's text never reaches the client.
+
+| error                    | code               | ErrorInfo reason     |
+|--------------------------|--------------------|----------------------|
+| InvalidFlowError         | INVALID_ARGUMENT   | INVALID_FLOW         |
+| TooManyExecutionsError   | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
+| ExecutionTimedOutError   | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
+| anything else            | INTERNAL           | INTERNAL             |
 """
 
 from __future__ import annotations
@@ -17,44 +24,81 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from flowservice.errors import FlowServiceError, InvalidFlowError
+from flowservice.errors import (
+    ExecutionTimedOutError,
+    FlowServiceError,
+    InvalidFlowError,
+    TooManyExecutionsError,
+)
 
 __all__ = ["ERROR_DOMAIN", "status_for"]
 
 ERROR_DOMAIN = "flowmanager"
 """The `ErrorInfo.domain` of every error this service raises."""
 
+# Error details travel in trailing metadata, which clients cap (8 KiB by
+# default in grpc); field violations beyond this many bytes are counted, not sent.
+_MAX_VIOLATION_BYTES = 4 * 1024
+
 logger = logging.getLogger(__name__)
 
 
 def status_for(exc: Exception) -> grpc.Status:
     """The status to send for `exc`, raised while handling a call."""
-    if isinstance(exc, InvalidFlowError):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=violation.field,
-                    description=violation.description,
-                    reason=violation.reason,
-                )
-                for violation in exc.violations
-            ]
-        )
-        info = _error_info(
-            "INVALID_FLOW",
-            violations=str(len(exc.violations)),
-            reasons=",".join(sorted({violation.reason for violation in exc.violations})),
-        )
-        return _status(code_pb2.INVALID_ARGUMENT, str(exc), info, bad_request)
-    if isinstance(exc, FlowServiceError):
-        logger.error("service error while handling a call", exc_info=exc)
-        return _status(code_pb2.INTERNAL, str(exc), _error_info("SERVICE_ERROR"))
+    match exc:
+        case InvalidFlowError():
+            return _invalid_flow(exc)
+        case TooManyExecutionsError():
+            info = _error_info(
+                "TOO_MANY_EXECUTIONS",
+                limit="max_concurrent_executions",
+                limit_value=str(exc.limit),
+            )
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
+        case ExecutionTimedOutError():
+            summary = exc.summary
+            limit = summary.time_limit
+            info = _error_info(
+                "DEADLINE_EXCEEDED",
+                limit=limit.name if limit else "",
+                limit_value=f"{limit.seconds:g}s" if limit else "",
+                execution_id=summary.execution_id,
+                executed_tasks=",".join(summary.executed_tasks)[:1024],
+            )
+            return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), info)
+        case FlowServiceError():
+            logger.error("service error while handling a call", exc_info=exc)
+            return _status(code_pb2.INTERNAL, str(exc), _error_info("SERVICE_ERROR"))
     incident = str(uuid.uuid4())
     logger.error("unexpected error while handling a call; incident %s", incident, exc_info=exc)
     return _status(
         code_pb2.INTERNAL,
         f"internal error; the server logged it as incident {incident}",
         _error_info("INTERNAL", incident_id=incident),
+    )
+
+
+def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
+    bad_request = error_details_pb2.BadRequest()
+    for violation in exc.violations:
+        field_violation = bad_request.field_violations.add(
+            field=violation.field, description=violation.description, reason=violation.reason
+        )
+        if bad_request.ByteSize() > _MAX_VIOLATION_BYTES:
+            bad_request.field_violations.remove(field_violation)
+            break
+    metadata = {
+        "violations": str(len(exc.violations)),
+        "violations_in_details": str(len(bad_request.field_violations)),
+        "reasons": ",".join(sorted({violation.reason for violation in exc.violations})),
+    }
+    for violation in exc.violations:
+        if violation.limit is not None:
+            metadata["limit"], value = violation.limit
+            metadata["limit_value"] = str(value)
+            metadata[f"limit.{violation.limit[0]}"] = str(value)
+    return _status(
+        code_pb2.INVALID_ARGUMENT, str(exc), _error_info("INVALID_FLOW", **metadata), bad_request
     )
 
 

@@ -1,17 +1,16 @@
 """Task implementations and the registry that maps a task `type` to one."""
 
 from flowservice.tasks.base import (
-    AsyncTaskFunction,
     TaskContext,
     TaskFailure,
     TaskImplementation,
     TaskOutput,
 )
 from flowservice.tasks.builtin import builtin_registry
-from flowservice.tasks.registry import TaskRegistry
+from flowservice.tasks.registry import RegisteredTask, TaskRegistry
 
 __all__ = [
-    "AsyncTaskFunction",
+    "RegisteredTask",
     "TaskContext",
     "TaskFailure",
     "TaskImplementation",

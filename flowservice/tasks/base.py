@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from flowservice.models import Task, TaskResult
 
 __all__ = [
-    "AsyncTaskFunction",
     "TaskContext",
     "TaskFailure",
     "TaskImplementation",
@@ -32,6 +31,8 @@ class TaskContext:
     """The task definition being run."""
     step: int
     """The position of this run among the execution's task runs, from 1."""
+    attempt: int
+    """Which attempt of this run this is, from 1 (above 1 only when retried)."""
     outputs: Mapping[str, Mapping[str, Any]]
     """The latest output of every task that ran before this one, in the order
     they last ran. A read-only live view (copying it per step would make long
@@ -46,11 +47,21 @@ class TaskContext:
 
 
 class TaskFailure(Exception):
-    """Raised by a task to fail with a message and, optionally, an output."""
+    """Raised by a task to fail with a message and, optionally, an output and an error type.
 
-    def __init__(self, message: str, output: Mapping[str, Any] | None = None) -> None:
+    `error_type` (default `TaskFailure`) is what `RetryPolicy.non_retryable_errors`
+    matches; a task that knows a failure is permanent gives it a type of its own.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        output: Mapping[str, Any] | None = None,
+        error_type: str = "TaskFailure",
+    ) -> None:
         super().__init__(message)
         self.output: Mapping[str, Any] = output or {}
+        self.error_type = error_type
 
 
 @runtime_checkable
@@ -64,7 +75,3 @@ class TaskImplementation(Protocol):
     def run(self, ctx: TaskContext) -> TaskOutput | Awaitable[TaskOutput]:
         """Carries out the task."""
         ...
-
-
-AsyncTaskFunction = Callable[[TaskContext], Awaitable[TaskOutput]]
-"""The one shape the engine calls: every registered implementation is adapted to it."""

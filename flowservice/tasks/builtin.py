@@ -20,6 +20,10 @@ __all__ = ["builtin_registry", "fetch_data", "mock", "process_data", "store_data
 async def mock(ctx: TaskContext) -> TaskOutput:
     """Behaves as its params say: `sleep_ms` first, then `fail` with `error`, or return `output`.
 
+    `error_type` sets the failure's type (default `TaskFailure`), and
+    `fail_attempts` (a number n) fails only the first n attempts of a run, so
+    retries can be tried out without writing code.
+
     With no params it succeeds at once with no output.
     """
     params = ctx.params
@@ -28,8 +32,14 @@ async def mock(ctx: TaskContext) -> TaskOutput:
         raise TaskFailure(f"params.sleep_ms must be a non-negative number, got {sleep_ms!r}")
     if sleep_ms:
         await asyncio.sleep(sleep_ms / 1000)
-    if params.get("fail", False) is True:
-        raise TaskFailure(str(params.get("error") or f"task {ctx.task.name!r} failed (mock)"))
+    fail_attempts = params.get("fail_attempts", 0)
+    if params.get("fail", False) is True or (
+        isinstance(fail_attempts, int | float) and ctx.attempt <= fail_attempts
+    ):
+        raise TaskFailure(
+            str(params.get("error") or f"task {ctx.task.name!r} failed (mock)"),
+            error_type=str(params.get("error_type") or "TaskFailure"),
+        )
     output = params.get("output", {})
     if not isinstance(output, Mapping):
         raise TaskFailure(f"params.output must be an object, got {type(output).__name__}")

@@ -1,30 +1,41 @@
 """The registry that maps a task `type` to the implementation that runs it.
 
 Adding a task type is a registration here, never a change to the engine.
-Implementations may be async functions, sync functions (run in a worker
-thread so they never block the event loop), or objects/classes with a `run`
-method of either kind.
+Implementations may be async functions, sync functions (the engine runs them
+in worker threads so they never block the event loop), or objects/classes
+with a `run` method of either kind.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from flowservice.errors import TaskRegistrationError
-from flowservice.tasks.base import AsyncTaskFunction, TaskContext, TaskOutput
+from flowservice.tasks.base import TaskContext, TaskOutput
 
-__all__ = ["TaskRegistry"]
+__all__ = ["RegisteredTask", "TaskRegistry"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredTask:
+    """One task implementation, with how the engine must call it."""
+
+    type_name: str
+    """The task type it is registered under."""
+    function: Callable[[TaskContext], TaskOutput | Awaitable[TaskOutput]]
+    """The callable to run (a bound `run` method for class-based tasks)."""
+    is_async: bool
+    """True: await it on the event loop. False: run it in a worker thread."""
 
 
 class TaskRegistry:
     """Maps task type names to implementations, adapted to one async shape."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, AsyncTaskFunction] = {}
+        self._tasks: dict[str, RegisteredTask] = {}
 
     def register(self, type_name: str, implementation: Any) -> None:
         """Registers `implementation` under `type_name`.
@@ -47,7 +58,7 @@ class TaskRegistry:
 
         return decorate
 
-    def get(self, type_name: str) -> AsyncTaskFunction | None:
+    def get(self, type_name: str) -> RegisteredTask | None:
         """The implementation registered under `type_name`, or None."""
         return self._tasks.get(type_name)
 
@@ -61,7 +72,7 @@ class TaskRegistry:
         return len(self._tasks)
 
 
-def _adapt(type_name: str, implementation: Any) -> AsyncTaskFunction:
+def _adapt(type_name: str, implementation: Any) -> RegisteredTask:
     if inspect.isclass(implementation):
         try:
             implementation = implementation()
@@ -77,18 +88,8 @@ def _adapt(type_name: str, implementation: Any) -> AsyncTaskFunction:
             f"task {type_name!r} must be a callable or have a run method, "
             f"got {type(implementation).__name__}"
         )
-    if inspect.iscoroutinefunction(implementation):
-        return implementation  # type: ignore[no-any-return]
-
-    sync_function = implementation
-
-    @functools.wraps(sync_function)
-    async def in_thread(ctx: TaskContext) -> TaskOutput:
-        # A sync task may block (I/O, time.sleep); a worker thread keeps the
-        # event loop, and so every other execution, responsive.
-        result = await asyncio.to_thread(sync_function, ctx)
-        if inspect.isawaitable(result):
-            return await result  # type: ignore[no-any-return]
-        return result  # type: ignore[no-any-return]
-
-    return in_thread
+    return RegisteredTask(
+        type_name=type_name,
+        function=implementation,
+        is_async=inspect.iscoroutinefunction(implementation),
+    )

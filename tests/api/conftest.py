@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
-from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from google.protobuf import json_format
 
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.server import FlowServer, create_server
 from flowservice.settings import Settings
 from flowservice.tasks import TaskContext, TaskRegistry, builtin_registry
@@ -34,15 +34,46 @@ class Gate:
         return {"gate": ctx.task.name}
 
 
+class Recorder:
+    """A task type that sleeps `params.seconds`, recording the runs started and cancelled."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.any_cancelled = asyncio.Event()
+
+    async def run(self, ctx: TaskContext) -> dict[str, Any]:
+        self.started.append(ctx.task.name)
+        try:
+            await asyncio.sleep(float(ctx.params.get("seconds", 30)))
+        except asyncio.CancelledError:
+            self.cancelled.append(ctx.task.name)
+            self.any_cancelled.set()
+            raise
+        return {}
+
+
 @pytest.fixture
 def gate() -> Gate:
     return Gate()
 
 
 @pytest.fixture
-def registry(gate: Gate) -> TaskRegistry:
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """The server's settings; a test module overrides this fixture to change limits."""
+    return Settings(address="127.0.0.1:0")
+
+
+@pytest.fixture
+def registry(gate: Gate, recorder: Recorder) -> TaskRegistry:
     registry = builtin_registry()
     registry.register("gate", gate)
+    registry.register("slow", recorder)
 
     def explode(ctx: TaskContext) -> None:
         raise RuntimeError("the disk is on fire")
@@ -52,8 +83,8 @@ def registry(gate: Gate) -> TaskRegistry:
 
 
 @pytest.fixture
-async def server(registry: TaskRegistry) -> AsyncIterator[FlowServer]:
-    flow_server = create_server(Settings(address="127.0.0.1:0"), registry)
+async def server(settings: Settings, registry: TaskRegistry) -> AsyncIterator[FlowServer]:
+    flow_server = create_server(settings, registry)
     await flow_server.start()
     yield flow_server
     await flow_server.stop(grace=None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from flowmanager.v1 import flow_service_pb2 as pb
 from google.protobuf import json_format
 
+from flowmanager.v1 import flow_service_pb2 as pb
 from flowservice.api.convert import (
     _BRANCH,
     _OUTCOME,
@@ -119,6 +119,7 @@ def test_a_summary_becomes_the_execute_response() -> None:
                 "duration": "1.500s",
                 "output": {"partial": [1.0, "two"]},
                 "error": "bad",
+                "attempts": 1,
             }
         ],
     }

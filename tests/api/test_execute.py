@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
+
 from flowmanager.v1 import flow_service_pb2 as pb
 from flowmanager.v1 import flow_service_pb2_grpc
-
 from tests.api.conftest import execute_request
 
 EXAMPLES = Path(__file__).parents[2] / "examples"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from flowmanager.v1 import flow_service_pb2 as pb
-from flowmanager.v1 import flow_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from flowmanager.v1 import flow_service_pb2 as pb
+from flowmanager.v1 import flow_service_pb2_grpc
 from flowservice.server import FlowServer
 from tests.api.conftest import Gate, execute_request
 

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import grpc
+
 from flowmanager.v1 import flow_service_pb2 as pb
 from flowmanager.v1 import flow_service_pb2_grpc
-
 from tests.api.conftest import Gate, execute_request, stream_request
 from tests.api.test_execute import seed_body
 

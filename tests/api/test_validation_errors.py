@@ -6,9 +6,9 @@ from typing import Any
 
 import grpc
 import pytest
-from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from tests.api.conftest import Gate, execute_request, stream_request
 
 Stub = flow_service_pb2_grpc.FlowServiceStub

@@ -17,6 +17,7 @@ from flowservice.events import (
     TaskFinished,
     TaskStarted,
 )
+from flowservice.limits import Limits
 from flowservice.models import (
     Branch,
     Condition,
@@ -219,7 +220,7 @@ async def test_a_loop_is_stopped_by_the_flows_step_limit(engine: Engine) -> None
 
 
 async def test_the_servers_default_step_limit_applies_when_the_flow_sets_none() -> None:
-    engine = Engine(builtin_registry(), default_max_steps=5)
+    engine = Engine(builtin_registry(), limits=Limits(default_max_steps=5))
     flow = Flow(
         start_task="a", tasks=(Task("a"),), conditions=(Condition("a", "success", "a", "end"),)
     )

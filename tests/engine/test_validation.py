@@ -6,12 +6,13 @@ import pytest
 
 from flowservice.engine import Engine
 from flowservice.errors import InvalidFlowError, Violation
+from flowservice.limits import Limits
 from flowservice.models import Condition, Flow, Task
 from flowservice.tasks import builtin_registry
-from flowservice.validation import FlowLimits, validate_flow
+from flowservice.validation import validate_flow
 
 TYPES = builtin_registry()
-LIMITS = FlowLimits(max_steps_ceiling=100)
+LIMITS = Limits(max_steps_ceiling=100)
 
 
 def violations(flow: Flow) -> list[tuple[str, str]]:

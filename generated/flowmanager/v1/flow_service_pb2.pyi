@@ -19,6 +19,7 @@ class ExecutionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTION_STATUS_COMPLETED: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_FAILED: _ClassVar[ExecutionStatus]
     EXECUTION_STATUS_CANCELLED: _ClassVar[ExecutionStatus]
+    EXECUTION_STATUS_TIMED_OUT: _ClassVar[ExecutionStatus]
 
 class TaskOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -35,6 +36,7 @@ EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_COMPLETED: ExecutionStatus
 EXECUTION_STATUS_FAILED: ExecutionStatus
 EXECUTION_STATUS_CANCELLED: ExecutionStatus
+EXECUTION_STATUS_TIMED_OUT: ExecutionStatus
 TASK_OUTCOME_UNSPECIFIED: TaskOutcome
 TASK_OUTCOME_SUCCESS: TaskOutcome
 TASK_OUTCOME_FAILURE: TaskOutcome
@@ -77,7 +79,7 @@ class ExecuteStreamRequest(_message.Message):
     def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
 
 class ExecuteStreamResponse(_message.Message):
-    __slots__ = ("execution_id", "sequence", "time", "execution_started", "task_started", "task_finished", "condition_evaluated", "execution_finished")
+    __slots__ = ("execution_id", "sequence", "time", "execution_started", "task_started", "task_finished", "condition_evaluated", "execution_finished", "task_retrying")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +88,7 @@ class ExecuteStreamResponse(_message.Message):
     TASK_FINISHED_FIELD_NUMBER: _ClassVar[int]
     CONDITION_EVALUATED_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TASK_RETRYING_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -94,7 +97,8 @@ class ExecuteStreamResponse(_message.Message):
     task_finished: TaskFinishedEvent
     condition_evaluated: ConditionEvaluatedEvent
     execution_finished: ExecutionFinishedEvent
-    def __init__(self, execution_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_started: _Optional[_Union[ExecutionStartedEvent, _Mapping]] = ..., task_started: _Optional[_Union[TaskStartedEvent, _Mapping]] = ..., task_finished: _Optional[_Union[TaskFinishedEvent, _Mapping]] = ..., condition_evaluated: _Optional[_Union[ConditionEvaluatedEvent, _Mapping]] = ..., execution_finished: _Optional[_Union[ExecutionFinishedEvent, _Mapping]] = ...) -> None: ...
+    task_retrying: TaskRetryingEvent
+    def __init__(self, execution_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_started: _Optional[_Union[ExecutionStartedEvent, _Mapping]] = ..., task_started: _Optional[_Union[TaskStartedEvent, _Mapping]] = ..., task_finished: _Optional[_Union[TaskFinishedEvent, _Mapping]] = ..., condition_evaluated: _Optional[_Union[ConditionEvaluatedEvent, _Mapping]] = ..., execution_finished: _Optional[_Union[ExecutionFinishedEvent, _Mapping]] = ..., task_retrying: _Optional[_Union[TaskRetryingEvent, _Mapping]] = ...) -> None: ...
 
 class ExecutionStartedEvent(_message.Message):
     __slots__ = ("flow_id", "flow_name", "start_task")
@@ -122,6 +126,20 @@ class TaskFinishedEvent(_message.Message):
     result: TaskResult
     def __init__(self, result: _Optional[_Union[TaskResult, _Mapping]] = ...) -> None: ...
 
+class TaskRetryingEvent(_message.Message):
+    __slots__ = ("task", "attempt", "error", "error_type", "delay")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    attempt: int
+    error: str
+    error_type: str
+    delay: _duration_pb2.Duration
+    def __init__(self, task: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class ConditionEvaluatedEvent(_message.Message):
     __slots__ = ("condition", "source_task", "expected_outcome", "actual_outcome", "branch", "next_task")
     CONDITION_FIELD_NUMBER: _ClassVar[int]
@@ -145,7 +163,7 @@ class ExecutionFinishedEvent(_message.Message):
     def __init__(self, result: _Optional[_Union[ExecuteResponse, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "outcome", "output", "error", "start_time", "duration", "step")
+    __slots__ = ("task", "outcome", "output", "error", "start_time", "duration", "step", "attempts", "error_type")
     TASK_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +171,8 @@ class TaskResult(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     task: str
     outcome: TaskOutcome
     output: _struct_pb2.Struct
@@ -160,4 +180,6 @@ class TaskResult(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
     step: int
-    def __init__(self, task: _Optional[str] = ..., outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[int] = ...) -> None: ...
+    attempts: int
+    error_type: str
+    def __init__(self, task: _Optional[str] = ..., outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., error_type: _Optional[str] = ...) -> None: ...

@@ -32,6 +32,9 @@ class FlowServiceStub:
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """
@@ -61,6 +64,9 @@ class FlowServiceServicer:
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """
@@ -111,6 +117,9 @@ class FlowService:
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """

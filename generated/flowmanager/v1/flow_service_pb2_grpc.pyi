@@ -33,6 +33,9 @@ class FlowServiceStub:
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """
@@ -60,6 +63,9 @@ class FlowServiceAsyncStub(FlowServiceStub):
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """
@@ -83,6 +89,9 @@ class FlowServiceServicer(metaclass=_abc_1.ABCMeta):
     A request whose flow is invalid fails with INVALID_ARGUMENT before any task
     runs; its details carry a `google.rpc.BadRequest` with one field violation
     per problem and a `google.rpc.ErrorInfo` with reason `INVALID_FLOW`.
+    An execution that runs out of time fails with DEADLINE_EXCEEDED, and a
+    server at its limit of concurrent executions answers RESOURCE_EXHAUSTED at
+    once; both carry an `ErrorInfo` naming the limit and its value.
     A flow that runs and fails is not an RPC error: it is reported as data,
     with status `EXECUTION_STATUS_FAILED`.
     """

@@ -1,0 +1,38 @@
+"""The bounds that keep one request from hurting the server or its other callers.
+
+Every limit has a name (used in error details, as `ErrorInfo.metadata`
+`limit` and `limit_value`) and a default taken from what comparable services
+use. Operators change them through `Settings`; the README lists them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound the service enforces; names are those reported in errors."""
+
+    max_tasks: int = 1_000
+    """Tasks per flow."""
+    max_conditions: int = 1_000
+    """Conditions per flow."""
+    max_name_length: int = 128
+    """Characters in a task, condition or flow name, id or task type."""
+    max_steps_ceiling: int = 10_000
+    """The largest `max_steps` a flow may ask for."""
+    default_max_steps: int = 1_000
+    """Task runs per execution when the flow does not set `max_steps`."""
+    max_attempts: int = 100
+    """The largest `retry.max_attempts` a task may ask for."""
+    max_output_bytes: int = 256 * 1024
+    """Bytes of one task output, as compact JSON; a larger output fails the task."""
+    max_request_bytes: int = 4 * 1024 * 1024
+    """Bytes of one request message; larger ones get RESOURCE_EXHAUSTED before any handler."""
+    max_concurrent_executions: int = 1_000
+    """Executions running at once in one server process; past it, calls are shed."""
+    max_run_time: float = 60.0
+    """Seconds any execution may run, whatever its caller's deadline."""
