@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from flowservice.errors import TooManyExecutionsError
+from flowservice.analysis import flow_warnings
+from flowservice.attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
+from flowservice.errors import TooManyExecutionsError, Violation
 from flowservice.events import (
     ConditionEvaluated,
     Event,
@@ -36,28 +37,25 @@ from flowservice.events import (
     TaskRetrying,
     TaskStarted,
 )
-from flowservice.json_values import json_problem
+from flowservice.expressions import ExpressionError
+from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import (
-    END,
-    Branch,
-    Condition,
     ExecutionStatus,
     ExecutionSummary,
     Flow,
     Task,
     TaskOutcome,
     TaskResult,
+    TaskStub,
     TimeLimit,
 )
 from flowservice.retry import backoff_delay, should_retry
-from flowservice.tasks import TaskContext, TaskFailure, TaskOutput, TaskRegistry
-from flowservice.validation import check_flow
+from flowservice.routing import Scope, decide
+from flowservice.tasks import TaskContext, TaskRegistry
+from flowservice.validation import CheckedFlow, check_flow, validate
 
-__all__ = ["TASK_TIMEOUT", "Engine"]
-
-TASK_TIMEOUT = "TaskTimeout"
-"""The error type of an attempt that ran past its task's `timeout`."""
+__all__ = ["Engine", "ValidationReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +63,12 @@ logger = logging.getLogger(__name__)
 # fire a moment before ours; a cancellation this close to the deadline is the
 # deadline, not the caller going away.
 _DEADLINE_TOLERANCE = 0.05
+
+_LIMIT_NAMES = {
+    "deadline": "the caller's deadline",
+    "flow.timeout": "the flow's timeout",
+    "max_run_time": "the server's maximum run time (max_run_time)",
+}
 
 
 def _utc_now() -> datetime:
@@ -76,18 +80,37 @@ def _new_execution_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
-    """Lookup tables built once per execution so that each step is O(1)."""
+class ValidationReport:
+    """What `Engine.validate` found: blocking errors and non-blocking warnings."""
 
-    flow: Flow
+    errors: tuple[Violation, ...]
+    """Problems that make a run fail with INVALID_ARGUMENT."""
+    warnings: tuple[Violation, ...]
+    """Suspicious parts that do not block a run."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything one execution needs, computed once so that each step is O(1)."""
+
+    checked: CheckedFlow
     tasks: Mapping[str, Task]
     next_in_list: Mapping[str, str | None]
-    conditions: Mapping[str, Condition]
     max_steps: int
     time_limit: TimeLimit
+    flow_input: Mapping[str, Any]
+    stubs: Mapping[str, TaskStub]
 
     @classmethod
-    def of(cls, flow: Flow, limits: Limits, time_allowed: float | None) -> _Plan:
+    def of(
+        cls,
+        checked: CheckedFlow,
+        limits: Limits,
+        time_allowed: float | None,
+        flow_input: Mapping[str, Any],
+        stubs: Mapping[str, TaskStub],
+    ) -> _Plan:
+        flow = checked.flow
         names = [task.name for task in flow.tasks]
         time_limits = [TimeLimit("max_run_time", limits.max_run_time)]
         if flow.timeout is not None:
@@ -95,24 +118,27 @@ class _Plan:
         if time_allowed is not None:
             time_limits.append(TimeLimit("deadline", max(time_allowed, 0.0)))
         return cls(
-            flow=flow,
+            checked=checked,
             tasks={task.name: task for task in flow.tasks},
             next_in_list=dict(zip(names, [*names[1:], None], strict=True)),
-            conditions={condition.source_task: condition for condition in flow.conditions},
             max_steps=flow.max_steps or limits.default_max_steps,
             time_limit=min(time_limits, key=lambda limit: limit.seconds),
+            flow_input=flow_input,
+            stubs=stubs,
         )
 
+    def out_of_time(self, when: str) -> str:
+        """The error of an execution stopped by its time limit."""
+        limit = self.time_limit
+        return f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {limit.seconds:g} s passed {when}"
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    """How one attempt of a task ended."""
 
-    output: Mapping[str, Any]
-    error: str = ""
-    error_type: str = ""
-    out_of_time: bool = False
-    """The execution's deadline passed during the attempt."""
+class _Stop(Exception):
+    """Ends an execution early with a status and an error."""
+
+    def __init__(self, status: ExecutionStatus, error: str) -> None:
+        self.status = status
+        self.error = error
 
 
 class Engine:
@@ -135,11 +161,7 @@ class Engine:
         self._new_execution_id = new_execution_id
         self._sleep = sleep
         self._rng = rng or random.Random()
-        # Sync tasks run here, not in asyncio's small default pool: a task that
-        # blocks, or is abandoned at a deadline, must not starve the others.
-        self._executor: Executor = ThreadPoolExecutor(
-            max_workers=task_threads, thread_name_prefix="flow-task"
-        )
+        self._attempts = AttemptRunner(self._limits, task_threads)
         self._running = 0
 
     @property
@@ -149,26 +171,51 @@ class Engine:
 
     def close(self) -> None:
         """Releases the worker threads; sync tasks still running are abandoned."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._attempts.close()
 
-    def run(self, flow: Flow, *, time_allowed: float | None = None) -> AsyncGenerator[Event, None]:
+    def validate(self, flow: Flow) -> ValidationReport:
+        """The errors `run` would raise for `flow`, and warnings that would not stop it."""
+        validation = validate(flow, self._registry, self._limits)
+        if validation.checked is None:
+            return ValidationReport(validation.violations, ())
+        return ValidationReport((), tuple(flow_warnings(validation.checked)))
+
+    def run(
+        self,
+        flow: Flow,
+        *,
+        flow_input: Mapping[str, Any] | None = None,
+        stubs: Mapping[str, TaskStub] | None = None,
+        time_allowed: float | None = None,
+    ) -> AsyncGenerator[Event, None]:
         """Validates `flow`, then returns an iterator over its execution's events.
 
-        `time_allowed` is the time the caller allows, in seconds (what is left of
-        its gRPC deadline); None when it set no deadline.
-        Raises `InvalidFlowError` at once, before any task runs, when the flow
-        is invalid; the iterator raises `TooManyExecutionsError` before its
-        first event when the server is at its limit. Otherwise its last event
-        is always `ExecutionFinished`. A caller that may stop early closes the
-        iterator (`contextlib.aclosing`) so the execution ends at once.
+        `flow_input` is what tasks and expressions see as the input; `stubs`
+        replace the named tasks' implementations (what-if runs); `time_allowed`
+        is what is left of the caller's gRPC deadline, in seconds (None: no
+        deadline). Raises `InvalidFlowError` at once, before any task runs,
+        when the flow is invalid; the iterator raises `TooManyExecutionsError`
+        before its first event when the server is at its limit. Otherwise its
+        last event is always `ExecutionFinished`. A caller that may stop early
+        closes the iterator (`contextlib.aclosing`) so the execution ends at once.
         """
-        check_flow(flow, self._registry, self._limits)
-        return self._events(_Plan.of(flow, self._limits, time_allowed))
+        stubs = stubs or {}
+        checked = check_flow(flow, self._registry, self._limits, stubs)
+        plan = _Plan.of(checked, self._limits, time_allowed, flow_input or {}, stubs)
+        return self._events(plan)
 
-    async def execute(self, flow: Flow, *, time_allowed: float | None = None) -> ExecutionSummary:
-        """Runs `flow` to its end and returns its summary."""
+    async def execute(
+        self,
+        flow: Flow,
+        *,
+        flow_input: Mapping[str, Any] | None = None,
+        stubs: Mapping[str, TaskStub] | None = None,
+        time_allowed: float | None = None,
+    ) -> ExecutionSummary:
+        """Runs `flow` to its end and returns its summary (see `run`)."""
         last: Event | None = None
-        async with contextlib.aclosing(self.run(flow, time_allowed=time_allowed)) as events:
+        events = self.run(flow, flow_input=flow_input, stubs=stubs, time_allowed=time_allowed)
+        async with contextlib.aclosing(events):
             async for event in events:
                 last = event
         assert isinstance(last, ExecutionFinished)  # guaranteed by _events
@@ -186,7 +233,8 @@ class Engine:
             self._running -= 1
 
     async def _execution(self, plan: _Plan) -> AsyncGenerator[Event, None]:
-        flow = plan.flow
+        checked = plan.checked
+        flow = checked.flow
         execution_id = self._new_execution_id()
         sequence = 0
 
@@ -204,9 +252,9 @@ class Engine:
         )
 
         results: list[TaskResult] = []
-        # Latest output per task, in the order tasks last ran (re-inserted on repeat).
-        outputs: dict[str, Mapping[str, Any]] = {}
-        outputs_view = MappingProxyType(outputs)  # tasks read it, only the engine writes
+        latest: dict[str, TaskResult] = {}  # latest run per task, in the order they last ran
+        latest_view = MappingProxyType(latest)  # tasks read it, only the engine writes
+        scope = Scope(plan.flow_input) if checked.uses_expressions else None
         status = ExecutionStatus.COMPLETED
         failed_task = ""
         error = ""
@@ -214,35 +262,46 @@ class Engine:
         try:
             while current is not None:
                 if len(results) >= plan.max_steps:
-                    status = ExecutionStatus.FAILED
-                    error = (
+                    raise _Stop(
+                        ExecutionStatus.FAILED,
                         f"step limit reached: the flow ran {plan.max_steps} tasks "
-                        f"(max_steps) and was stopped before running {current!r} again"
+                        f"(max_steps) and was stopped before running {current!r} again",
                     )
-                    break
                 if loop.time() >= deadline:
-                    status = ExecutionStatus.TIMED_OUT
-                    error = _out_of_time(plan.time_limit, f"before task {current!r} could start")
-                    break
+                    raise _Stop(
+                        ExecutionStatus.TIMED_OUT,
+                        plan.out_of_time(f"before task {current!r} could start"),
+                    )
                 task = plan.tasks[current]
                 step = len(results) + 1
+                inputs = self._mapped_inputs(checked, task, scope, results)
                 yield TaskStarted(**header(), task=task.name, type=task.type, step=step)
                 task_started_at = self._clock()
                 task_started = time.perf_counter()
+                registered = self._registry.get(task.type)
+                assert registered is not None  # validation rejected unknown types
+                params = {**task.params, **inputs} if inputs else task.params
+                stub = plan.stubs.get(task.name)
                 attempt_number = 1
                 while True:
+                    if stub is not None:
+                        attempt = self._attempts.stubbed(stub)
+                        break
                     ctx = TaskContext(
                         execution_id=execution_id,
                         flow_id=flow.id,
                         task=task,
+                        params=params,
+                        input=plan.flow_input,
                         step=step,
                         attempt=attempt_number,
-                        outputs=outputs_view,
-                        previous=results[-1] if results else None,
+                        results=latest_view,
                     )
-                    attempt = await self._attempt(task, ctx, deadline, plan.time_limit)
+                    attempt = await self._attempts.run(
+                        registered, ctx, deadline, plan.out_of_time("while it ran")
+                    )
                     if (
-                        not attempt.error
+                        not attempt.failed
                         or attempt.out_of_time
                         or not should_retry(task.retry, attempt_number, attempt.error_type)
                     ):
@@ -260,10 +319,10 @@ class Engine:
                         async with asyncio.timeout_at(deadline):
                             await self._sleep(delay.total_seconds())
                     except TimeoutError:
-                        attempt = _Attempt(
+                        attempt = Attempt(
                             output=attempt.output,
-                            error=_out_of_time(plan.time_limit, "while waiting to retry"),
-                            error_type="DeadlineExceeded",
+                            error=plan.out_of_time("while waiting to retry"),
+                            error_type=DEADLINE_EXCEEDED,
                             out_of_time=True,
                         )
                         break
@@ -271,7 +330,7 @@ class Engine:
 
                 result = TaskResult(
                     task=task.name,
-                    outcome=TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS,
+                    outcome=TaskOutcome.FAILURE if attempt.failed else TaskOutcome.SUCCESS,
                     step=step,
                     started_at=task_started_at,
                     duration=timedelta(seconds=time.perf_counter() - task_started),
@@ -279,32 +338,27 @@ class Engine:
                     error=attempt.error,
                     error_type=attempt.error_type,
                     attempts=attempt_number,
+                    stubbed=stub is not None,
+                    inputs=inputs,
                 )
                 results.append(result)
-                outputs.pop(task.name, None)
-                outputs[task.name] = result.output
+                latest.pop(task.name, None)
+                latest[task.name] = result
+                if scope is not None:
+                    scope.record(result)
                 yield TaskFinished(**header(), result=result)
                 if attempt.out_of_time:
-                    status = ExecutionStatus.TIMED_OUT
-                    error = attempt.error
-                    break
+                    raise _Stop(ExecutionStatus.TIMED_OUT, attempt.error)
 
-                condition = plan.conditions.get(task.name)
-                if condition is not None:
-                    matched = result.outcome.value == condition.outcome
-                    target = (
-                        condition.target_task_success if matched else condition.target_task_failure
-                    )
-                    current = None if target in ("", END) else target
-                    yield ConditionEvaluated(
-                        **header(),
-                        condition=condition.name,
-                        source_task=task.name,
-                        expected_outcome=condition.outcome,
-                        actual_outcome=result.outcome,
-                        branch=Branch.SUCCESS if matched else Branch.FAILURE,
-                        next_task=current or END,
-                    )
+                chain = checked.chains.get(task.name)
+                if chain:
+                    try:
+                        decision = decide(chain, result, scope)
+                    except ExpressionError as exc:
+                        raise _Stop(ExecutionStatus.FAILED, str(exc)) from None
+                    results[-1] = dataclasses.replace(result, decision=decision)
+                    yield ConditionEvaluated(**header(), decision=decision)
+                    current = None if decision.next_task == "end" else decision.next_task
                 elif result.outcome is TaskOutcome.SUCCESS:
                     current = plan.next_in_list[task.name]
                 else:
@@ -314,6 +368,8 @@ class Engine:
                     status = ExecutionStatus.FAILED
                     failed_task = task.name
                     error = f"task {task.name!r} failed: {result.error}"
+        except _Stop as stop:
+            status, error = stop.status, stop.error
         except (asyncio.CancelledError, GeneratorExit):
             # The caller cancelled, went away, or its deadline passed: record
             # which, and let the cancellation propagate.
@@ -322,15 +378,20 @@ class Engine:
                 if loop.time() >= deadline - _DEADLINE_TOLERANCE
                 else ExecutionStatus.CANCELLED
             )
-            logger.info(
-                "execution %s of flow %r %s after %d task runs",
-                execution_id,
-                flow.id,
-                ended.value,
-                len(results),
-                extra={"execution_id": execution_id, "flow_id": flow.id, "status": ended.value},
-            )
+            self._log_end(execution_id, flow, ended, len(results))
             raise
+
+        output: Any = results[-1].output if results else None
+        if checked.output is not None and status is not ExecutionStatus.TIMED_OUT:
+            assert scope is not None
+            try:
+                last = results[-1] if results else None
+                output = to_json(checked.output.evaluate(scope.variables(last)))
+            except (ExpressionError, NotJsonError) as exc:
+                output = None
+                if status is ExecutionStatus.COMPLETED:
+                    status = ExecutionStatus.FAILED
+                    error = f"flow.output could not be evaluated: {exc}"
 
         summary = ExecutionSummary(
             execution_id=execution_id,
@@ -343,96 +404,38 @@ class Engine:
             failed_task=failed_task,
             error=error,
             time_limit=plan.time_limit if status is ExecutionStatus.TIMED_OUT else None,
+            output=output,
         )
+        self._log_end(execution_id, flow, status, len(results))
+        yield ExecutionFinished(**header(), summary=summary)
+
+    def _mapped_inputs(
+        self, checked: CheckedFlow, task: Task, scope: Scope | None, results: list[TaskResult]
+    ) -> dict[str, Any]:
+        """The params `task`'s input mapping produces now; `_Stop` when one fails."""
+        mapping = checked.input_mappings.get(task.name)
+        if not mapping:
+            return {}
+        assert scope is not None
+        variables = scope.variables(results[-1] if results else None)
+        inputs: dict[str, Any] = {}
+        for name, expression in mapping:
+            try:
+                inputs[name] = to_json(expression.evaluate(variables))
+            except (ExpressionError, NotJsonError) as exc:
+                raise _Stop(
+                    ExecutionStatus.FAILED,
+                    f"input_mapping {name!r} of task {task.name!r} could not be evaluated: {exc}",
+                ) from None
+        return inputs
+
+    @staticmethod
+    def _log_end(execution_id: str, flow: Flow, status: ExecutionStatus, runs: int) -> None:
         logger.info(
             "execution %s of flow %r %s after %d task runs",
             execution_id,
             flow.id,
             status.value,
-            len(results),
+            runs,
             extra={"execution_id": execution_id, "flow_id": flow.id, "status": status.value},
         )
-        yield ExecutionFinished(**header(), summary=summary)
-
-    async def _attempt(
-        self, task: Task, ctx: TaskContext, deadline: float, time_limit: TimeLimit
-    ) -> _Attempt:
-        """Runs one attempt of `task`, bounded by its timeout and the execution's deadline."""
-        registered = self._registry.get(task.type)
-        assert registered is not None  # check_flow rejected unknown types
-        loop = asyncio.get_running_loop()
-        attempt_deadline = deadline
-        if task.timeout is not None:
-            attempt_deadline = min(deadline, loop.time() + task.timeout.total_seconds())
-        try:
-            async with asyncio.timeout_at(attempt_deadline):
-                returned: TaskOutput
-                if registered.is_async:
-                    returned = await registered.function(ctx)  # type: ignore[misc]
-                else:
-                    # A sync task may block; in a worker thread it blocks only
-                    # itself. At a deadline its result is abandoned.
-                    returned = await loop.run_in_executor(self._executor, registered.function, ctx)  # type: ignore[arg-type]
-            return self._checked_output(returned)
-        except TaskFailure as failure:
-            output = failure.output if json_problem(failure.output) is None else {}
-            return _Attempt(output, str(failure) or "task failed", failure.error_type)
-        except TimeoutError:
-            if attempt_deadline < deadline:
-                assert task.timeout is not None
-                return _Attempt(
-                    {}, f"attempt timed out after {_seconds(task.timeout)}", TASK_TIMEOUT
-                )
-            return _Attempt(
-                {},
-                f"cancelled: {_out_of_time(time_limit, 'while it ran')}",
-                "DeadlineExceeded",
-                out_of_time=True,
-            )
-        except Exception as exc:
-            # A task's own bug is that task's failure, never the server's.
-            logger.warning(
-                "task %r raised in execution %s",
-                task.name,
-                ctx.execution_id,
-                exc_info=True,
-                extra={"execution_id": ctx.execution_id, "task": task.name},
-            )
-            return _Attempt({}, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-
-    def _checked_output(self, returned: TaskOutput) -> _Attempt:
-        if returned is None:
-            return _Attempt({})
-        if not isinstance(returned, Mapping):
-            return _Attempt(
-                {},
-                f"task returned a {type(returned).__name__}; it must return an object or None",
-                "InvalidOutput",
-            )
-        problem = json_problem(returned)
-        if problem:
-            return _Attempt({}, f"task output is not JSON-like: {problem}", "InvalidOutput")
-        size = len(json.dumps(returned, separators=(",", ":")).encode())
-        if size > self._limits.max_output_bytes:
-            return _Attempt(
-                {},
-                f"task output is {size} bytes, above the limit of "
-                f"{self._limits.max_output_bytes} (max_output_bytes)",
-                "OutputTooLarge",
-            )
-        return _Attempt(returned)
-
-
-_LIMIT_NAMES = {
-    "deadline": "the caller's deadline",
-    "flow.timeout": "the flow's timeout",
-    "max_run_time": "the server's maximum run time (max_run_time)",
-}
-
-
-def _out_of_time(limit: TimeLimit, when: str) -> str:
-    return f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {limit.seconds:g} s passed {when}"
-
-
-def _seconds(duration: timedelta) -> str:
-    return f"{duration.total_seconds():g} s"

@@ -60,7 +60,7 @@ class InvalidFlowError(FlowServiceError):
     def __init__(self, violations: tuple[Violation, ...]) -> None:
         self.violations = violations
         count = len(violations)
-        first = violations[0].description if violations else "invalid flow"
+        first = f"{violations[0].field}: {violations[0].description}" if violations else ""
         more = f" (and {count - 1} more)" if count > 1 else ""
         super().__init__(f"invalid flow: {first}{more}")
 

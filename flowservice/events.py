@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flowservice.models import Branch, ExecutionSummary, TaskOutcome, TaskResult
+from flowservice.models import Decision, ExecutionSummary, TaskResult
 
 __all__ = [
     "ConditionEvaluated",
@@ -88,18 +88,8 @@ class TaskFinished(_EventBase):
 class ConditionEvaluated(_EventBase):
     """A condition decided what runs after its source task."""
 
-    condition: str
-    """The condition's name."""
-    source_task: str
-    """The task whose outcome was tested."""
-    expected_outcome: str
-    """The outcome the condition expected."""
-    actual_outcome: TaskOutcome
-    """The outcome the task had."""
-    branch: Branch
-    """Which target was taken."""
-    next_task: str
-    """The task that runs next, or `end`."""
+    decision: Decision
+    """Which condition, what it tested, the value, the branch and the next task."""
 
 
 @dataclass(frozen=True, slots=True)

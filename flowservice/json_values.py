@@ -1,9 +1,10 @@
-"""Checks that data tasks exchange is JSON-like, as the API must carry it.
+"""Normalises data tasks exchange to what the API carries: JSON values.
 
 Task outputs travel as `google.protobuf.Struct`: objects with string keys,
-arrays, strings, numbers, booleans and null. A value outside that set is
-caught here, when the task finishes, so the task fails with a clear reason
-instead of the call failing later during conversion.
+arrays, strings, numbers (doubles), booleans and null. Outputs are normalised
+once, when a task finishes, so later tasks, expressions and the client all
+see the same values (an int 3 becomes 3.0, a tuple a list). Anything else
+makes the task fail with a clear reason instead of the call failing later.
 """
 
 from __future__ import annotations
@@ -12,27 +13,30 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["json_problem"]
+__all__ = ["NotJsonError", "to_json"]
 
 
-def json_problem(value: Any, path: str = "output") -> str | None:
-    """Describes the first non-JSON-like part of `value`, or returns None if it has none."""
-    if value is None or isinstance(value, str | bool | int):
-        return None
+class NotJsonError(ValueError):
+    """A value that JSON (and so `google.protobuf.Struct`) cannot carry."""
+
+
+def to_json(value: Any, path: str = "output") -> Any:
+    """`value` as JSON data (numbers as floats); `NotJsonError` names the first bad part."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
     if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} is {value}, which JSON cannot carry"
+        if not math.isfinite(value):
+            raise NotJsonError(f"{path} is {value}, which JSON cannot carry")
+        return value
     if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path} has a non-string key {key!r}"
-            problem = json_problem(item, f"{path}.{key}")
-            if problem:
-                return problem
-        return None
+                raise NotJsonError(f"{path} has a non-string key {key!r}")
+            result[key] = to_json(item, f"{path}.{key}")
+        return result
     if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            problem = json_problem(item, f"{path}[{index}]")
-            if problem:
-                return problem
-        return None
-    return f"{path} holds a {type(value).__name__}, which is not JSON-like"
+        return [to_json(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    raise NotJsonError(f"{path} holds a {type(value).__name__}, which is not JSON-like")

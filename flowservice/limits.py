@@ -26,6 +26,8 @@ class Limits:
     """The largest `max_steps` a flow may ask for."""
     default_max_steps: int = 1_000
     """Task runs per execution when the flow does not set `max_steps`."""
+    max_expression_length: int = 1_024
+    """Characters in one CEL expression (conditions, input mappings, flow output)."""
     max_attempts: int = 100
     """The largest `retry.max_attempts` a task may ask for."""
     max_output_bytes: int = 256 * 1024

@@ -18,6 +18,7 @@ __all__ = [
     "END",
     "Branch",
     "Condition",
+    "Decision",
     "ExecutionStatus",
     "ExecutionSummary",
     "Flow",
@@ -25,6 +26,7 @@ __all__ = [
     "Task",
     "TaskOutcome",
     "TaskResult",
+    "TaskStub",
     "TimeLimit",
 ]
 
@@ -94,22 +96,26 @@ class Task:
     """The longest one attempt may run; None means no per-task limit."""
     retry: RetryPolicy = RetryPolicy()
     """How failed attempts are retried; the default makes one attempt only."""
+    input_mapping: Mapping[str, str] = field(default_factory=dict)
+    """Param name to CEL expression, evaluated just before the task starts."""
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """A routing decision taken after `source_task` runs."""
+    """A routing decision taken after `source_task` runs; it tests `outcome` or `expression`."""
 
     source_task: str
     """The task after which this condition is evaluated."""
-    outcome: str
-    """The outcome that counts as a match: `success` or `failure`."""
+    outcome: str = ""
+    """The outcome that counts as a match: `success` or `failure` (or empty)."""
     target_task_success: str = ""
-    """Runs next when the outcome matches; `end` or empty stops the flow."""
+    """Runs next when the test holds; `end` or empty stops the flow."""
     target_task_failure: str = ""
-    """Runs next when the outcome differs; `end` or empty stops the flow."""
+    """Runs next when it does not (for a chain, when no link holds)."""
     name: str = ""
     """Reported when the condition is evaluated."""
+    expression: str = ""
+    """A CEL expression producing a bool, tested instead of `outcome` (or empty)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,46 @@ class Flow:
     """The most task runs allowed in one execution; 0 means the server's default."""
     timeout: timedelta | None = None
     """The longest the whole execution may run; None means no flow-level limit."""
+    output: str = ""
+    """A CEL expression computing the flow's output; empty means the last task's output."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Which condition routed after a task run, what it tested and where it went."""
+
+    condition: str
+    """The deciding condition's name (of a chain, the first that held, else the last)."""
+    condition_index: int
+    """Its index in `Flow.conditions`."""
+    source_task: str
+    """The task whose run was tested."""
+    expected_outcome: str
+    """The outcome it tested for; empty when it tested an expression."""
+    expression: str
+    """The expression it tested; empty when it tested an outcome."""
+    actual_outcome: TaskOutcome
+    """The outcome the run had."""
+    value: bool
+    """What the deciding test produced."""
+    branch: Branch
+    """Which target was taken."""
+    next_task: str
+    """The task that runs next, or `end`."""
+    links_tested: int
+    """How many links of the chain were tested, the deciding one included."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStub:
+    """A result to use instead of running a task (what-if runs)."""
+
+    outcome: TaskOutcome | None
+    """The outcome to report; None is invalid (rejected by validation)."""
+    output: Mapping[str, Any] = field(default_factory=dict)
+    """The output to report."""
+    error: str = ""
+    """The error of a stubbed failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +200,12 @@ class TaskResult:
     """The kind of error (`TaskTimeout`, an exception class name, ...); empty on success."""
     attempts: int = 1
     """How many attempts the run took."""
+    stubbed: bool = False
+    """True when the result came from a stub, not from running the task."""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    """What the task's input mapping produced for this run."""
+    decision: Decision | None = None
+    """The routing decision taken after this run, when a condition took it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +242,5 @@ class ExecutionSummary:
     """Why the flow did not complete; empty when it completed."""
     time_limit: TimeLimit | None = None
     """The time limit that ended the execution, when its status is TIMED_OUT."""
+    output: Any = None
+    """The flow's output (JSON data): `Flow.output`'s value, else the last task's output."""

@@ -25,6 +25,11 @@ _LIMIT_FLAGS = (
     ("--max-tasks", "max_tasks", "tasks per flow"),
     ("--max-conditions", "max_conditions", "conditions per flow"),
     ("--max-name-length", "max_name_length", "characters in a name, id or task type"),
+    (
+        "--max-expression-length",
+        "max_expression_length",
+        "characters in one CEL expression",
+    ),
     ("--max-attempts", "max_attempts", "the largest retry.max_attempts a task may set"),
     ("--max-output-bytes", "max_output_bytes", "bytes of one task output (compact JSON)"),
     ("--max-request-bytes", "max_request_bytes", "bytes of one request message"),

@@ -1,152 +1,317 @@
 """The checks a flow passes before any of its tasks runs.
 
-`validate_flow` walks the whole definition once and reports every problem it
-finds, each as a `Violation` with the request field path (`flow.tasks[2].type`)
-and an UPPER_SNAKE_CASE reason, so a caller can fix them all in one go.
+`validate` walks the whole definition once, compiles every expression, and
+reports every problem it finds, each as a `Violation` with the request field
+path (`flow.conditions[2].expression`) and an UPPER_SNAKE_CASE reason, so a
+caller can fix them all in one go. A valid flow comes back as a `CheckedFlow`
+holding the compiled expressions and the routing tables the engine uses, so
+nothing is compiled or looked up twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flowservice.errors import InvalidFlowError, Violation
+from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
-from flowservice.models import END, Flow, RetryPolicy
+from flowservice.models import END, Condition, Flow, RetryPolicy, TaskStub
 
-__all__ = ["OUTCOMES", "check_flow", "validate_flow"]
+__all__ = ["OUTCOMES", "CheckedFlow", "Link", "Validation", "check_flow", "validate"]
 
 OUTCOMES = ("success", "failure")
 """The values a condition's `outcome` may take."""
 
 
-def check_flow(flow: Flow, task_types: Collection[str], limits: Limits) -> None:
-    """Raises `InvalidFlowError` with every violation when `flow` is invalid."""
-    violations = tuple(validate_flow(flow, task_types, limits))
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One condition of a chain, with its compiled expression when it tests one."""
+
+    index: int
+    """The condition's index in `Flow.conditions`."""
+    condition: Condition
+    """The condition."""
+    expression: CompiledExpression | None
+    """The compiled `condition.expression`, or None when it tests `outcome`."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedFlow:
+    """A flow that passed validation, with everything compiled for the engine."""
+
+    flow: Flow
+    """The flow as defined."""
+    chains: Mapping[str, tuple[Link, ...]]
+    """The conditions of each source task, in declared order."""
+    input_mappings: Mapping[str, tuple[tuple[str, CompiledExpression], ...]]
+    """Each task's compiled input mapping: (param name, expression) pairs."""
+    output: CompiledExpression | None
+    """The compiled `Flow.output`, or None for the last task's output."""
+
+    @property
+    def uses_expressions(self) -> bool:
+        """Whether any expression is evaluated during a run."""
+        return (
+            self.output is not None
+            or bool(self.input_mappings)
+            or any(link.expression for chain in self.chains.values() for link in chain)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """What `validate` found: every violation, and the checked flow when there is none."""
+
+    violations: tuple[Violation, ...]
+    """Every problem, in field order."""
+    checked: CheckedFlow | None
+    """The flow ready to run, when `violations` is empty."""
+
+
+def check_flow(
+    flow: Flow,
+    task_types: Collection[str],
+    limits: Limits,
+    stubs: Mapping[str, TaskStub] | None = None,
+) -> CheckedFlow:
+    """The checked flow; `InvalidFlowError` with every violation when it is invalid."""
+    validation = validate(flow, task_types, limits, stubs)
+    if validation.checked is None:
+        raise InvalidFlowError(validation.violations)
+    return validation.checked
+
+
+def validate(
+    flow: Flow,
+    task_types: Collection[str],
+    limits: Limits,
+    stubs: Mapping[str, TaskStub] | None = None,
+) -> Validation:
+    """Checks `flow` (and any what-if `stubs`) and compiles its expressions."""
+    checker = _Checker(flow, task_types, limits)
+    violations = [*checker.violations(), *_stub_violations(flow, stubs or {})]
     if violations:
-        raise InvalidFlowError(violations)
+        return Validation(tuple(violations), None)
+    return Validation(
+        (),
+        CheckedFlow(
+            flow=flow,
+            chains=checker.chains,
+            input_mappings=checker.input_mappings,
+            output=checker.output,
+        ),
+    )
 
 
-def validate_flow(flow: Flow, task_types: Collection[str], limits: Limits) -> Iterator[Violation]:
-    """Yields every problem with `flow`, in field order; nothing when it is valid."""
-    yield from _names(limits, ("flow.id", flow.id), ("flow.name", flow.name))
-    task_names: dict[str, int] = {}
-    if not flow.tasks:
-        yield Violation("flow.tasks", "a flow needs at least one task", "NO_TASKS")
-    elif len(flow.tasks) > limits.max_tasks:
-        yield _too_many("flow.tasks", len(flow.tasks), "tasks", "max_tasks", limits.max_tasks)
-    for index, task in enumerate(flow.tasks):
-        path = f"flow.tasks[{index}]"
-        if not task.name:
-            yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
-        elif task.name == END:
-            yield Violation(
-                f"{path}.name",
-                f"{END!r} is reserved: it is the target that stops a flow",
-                "RESERVED_TASK_NAME",
-            )
-        elif task.name in task_names:
-            yield Violation(
-                f"{path}.name",
-                f"task name {task.name!r} is already used by flow.tasks[{task_names[task.name]}]",
-                "DUPLICATE_TASK_NAME",
-            )
-        else:
-            task_names[task.name] = index
-        yield from _names(limits, (f"{path}.name", task.name), (f"{path}.type", task.type))
-        if task.type not in task_types and len(task.type) <= limits.max_name_length:
-            yield Violation(
-                f"{path}.type",
-                f"unknown task type {task.type!r}; "
-                f"registered types: {', '.join(sorted(task_types))}",
-                "UNKNOWN_TASK_TYPE",
-            )
-        yield from _positive(f"{path}.timeout", task.timeout)
-        yield from _retry(f"{path}.retry", task.retry, limits)
+@dataclass
+class _Checker:
+    flow: Flow
+    task_types: Collection[str]
+    limits: Limits
+    task_names: dict[str, int] = field(default_factory=dict)
+    chains: dict[str, tuple[Link, ...]] = field(default_factory=dict)
+    input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = field(
+        default_factory=dict
+    )
+    output: CompiledExpression | None = None
 
-    if not flow.start_task:
-        yield Violation("flow.start_task", "start_task is required", "MISSING_START_TASK")
-    elif flow.start_task not in task_names:
-        yield Violation(
-            "flow.start_task",
-            f"start_task {flow.start_task!r} is not the name of a task in flow.tasks",
-            "UNKNOWN_START_TASK",
-        )
+    def violations(self) -> Iterator[Violation]:
+        flow, limits = self.flow, self.limits
+        yield from self._names(("flow.id", flow.id), ("flow.name", flow.name))
+        yield from self._tasks()
+        if not flow.start_task:
+            yield Violation("flow.start_task", "start_task is required", "MISSING_START_TASK")
+        elif flow.start_task not in self.task_names:
+            yield Violation(
+                "flow.start_task",
+                f"start_task {flow.start_task!r} is not the name of a task in flow.tasks",
+                "UNKNOWN_START_TASK",
+            )
+        yield from self._conditions()
+        if flow.max_steps < 0:
+            yield Violation(
+                "flow.max_steps",
+                f"max_steps must not be negative, got {flow.max_steps}",
+                "INVALID_MAX_STEPS",
+            )
+        elif flow.max_steps > limits.max_steps_ceiling:
+            yield Violation(
+                "flow.max_steps",
+                f"max_steps {flow.max_steps} is above this server's ceiling of "
+                f"{limits.max_steps_ceiling} (max_steps_ceiling)",
+                "MAX_STEPS_TOO_LARGE",
+                limit=("max_steps_ceiling", limits.max_steps_ceiling),
+            )
+        yield from _positive("flow.timeout", flow.timeout)
+        if flow.output:
+            compiled = yield from self._compile("flow.output", flow.output, needs_bool=False)
+            self.output = compiled
 
-    if len(flow.conditions) > limits.max_conditions:
-        yield _too_many(
-            "flow.conditions",
-            len(flow.conditions),
-            "conditions",
-            "max_conditions",
-            limits.max_conditions,
-        )
-    sources: dict[str, int] = {}
-    for index, condition in enumerate(flow.conditions):
-        path = f"flow.conditions[{index}]"
-        source = condition.source_task
-        yield from _names(limits, (f"{path}.name", condition.name))
-        if not source:
-            yield Violation(f"{path}.source_task", "source_task is required", "MISSING_SOURCE_TASK")
-        elif source not in task_names:
-            yield Violation(
-                f"{path}.source_task",
-                f"source_task {source!r} is not the name of a task in flow.tasks",
-                "UNKNOWN_SOURCE_TASK",
-            )
-        elif source in sources:
-            yield Violation(
-                f"{path}.source_task",
-                f"task {source!r} already has a condition, flow.conditions[{sources[source]}]; "
-                "a task may have at most one",
-                "DUPLICATE_CONDITION",
-            )
-        else:
-            sources[source] = index
-        if condition.outcome not in OUTCOMES:
-            yield Violation(
-                f"{path}.outcome",
-                f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
-                "INVALID_OUTCOME",
-            )
-        for field_name, target in (
-            ("target_task_success", condition.target_task_success),
-            ("target_task_failure", condition.target_task_failure),
-        ):
-            if target and target != END and target not in task_names:
+    def _tasks(self) -> Iterator[Violation]:
+        flow, limits = self.flow, self.limits
+        if not flow.tasks:
+            yield Violation("flow.tasks", "a flow needs at least one task", "NO_TASKS")
+        elif len(flow.tasks) > limits.max_tasks:
+            yield _too_many("flow.tasks", len(flow.tasks), "tasks", "max_tasks", limits.max_tasks)
+        for index, task in enumerate(flow.tasks):
+            path = f"flow.tasks[{index}]"
+            if not task.name:
+                yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
+            elif task.name == END:
                 yield Violation(
-                    f"{path}.{field_name}",
-                    f"{field_name} {target!r} is not the name of a task in flow.tasks "
-                    f"(use {END!r} to stop the flow)",
-                    "UNKNOWN_TARGET_TASK",
+                    f"{path}.name",
+                    f"{END!r} is reserved: it is the target that stops a flow",
+                    "RESERVED_TASK_NAME",
                 )
+            elif task.name in self.task_names:
+                yield Violation(
+                    f"{path}.name",
+                    f"task name {task.name!r} is already used by "
+                    f"flow.tasks[{self.task_names[task.name]}]",
+                    "DUPLICATE_TASK_NAME",
+                )
+            else:
+                self.task_names[task.name] = index
+            yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
+            if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
+                yield Violation(
+                    f"{path}.type",
+                    f"unknown task type {task.type!r}; "
+                    f"registered types: {', '.join(sorted(self.task_types))}",
+                    "UNKNOWN_TASK_TYPE",
+                )
+            yield from _positive(f"{path}.timeout", task.timeout)
+            yield from _retry(f"{path}.retry", task.retry, limits)
+            mapping: list[tuple[str, CompiledExpression]] = []
+            for name, source in task.input_mapping.items():
+                mapping_path = f'{path}.input_mapping["{name}"]'
+                if not name:
+                    yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
+                compiled = yield from self._compile(mapping_path, source, needs_bool=False)
+                if compiled is not None:
+                    mapping.append((name, compiled))
+            if mapping:
+                self.input_mappings[task.name] = tuple(mapping)
 
-    if flow.max_steps < 0:
-        yield Violation(
-            "flow.max_steps",
-            f"max_steps must not be negative, got {flow.max_steps}",
-            "INVALID_MAX_STEPS",
-        )
-    elif flow.max_steps > limits.max_steps_ceiling:
-        yield Violation(
-            "flow.max_steps",
-            f"max_steps {flow.max_steps} is above this server's ceiling of "
-            f"{limits.max_steps_ceiling} (max_steps_ceiling)",
-            "MAX_STEPS_TOO_LARGE",
-            limit=("max_steps_ceiling", limits.max_steps_ceiling),
-        )
-    yield from _positive("flow.timeout", flow.timeout)
+    def _conditions(self) -> Iterator[Violation]:
+        limits = self.limits
+        conditions = self.flow.conditions
+        if len(conditions) > limits.max_conditions:
+            yield _too_many(
+                "flow.conditions",
+                len(conditions),
+                "conditions",
+                "max_conditions",
+                limits.max_conditions,
+            )
+        links: dict[str, list[Link]] = {}
+        for index, condition in enumerate(conditions):
+            path = f"flow.conditions[{index}]"
+            source = condition.source_task
+            yield from self._names((f"{path}.name", condition.name))
+            if not source:
+                yield Violation(
+                    f"{path}.source_task", "source_task is required", "MISSING_SOURCE_TASK"
+                )
+            elif source not in self.task_names:
+                yield Violation(
+                    f"{path}.source_task",
+                    f"source_task {source!r} is not the name of a task in flow.tasks",
+                    "UNKNOWN_SOURCE_TASK",
+                )
+            expression: CompiledExpression | None = None
+            if condition.expression and condition.outcome:
+                yield Violation(
+                    path,
+                    "a condition tests either an outcome or an expression, not both",
+                    "AMBIGUOUS_TEST",
+                )
+            elif condition.expression:
+                expression = yield from self._compile(f"{path}.expression", condition.expression)
+            elif condition.outcome not in OUTCOMES:
+                yield Violation(
+                    f"{path}.outcome",
+                    f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
+                    "INVALID_OUTCOME",
+                )
+            for field_name, target in (
+                ("target_task_success", condition.target_task_success),
+                ("target_task_failure", condition.target_task_failure),
+            ):
+                if target and target != END and target not in self.task_names:
+                    yield Violation(
+                        f"{path}.{field_name}",
+                        f"{field_name} {target!r} is not the name of a task in flow.tasks "
+                        f"(use {END!r} to stop the flow)",
+                        "UNKNOWN_TARGET_TASK",
+                    )
+            links.setdefault(source, []).append(Link(index, condition, expression))
+        for chain in links.values():
+            for link in chain[:-1]:
+                if link.condition.target_task_failure:
+                    later = chain[-1].index
+                    yield Violation(
+                        f"flow.conditions[{link.index}].target_task_failure",
+                        f"only the last condition on task {link.condition.source_task!r} "
+                        f"(flow.conditions[{later}]) may set target_task_failure: an earlier "
+                        "link that does not hold passes to the next",
+                        "FAILURE_TARGET_NOT_LAST",
+                    )
+        self.chains = {source: tuple(chain) for source, chain in links.items()}
 
-
-def _names(limits: Limits, *fields: tuple[str, str]) -> Iterator[Violation]:
-    for path, value in fields:
-        if len(value) > limits.max_name_length:
+    def _compile(
+        self, path: str, source: str, *, needs_bool: bool = True
+    ) -> Generator[Violation, None, CompiledExpression | None]:
+        if len(source) > self.limits.max_expression_length:
             yield Violation(
                 path,
-                f"{len(value)} characters, above the limit of {limits.max_name_length} "
-                "(max_name_length)",
-                "NAME_TOO_LONG",
-                limit=("max_name_length", limits.max_name_length),
+                f"the expression is {len(source)} characters, above the limit of "
+                f"{self.limits.max_expression_length} (max_expression_length)",
+                "EXPRESSION_TOO_LONG",
+                limit=("max_expression_length", self.limits.max_expression_length),
+            )
+            return None
+        compiled = compile_expression(source)
+        if isinstance(compiled, list):
+            for problem in compiled:
+                yield Violation(path, f"invalid expression: {problem}", "INVALID_EXPRESSION")
+            return None
+        if needs_bool and not compiled.returns_bool:
+            yield Violation(
+                path,
+                f"the expression must produce a bool, but it produces {compiled.return_type}",
+                "EXPRESSION_NOT_BOOL",
+            )
+            return None
+        return compiled
+
+    def _names(self, *fields: tuple[str, str]) -> Iterator[Violation]:
+        limit = self.limits.max_name_length
+        for path, value in fields:
+            if len(value) > limit:
+                yield Violation(
+                    path,
+                    f"{len(value)} characters, above the limit of {limit} (max_name_length)",
+                    "NAME_TOO_LONG",
+                    limit=("max_name_length", limit),
+                )
+
+
+def _stub_violations(flow: Flow, stubs: Mapping[str, TaskStub]) -> Iterator[Violation]:
+    names = {task.name for task in flow.tasks}
+    for name, stub in stubs.items():
+        path = f'stubs["{name}"]'
+        if name not in names:
+            yield Violation(
+                path, f"{name!r} is not the name of a task in flow.tasks", "UNKNOWN_TASK"
+            )
+        if stub.outcome is None:
+            yield Violation(
+                f"{path}.outcome",
+                "outcome is required: TASK_OUTCOME_SUCCESS or TASK_OUTCOME_FAILURE",
+                "MISSING_OUTCOME",
             )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from flowmanager.v1 import flow_pb2, flow_service_pb2
+from flowservice.engine import ValidationReport
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.events import (
     ConditionEvaluated,
@@ -28,6 +29,7 @@ from flowservice.models import (
     DEFAULT_TASK_TYPE,
     Branch,
     Condition,
+    Decision,
     ExecutionStatus,
     ExecutionSummary,
     Flow,
@@ -35,14 +37,19 @@ from flowservice.models import (
     Task,
     TaskOutcome,
     TaskResult,
+    TaskStub,
 )
 
 __all__ = [
+    "decision_to_proto",
     "event_to_proto",
     "flow_from_proto",
     "flow_from_request",
+    "input_from_request",
+    "stubs_from_request",
     "summary_to_proto",
     "task_result_to_proto",
+    "validation_to_proto",
 ]
 
 _STATUS: Mapping[ExecutionStatus, flow_service_pb2.ExecutionStatus] = {
@@ -55,6 +62,7 @@ _OUTCOME: Mapping[TaskOutcome, flow_service_pb2.TaskOutcome] = {
     TaskOutcome.SUCCESS: flow_service_pb2.TASK_OUTCOME_SUCCESS,
     TaskOutcome.FAILURE: flow_service_pb2.TASK_OUTCOME_FAILURE,
 }
+_OUTCOME_FROM_PROTO = {wire: outcome for outcome, wire in _OUTCOME.items()}
 _BRANCH: Mapping[Branch, flow_service_pb2.Branch] = {
     Branch.SUCCESS: flow_service_pb2.BRANCH_SUCCESS,
     Branch.FAILURE: flow_service_pb2.BRANCH_FAILURE,
@@ -84,6 +92,7 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                 params=_struct_to_dict(task.params) if task.HasField("params") else {},
                 timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
                 retry=_retry_from_proto(task.retry) if task.HasField("retry") else RetryPolicy(),
+                input_mapping=dict(task.input_mapping),
             )
             for task in message.tasks
         ),
@@ -92,6 +101,7 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                 name=condition.name,
                 source_task=condition.source_task,
                 outcome=condition.outcome,
+                expression=condition.expression,
                 target_task_success=condition.target_task_success,
                 target_task_failure=condition.target_task_failure,
             )
@@ -99,7 +109,29 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
         ),
         max_steps=message.max_steps,
         timeout=_timedelta(message.timeout) if message.HasField("timeout") else None,
+        output=message.output,
     )
+
+
+def input_from_request(
+    request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+) -> dict[str, Any]:
+    """The flow input a request carries (empty when it has none)."""
+    return _struct_to_dict(request.input) if request.HasField("input") else {}
+
+
+def stubs_from_request(
+    request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+) -> dict[str, TaskStub]:
+    """The what-if stubs a request carries, by task name."""
+    return {
+        name: TaskStub(
+            outcome=_OUTCOME_FROM_PROTO.get(stub.outcome),
+            output=_struct_to_dict(stub.output) if stub.HasField("output") else {},
+            error=stub.error,
+        )
+        for name, stub in request.stubs.items()
+    }
 
 
 def _retry_from_proto(message: flow_pb2.RetryPolicy) -> RetryPolicy:
@@ -130,9 +162,14 @@ def task_result_to_proto(result: TaskResult) -> flow_service_pb2.TaskResult:
         error_type=result.error_type,
         step=result.step,
         attempts=result.attempts,
+        stubbed=result.stubbed,
     )
     if result.output:
         message.output.update(result.output)
+    if result.inputs:
+        message.inputs.update(result.inputs)
+    if result.decision is not None:
+        message.decision.CopyFrom(decision_to_proto(result.decision))
     message.start_time.FromDatetime(result.started_at)
     message.duration.FromTimedelta(result.duration)
     return message
@@ -151,6 +188,8 @@ def summary_to_proto(summary: ExecutionSummary) -> flow_service_pb2.ExecuteRespo
     )
     message.start_time.FromDatetime(summary.started_at)
     message.duration.FromTimedelta(summary.duration)
+    if summary.output is not None:
+        json_format.ParseDict(summary.output, message.output)
     return message
 
 
@@ -181,19 +220,41 @@ def event_to_proto(event: Event) -> flow_service_pb2.ExecuteStreamResponse:
         case TaskFinished():
             message.task_finished.result.CopyFrom(task_result_to_proto(event.result))
         case ConditionEvaluated():
-            message.condition_evaluated.CopyFrom(
-                flow_service_pb2.ConditionEvaluatedEvent(
-                    condition=event.condition,
-                    source_task=event.source_task,
-                    expected_outcome=event.expected_outcome,
-                    actual_outcome=_OUTCOME[event.actual_outcome],
-                    branch=_BRANCH[event.branch],
-                    next_task=event.next_task,
-                )
-            )
+            message.condition_evaluated.CopyFrom(decision_to_proto(event.decision))
         case ExecutionFinished():
             message.execution_finished.result.CopyFrom(summary_to_proto(event.summary))
     return message
+
+
+def decision_to_proto(decision: Decision) -> flow_service_pb2.ConditionEvaluatedEvent:
+    """The `ConditionEvaluatedEvent` message of a routing decision."""
+    return flow_service_pb2.ConditionEvaluatedEvent(
+        condition=decision.condition,
+        condition_index=decision.condition_index,
+        source_task=decision.source_task,
+        expected_outcome=decision.expected_outcome,
+        expression=decision.expression,
+        actual_outcome=_OUTCOME[decision.actual_outcome],
+        value=decision.value,
+        branch=_BRANCH[decision.branch],
+        next_task=decision.next_task,
+        links_tested=decision.links_tested,
+    )
+
+
+def validation_to_proto(report: ValidationReport) -> flow_service_pb2.ValidateResponse:
+    """The `ValidateResponse` message of a validation report."""
+    return flow_service_pb2.ValidateResponse(
+        valid=not report.errors,
+        errors=[_issue(violation) for violation in report.errors],
+        warnings=[_issue(violation) for violation in report.warnings],
+    )
+
+
+def _issue(violation: Violation) -> flow_service_pb2.ValidationIssue:
+    return flow_service_pb2.ValidationIssue(
+        field=violation.field, description=violation.description, reason=violation.reason
+    )
 
 
 def _struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -16,10 +16,18 @@ from collections.abc import AsyncIterator
 import grpc
 
 from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
-from flowservice.api.convert import event_to_proto, flow_from_request, summary_to_proto
+from flowservice.api.convert import (
+    event_to_proto,
+    flow_from_proto,
+    flow_from_request,
+    input_from_request,
+    stubs_from_request,
+    summary_to_proto,
+    validation_to_proto,
+)
 from flowservice.api.status import status_for
-from flowservice.engine import Engine
-from flowservice.errors import ExecutionTimedOutError
+from flowservice.engine import Engine, ValidationReport
+from flowservice.errors import ExecutionTimedOutError, Violation
 from flowservice.events import ExecutionFinished
 from flowservice.models import ExecutionStatus
 
@@ -29,7 +37,7 @@ _Context = grpc.aio.ServicerContext[object, object]
 
 
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
-    """Serves `Execute` and `ExecuteStream` with one engine."""
+    """Serves `Execute`, `ExecuteStream` and `Validate` with one engine."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -39,8 +47,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ExecuteResponse:
         """Runs the flow to its end and returns its summary."""
         try:
-            flow = flow_from_request(request)
-            summary = await self._engine.execute(flow, time_allowed=context.time_remaining())
+            summary = await self._engine.execute(
+                flow_from_request(request),
+                flow_input=input_from_request(request),
+                stubs=stubs_from_request(request),
+                time_allowed=context.time_remaining(),
+            )
             if summary.status is ExecutionStatus.TIMED_OUT:
                 raise ExecutionTimedOutError(summary)
             return summary_to_proto(summary)
@@ -53,8 +65,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
         """Runs the flow and streams its events as they happen."""
         try:
-            flow = flow_from_request(request)
-            events = self._engine.run(flow, time_allowed=context.time_remaining())
+            events = self._engine.run(
+                flow_from_request(request),
+                flow_input=input_from_request(request),
+                stubs=stubs_from_request(request),
+                time_allowed=context.time_remaining(),
+            )
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event_to_proto(event)
@@ -67,6 +83,22 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                         raise ExecutionTimedOutError(event.summary)
         except Exception as exc:
             await _abort(context, exc)
+
+    async def Validate(
+        self, request: flow_service_pb2.ValidateRequest, context: _Context
+    ) -> flow_service_pb2.ValidateResponse:
+        """Checks the flow without running it; problems come back as data."""
+        try:
+            if not request.HasField("flow"):
+                report = ValidationReport(
+                    (Violation("flow", "flow is required", "MISSING_FLOW"),), ()
+                )
+            else:
+                report = self._engine.validate(flow_from_proto(request.flow))
+            return validation_to_proto(report)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
 
 
 async def _abort(context: _Context, exc: Exception) -> None:

@@ -29,21 +29,19 @@ class TaskContext:
     """The `id` of the flow being run."""
     task: Task
     """The task definition being run."""
+    params: Mapping[str, Any]
+    """The task's params, with the values of its input mapping over them."""
+    input: Mapping[str, Any]
+    """The flow's input, from the request."""
     step: int
     """The position of this run among the execution's task runs, from 1."""
     attempt: int
     """Which attempt of this run this is, from 1 (above 1 only when retried)."""
-    outputs: Mapping[str, Mapping[str, Any]]
-    """The latest output of every task that ran before this one, in the order
-    they last ran. A read-only live view (copying it per step would make long
-    flows quadratic): read it while the task runs, copy it to keep it."""
-    previous: TaskResult | None
-    """The result of the run just before this one, if any."""
-
-    @property
-    def params(self) -> Mapping[str, Any]:
-        """The task's parameters from the flow definition."""
-        return self.task.params
+    results: Mapping[str, TaskResult]
+    """The latest result (outcome, output, ...) of every task that ran before this
+    one, in the order they last ran. A read-only live view (copying it per step
+    would make long flows quadratic): read it while the task runs, copy it to
+    keep it."""
 
 
 class TaskFailure(Exception):

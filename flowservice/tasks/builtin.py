@@ -58,8 +58,9 @@ async def fetch_data(ctx: TaskContext) -> TaskOutput:
 async def process_data(ctx: TaskContext) -> TaskOutput:
     """Doubles each record's value and totals them; fails when there are no records.
 
-    Reads the records of the task named by `params.from`, or else of the most
-    recent earlier task whose output has records.
+    Reads `params.records` when given (an input mapping can supply them), else
+    the records of the task named by `params.from`, or else of the most recent
+    earlier task whose output has records.
     """
     records = _input_records(ctx)
     processed = [{**record, "value": _number(record.get("value")) * 2} for record in records]
@@ -80,14 +81,17 @@ async def store_data(ctx: TaskContext) -> TaskOutput:
 
 
 def _input_records(ctx: TaskContext) -> list[Mapping[str, Any]]:
+    records = ctx.params.get("records")
+    if isinstance(records, list):  # given directly, e.g. by an input mapping
+        return [record for record in records if isinstance(record, Mapping)]
     source = ctx.params.get("from")
     if source is not None:
-        output = ctx.outputs.get(str(source))
-        if output is None:
+        result = ctx.results.get(str(source))
+        if result is None:
             raise TaskFailure(f"params.from names {source!r}, which has not run")
-        candidates = [output]
+        candidates = [result.output]
     else:
-        candidates = list(ctx.outputs.values())[::-1]
+        candidates = [result.output for result in list(ctx.results.values())[::-1]]
     for output in candidates:
         records = output.get("records")
         if isinstance(records, list) and records:

@@ -21,6 +21,7 @@ from flowservice.events import ConditionEvaluated, TaskStarted
 from flowservice.models import (
     Branch,
     Condition,
+    Decision,
     ExecutionStatus,
     ExecutionSummary,
     Flow,
@@ -139,17 +140,32 @@ def test_events_carry_their_header_and_payload() -> None:
             execution_id="e",
             sequence=5,
             time=NOW,
-            condition="c",
-            source_task="a",
-            expected_outcome="success",
-            actual_outcome=TaskOutcome.FAILURE,
-            branch=Branch.FAILURE,
-            next_task="end",
+            decision=Decision(
+                condition="c",
+                condition_index=3,
+                source_task="a",
+                expected_outcome="",
+                expression="result.output.rows > 0",
+                actual_outcome=TaskOutcome.SUCCESS,
+                value=False,
+                branch=Branch.FAILURE,
+                next_task="end",
+                links_tested=2,
+            ),
         )
     )
     assert decided.WhichOneof("event") == "condition_evaluated"
-    assert decided.condition_evaluated.branch == pb.BRANCH_FAILURE
-    assert decided.condition_evaluated.actual_outcome == pb.TASK_OUTCOME_FAILURE
+    assert decided.condition_evaluated == pb.ConditionEvaluatedEvent(
+        condition="c",
+        condition_index=3,
+        source_task="a",
+        expression="result.output.rows > 0",
+        actual_outcome=pb.TASK_OUTCOME_SUCCESS,
+        value=False,
+        branch=pb.BRANCH_FAILURE,
+        next_task="end",
+        links_tested=2,
+    )
 
 
 @pytest.mark.parametrize(

@@ -87,12 +87,12 @@ CASES = [
     pytest.param(
         flow(
             conditions=[
-                {"source_task": "a", "outcome": "success"},
+                {"source_task": "a", "outcome": "success", "target_task_failure": "b"},
                 {"source_task": "a", "outcome": "failure"},
             ]
         ),
-        [("flow.conditions[1].source_task", "DUPLICATE_CONDITION")],
-        id="two conditions on one source",
+        [("flow.conditions[0].target_task_failure", "FAILURE_TARGET_NOT_LAST")],
+        id="failure target on an early link of a chain",
     ),
     pytest.param(
         flow(conditions=[{"source_task": "a", "outcome": "done"}]),

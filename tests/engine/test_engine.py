@@ -89,10 +89,11 @@ async def test_events_come_in_order_with_consecutive_sequence_numbers(engine: En
     assert all(isinstance(event.time, datetime) and event.time.tzinfo for event in events)
     first_condition = events[3]
     assert isinstance(first_condition, ConditionEvaluated)
-    assert first_condition.condition == "condition_task1"
-    assert first_condition.branch is Branch.SUCCESS
-    assert first_condition.actual_outcome is TaskOutcome.SUCCESS
-    assert first_condition.next_task == "task2"
+    decision = first_condition.decision
+    assert decision.condition == "condition_task1"
+    assert decision.branch is Branch.SUCCESS
+    assert decision.actual_outcome is TaskOutcome.SUCCESS
+    assert decision.next_task == "task2"
 
 
 async def test_seed_failure_case_stops_the_flow_as_failed(engine: Engine) -> None:
@@ -135,7 +136,7 @@ async def test_condition_on_failure_outcome_matches_a_failed_task(engine: Engine
     )
     events = await collect(engine, flow)
 
-    decision = next(e for e in events if isinstance(e, ConditionEvaluated))
+    decision = next(e for e in events if isinstance(e, ConditionEvaluated)).decision
     assert decision.expected_outcome == "failure"
     assert decision.actual_outcome is TaskOutcome.FAILURE
     assert decision.branch is Branch.SUCCESS
@@ -154,7 +155,7 @@ async def test_failure_routed_to_end_is_a_failed_flow(engine: Engine) -> None:
     )
     events = await collect(engine, flow)
 
-    decision = next(e for e in events if isinstance(e, ConditionEvaluated))
+    decision = next(e for e in events if isinstance(e, ConditionEvaluated)).decision
     assert decision.next_task == "end"
     assert decision.branch is Branch.FAILURE
     summary = await engine.execute(flow)
@@ -360,25 +361,27 @@ async def test_mock_task_rejects_a_negative_sleep(engine: Engine) -> None:
     assert "sleep_ms" in summary.task_results[0].error
 
 
-async def test_tasks_see_earlier_outputs_and_the_previous_result() -> None:
+async def test_tasks_see_the_input_their_params_and_earlier_results() -> None:
     registry = builtin_registry()
     seen: list[tuple[TaskContext, dict[str, object]]] = []
 
     async def spy(ctx: TaskContext) -> None:
-        seen.append((ctx, dict(ctx.outputs)))
+        seen.append((ctx, {name: r.output for name, r in ctx.results.items()}))
 
     registry.register("spy", spy)
     flow = Flow(
         id="f",
         start_task="a",
-        tasks=(Task("a", params={"output": {"x": 1}}), Task("b", type="spy")),
+        tasks=(Task("a", params={"output": {"x": 1}}), Task("b", type="spy", params={"k": "v"})),
     )
 
-    summary = await Engine(registry).execute(flow)
+    summary = await Engine(registry).execute(flow, flow_input={"region": "eu"})
 
     ((ctx, outputs),) = seen
-    assert outputs == {"a": {"x": 1}}
-    assert ctx.previous is not None and ctx.previous.task == "a"
+    assert outputs == {"a": {"x": 1.0}}  # outputs are JSON: numbers are doubles
+    assert ctx.results["a"].outcome is TaskOutcome.SUCCESS
+    assert ctx.params == {"k": "v"}
+    assert ctx.input == {"region": "eu"}
     assert ctx.step == 2
     assert ctx.execution_id == summary.execution_id
     assert ctx.flow_id == "f"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from flowservice.engine import TASK_TIMEOUT, Engine
+from flowservice.attempts import TASK_TIMEOUT
+from flowservice.engine import Engine
 from flowservice.errors import TooManyExecutionsError
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskRetrying, TaskStarted
 from flowservice.limits import Limits

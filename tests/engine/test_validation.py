@@ -9,14 +9,14 @@ from flowservice.errors import InvalidFlowError, Violation
 from flowservice.limits import Limits
 from flowservice.models import Condition, Flow, Task
 from flowservice.tasks import builtin_registry
-from flowservice.validation import validate_flow
+from flowservice.validation import validate
 
 TYPES = builtin_registry()
 LIMITS = Limits(max_steps_ceiling=100)
 
 
 def violations(flow: Flow) -> list[tuple[str, str]]:
-    return [(v.field, v.reason) for v in validate_flow(flow, TYPES, LIMITS)]
+    return [(v.field, v.reason) for v in validate(flow, TYPES, LIMITS).violations]
 
 
 def two_tasks(**changes: object) -> Flow:
@@ -88,10 +88,15 @@ def test_a_valid_flow_has_no_violations() -> None:
         ),
         pytest.param(
             two_tasks(
-                conditions=(Condition("a", "success", "b"), Condition("a", "failure", "b")),
+                conditions=(Condition("a", "success", "b", "end"), Condition("a", "failure", "b")),
             ),
-            [("flow.conditions[1].source_task", "DUPLICATE_CONDITION")],
-            id="two conditions on one source",
+            [("flow.conditions[0].target_task_failure", "FAILURE_TARGET_NOT_LAST")],
+            id="failure target on an early link of a chain",
+        ),
+        pytest.param(
+            two_tasks(conditions=(Condition("a", "success", "b", expression="true"),)),
+            [("flow.conditions[0]", "AMBIGUOUS_TEST")],
+            id="outcome and expression",
         ),
         pytest.param(
             two_tasks(conditions=(Condition("a", "ok", "b"),)),
@@ -138,9 +143,9 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_unknown_type_lists_the_registered_types() -> None:
-    (violation,) = validate_flow(
+    (violation,) = validate(
         Flow(start_task="a", tasks=(Task("a", type="teleport"),)), TYPES, LIMITS
-    )
+    ).violations
     assert "fetch_data, mock, process_data, store_data" in violation.description
 
 

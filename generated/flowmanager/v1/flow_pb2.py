@@ -26,19 +26,23 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lowmanager/v1/flow.proto\x12\x0e\x66lowmanager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xc7\x01\n\x04\x46low\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nstart_task\x18\x03 \x01(\t\x12#\n\x05tasks\x18\x04 \x03(\x0b\x32\x14.flowmanager.v1.Task\x12-\n\nconditions\x18\x05 \x03(\x0b\x32\x19.flowmanager.v1.Condition\x12\x11\n\tmax_steps\x18\x06 \x01(\x05\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb8\x01\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x05retry\x18\x06 \x01(\x0b\x32\x1b.flowmanager.v1.RetryPolicy\"\xd8\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12\x33\n\x10maximum_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06jitter\x18\x05 \x01(\x08\x12\x1c\n\x14non_retryable_errors\x18\x06 \x03(\t\"y\n\tCondition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsource_task\x18\x02 \x01(\t\x12\x0f\n\x07outcome\x18\x03 \x01(\t\x12\x1b\n\x13target_task_success\x18\x04 \x01(\t\x12\x1b\n\x13target_task_failure\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66lowmanager/v1/flow.proto\x12\x0e\x66lowmanager.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xd7\x01\n\x04\x46low\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nstart_task\x18\x03 \x01(\t\x12#\n\x05tasks\x18\x04 \x03(\x0b\x32\x14.flowmanager.v1.Task\x12-\n\nconditions\x18\x05 \x03(\x0b\x32\x19.flowmanager.v1.Condition\x12\x11\n\tmax_steps\x18\x06 \x01(\x05\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06output\x18\x08 \x01(\t\"\xac\x02\n\x04Task\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x05retry\x18\x06 \x01(\x0b\x32\x1b.flowmanager.v1.RetryPolicy\x12=\n\rinput_mapping\x18\x07 \x03(\x0b\x32&.flowmanager.v1.Task.InputMappingEntry\x1a\x33\n\x11InputMappingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x33\n\x10initial_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x03 \x01(\x01\x12\x33\n\x10maximum_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06jitter\x18\x05 \x01(\x08\x12\x1c\n\x14non_retryable_errors\x18\x06 \x03(\t\"\x99\x01\n\tCondition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bsource_task\x18\x02 \x01(\t\x12\x11\n\x07outcome\x18\x03 \x01(\tH\x00\x12\x14\n\nexpression\x18\x06 \x01(\tH\x00\x12\x1b\n\x13target_task_success\x18\x04 \x01(\t\x12\x1b\n\x13target_task_failure\x18\x05 \x01(\tB\x06\n\x04testb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flowmanager.v1.flow_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TASK_INPUTMAPPINGENTRY']._loaded_options = None
+  _globals['_TASK_INPUTMAPPINGENTRY']._serialized_options = b'8\001'
   _globals['_FLOW']._serialized_start=108
-  _globals['_FLOW']._serialized_end=307
-  _globals['_TASK']._serialized_start=310
-  _globals['_TASK']._serialized_end=494
-  _globals['_RETRYPOLICY']._serialized_start=497
-  _globals['_RETRYPOLICY']._serialized_end=713
-  _globals['_CONDITION']._serialized_start=715
-  _globals['_CONDITION']._serialized_end=836
+  _globals['_FLOW']._serialized_end=323
+  _globals['_TASK']._serialized_start=326
+  _globals['_TASK']._serialized_end=626
+  _globals['_TASK_INPUTMAPPINGENTRY']._serialized_start=575
+  _globals['_TASK_INPUTMAPPINGENTRY']._serialized_end=626
+  _globals['_RETRYPOLICY']._serialized_start=629
+  _globals['_RETRYPOLICY']._serialized_end=845
+  _globals['_CONDITION']._serialized_start=848
+  _globals['_CONDITION']._serialized_end=1001
 # @@protoc_insertion_point(module_scope)

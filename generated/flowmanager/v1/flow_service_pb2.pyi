@@ -45,13 +45,24 @@ BRANCH_SUCCESS: Branch
 BRANCH_FAILURE: Branch
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("flow",)
+    __slots__ = ("flow", "input", "stubs")
+    class StubsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TaskStub
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TaskStub, _Mapping]] = ...) -> None: ...
     FLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    STUBS_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
+    input: _struct_pb2.Struct
+    stubs: _containers.MessageMap[str, TaskStub]
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration")
+    __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration", "output")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EXECUTED_TASKS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +72,7 @@ class ExecuteResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     flow_id: str
     status: ExecutionStatus
     executed_tasks: _containers.RepeatedScalarFieldContainer[str]
@@ -70,13 +82,41 @@ class ExecuteResponse(_message.Message):
     error: str
     start_time: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
-    def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    output: _struct_pb2.Value
+    def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
 
 class ExecuteStreamRequest(_message.Message):
+    __slots__ = ("flow", "input", "stubs")
+    class StubsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TaskStub
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TaskStub, _Mapping]] = ...) -> None: ...
+    FLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    STUBS_FIELD_NUMBER: _ClassVar[int]
+    flow: _flow_pb2.Flow
+    input: _struct_pb2.Struct
+    stubs: _containers.MessageMap[str, TaskStub]
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ...) -> None: ...
+
+class ValidateRequest(_message.Message):
     __slots__ = ("flow",)
     FLOW_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
+
+class ValidateResponse(_message.Message):
+    __slots__ = ("valid", "errors", "warnings")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    errors: _containers.RepeatedCompositeFieldContainer[ValidationIssue]
+    warnings: _containers.RepeatedCompositeFieldContainer[ValidationIssue]
+    def __init__(self, valid: _Optional[bool] = ..., errors: _Optional[_Iterable[_Union[ValidationIssue, _Mapping]]] = ..., warnings: _Optional[_Iterable[_Union[ValidationIssue, _Mapping]]] = ...) -> None: ...
 
 class ExecuteStreamResponse(_message.Message):
     __slots__ = ("execution_id", "sequence", "time", "execution_started", "task_started", "task_finished", "condition_evaluated", "execution_finished", "task_retrying")
@@ -141,20 +181,28 @@ class TaskRetryingEvent(_message.Message):
     def __init__(self, task: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ConditionEvaluatedEvent(_message.Message):
-    __slots__ = ("condition", "source_task", "expected_outcome", "actual_outcome", "branch", "next_task")
+    __slots__ = ("condition", "source_task", "expected_outcome", "actual_outcome", "branch", "next_task", "expression", "value", "condition_index", "links_tested")
     CONDITION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_TASK_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     BRANCH_FIELD_NUMBER: _ClassVar[int]
     NEXT_TASK_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LINKS_TESTED_FIELD_NUMBER: _ClassVar[int]
     condition: str
     source_task: str
     expected_outcome: str
     actual_outcome: TaskOutcome
     branch: Branch
     next_task: str
-    def __init__(self, condition: _Optional[str] = ..., source_task: _Optional[str] = ..., expected_outcome: _Optional[str] = ..., actual_outcome: _Optional[_Union[TaskOutcome, str]] = ..., branch: _Optional[_Union[Branch, str]] = ..., next_task: _Optional[str] = ...) -> None: ...
+    expression: str
+    value: bool
+    condition_index: int
+    links_tested: int
+    def __init__(self, condition: _Optional[str] = ..., source_task: _Optional[str] = ..., expected_outcome: _Optional[str] = ..., actual_outcome: _Optional[_Union[TaskOutcome, str]] = ..., branch: _Optional[_Union[Branch, str]] = ..., next_task: _Optional[str] = ..., expression: _Optional[str] = ..., value: _Optional[bool] = ..., condition_index: _Optional[int] = ..., links_tested: _Optional[int] = ...) -> None: ...
 
 class ExecutionFinishedEvent(_message.Message):
     __slots__ = ("result",)
@@ -163,7 +211,7 @@ class ExecutionFinishedEvent(_message.Message):
     def __init__(self, result: _Optional[_Union[ExecuteResponse, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "outcome", "output", "error", "start_time", "duration", "step", "attempts", "error_type")
+    __slots__ = ("task", "outcome", "output", "error", "start_time", "duration", "step", "attempts", "error_type", "stubbed", "inputs", "decision")
     TASK_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +221,9 @@ class TaskResult(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STUBBED_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     task: str
     outcome: TaskOutcome
     output: _struct_pb2.Struct
@@ -182,4 +233,27 @@ class TaskResult(_message.Message):
     step: int
     attempts: int
     error_type: str
-    def __init__(self, task: _Optional[str] = ..., outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., error_type: _Optional[str] = ...) -> None: ...
+    stubbed: bool
+    inputs: _struct_pb2.Struct
+    decision: ConditionEvaluatedEvent
+    def __init__(self, task: _Optional[str] = ..., outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[int] = ..., attempts: _Optional[int] = ..., error_type: _Optional[str] = ..., stubbed: _Optional[bool] = ..., inputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., decision: _Optional[_Union[ConditionEvaluatedEvent, _Mapping]] = ...) -> None: ...
+
+class TaskStub(_message.Message):
+    __slots__ = ("outcome", "output", "error")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    outcome: TaskOutcome
+    output: _struct_pb2.Struct
+    error: str
+    def __init__(self, outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ValidationIssue(_message.Message):
+    __slots__ = ("field", "description", "reason")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    reason: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

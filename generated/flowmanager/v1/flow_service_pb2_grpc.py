@@ -55,6 +55,11 @@ class FlowServiceStub:
                 request_serializer=flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamRequest.SerializeToString,
                 response_deserializer=flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamResponse.FromString,
                 _registered_method=True)
+        self.Validate = channel.unary_unary(
+                '/flowmanager.v1.FlowService/Validate',
+                request_serializer=flowmanager_dot_v1_dot_flow__service__pb2.ValidateRequest.SerializeToString,
+                response_deserializer=flowmanager_dot_v1_dot_flow__service__pb2.ValidateResponse.FromString,
+                _registered_method=True)
 
 
 class FlowServiceServicer:
@@ -89,6 +94,16 @@ class FlowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Validate(self, request, context):
+        """Checks a flow without running it: the same checks as `Execute`, plus
+        warnings that do not block a run (tasks no path reaches, loops with no
+        way out, conditions that can never apply). Problems are returned as data
+        with an OK status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FlowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +116,11 @@ def add_FlowServiceServicer_to_server(servicer, server):
                     servicer.ExecuteStream,
                     request_deserializer=flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamRequest.FromString,
                     response_serializer=flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamResponse.SerializeToString,
+            ),
+            'Validate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Validate,
+                    request_deserializer=flowmanager_dot_v1_dot_flow__service__pb2.ValidateRequest.FromString,
+                    response_serializer=flowmanager_dot_v1_dot_flow__service__pb2.ValidateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -168,6 +188,33 @@ class FlowService:
             '/flowmanager.v1.FlowService/ExecuteStream',
             flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamRequest.SerializeToString,
             flowmanager_dot_v1_dot_flow__service__pb2.ExecuteStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Validate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flowmanager.v1.FlowService/Validate',
+            flowmanager_dot_v1_dot_flow__service__pb2.ValidateRequest.SerializeToString,
+            flowmanager_dot_v1_dot_flow__service__pb2.ValidateResponse.FromString,
             options,
             channel_credentials,
             insecure,

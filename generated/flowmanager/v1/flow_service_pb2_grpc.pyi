@@ -54,6 +54,12 @@ class FlowServiceStub:
     execution finished, which carries the same summary that `Execute`
     returns.
     """
+    Validate: _grpc.UnaryUnaryMultiCallable[_flow_service_pb2.ValidateRequest, _flow_service_pb2.ValidateResponse]
+    """Checks a flow without running it: the same checks as `Execute`, plus
+    warnings that do not block a run (tasks no path reaches, loops with no
+    way out, conditions that can never apply). Problems are returned as data
+    with an OK status.
+    """
 
 @_typing.type_check_only
 class FlowServiceAsyncStub(FlowServiceStub):
@@ -80,6 +86,12 @@ class FlowServiceAsyncStub(FlowServiceStub):
     task started, task finished, condition evaluated, and last of all
     execution finished, which carries the same summary that `Execute`
     returns.
+    """
+    Validate: _aio.UnaryUnaryMultiCallable[_flow_service_pb2.ValidateRequest, _flow_service_pb2.ValidateResponse]  # type: ignore[assignment]
+    """Checks a flow without running it: the same checks as `Execute`, plus
+    warnings that do not block a run (tasks no path reaches, loops with no
+    way out, conditions that can never apply). Problems are returned as data
+    with an OK status.
     """
 
 class FlowServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,6 +128,18 @@ class FlowServiceServicer(metaclass=_abc_1.ABCMeta):
         task started, task finished, condition evaluated, and last of all
         execution finished, which carries the same summary that `Execute`
         returns.
+        """
+
+    @_abc_1.abstractmethod
+    def Validate(
+        self,
+        request: _flow_service_pb2.ValidateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_flow_service_pb2.ValidateResponse, _abc.Awaitable[_flow_service_pb2.ValidateResponse]]:
+        """Checks a flow without running it: the same checks as `Execute`, plus
+        warnings that do not block a run (tasks no path reaches, loops with no
+        way out, conditions that can never apply). Problems are returned as data
+        with an OK status.
         """
 
 def add_FlowServiceServicer_to_server(servicer: FlowServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

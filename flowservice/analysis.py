@@ -1,0 +1,136 @@
+"""Warnings about a valid flow: parts that can never run or never end.
+
+These never block a run (the step limit stops a loop, an unreachable task is
+harmless); `Validate` reports them so a flow's author can fix them before it
+goes live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flowservice.errors import Violation
+from flowservice.models import END
+from flowservice.validation import CheckedFlow, Link
+
+__all__ = ["flow_warnings"]
+
+
+def flow_warnings(checked: CheckedFlow) -> list[Violation]:
+    """Every warning about `checked`, in field order."""
+    flow = checked.flow
+    edges = _edges(checked)
+    reachable = _reachable(flow.start_task, edges)
+    warnings: list[Violation] = []
+    for index, task in enumerate(flow.tasks):
+        if task.name not in reachable:
+            warnings.append(
+                Violation(
+                    f"flow.tasks[{index}]",
+                    f"task {task.name!r} can never run: no path from start_task "
+                    f"{flow.start_task!r} reaches it",
+                    "UNREACHABLE_TASK",
+                )
+            )
+    reverse: dict[str, set[str]] = {}
+    for source, targets in edges.items():
+        for target in targets:
+            reverse.setdefault(target, set()).add(source)
+    can_end = _reachable(END, reverse)
+    trapped = sorted(
+        (index, task.name)
+        for index, task in enumerate(flow.tasks)
+        if task.name in reachable and task.name not in can_end
+    )
+    for index, name in trapped:
+        warnings.append(
+            Violation(
+                f"flow.tasks[{index}]",
+                f"task {name!r} is in a loop with no way out: no path from it reaches the "
+                "end, so only the step limit stops the flow (as FAILED)",
+                "LOOP_WITHOUT_EXIT",
+            )
+        )
+    for source, chain in checked.chains.items():
+        warnings.extend(_chain_warnings(source, chain, source in reachable))
+    return sorted(warnings, key=lambda warning: _field_order(warning.field))
+
+
+def _edges(checked: CheckedFlow) -> dict[str, set[str]]:
+    """Where the flow may go after each task, over every outcome and test value."""
+    tasks = checked.flow.tasks
+    edges: dict[str, set[str]] = {}
+    for position, task in enumerate(tasks):
+        chain = checked.chains.get(task.name)
+        if chain:
+            targets = {link.condition.target_task_success or END for link in chain}
+            targets.add(chain[-1].condition.target_task_failure or END)
+        else:
+            # Success goes on in list order (or ends after the last); failure stops.
+            following = tasks[position + 1].name if position + 1 < len(tasks) else END
+            targets = {following, END}
+        edges[task.name] = targets
+    return edges
+
+
+def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        for target in edges.get(frontier.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    return seen
+
+
+def _chain_warnings(source: str, chain: tuple[Link, ...], reachable: bool) -> Iterator[Violation]:
+    outcomes_tested: set[str] = set()
+    decided_by: int | None = None  # the link after which no later link is ever tested
+    for link in chain:
+        path = f"flow.conditions[{link.index}]"
+        if not reachable:
+            yield Violation(
+                path,
+                f"this condition can never apply: its source task {source!r} never runs",
+                "CONDITION_NEVER_APPLIES",
+            )
+            continue
+        if decided_by is not None:
+            yield Violation(
+                path,
+                f"this condition can never apply: flow.conditions[{decided_by}] before it "
+                f"on task {source!r} always decides",
+                "CONDITION_NEVER_APPLIES",
+            )
+            continue
+        outcome = link.condition.outcome
+        if link.expression is None and outcome in outcomes_tested:
+            yield Violation(
+                path,
+                f"this condition can never apply: an earlier condition on {source!r} "
+                f"already tests outcome {outcome!r}",
+                "CONDITION_NEVER_APPLIES",
+            )
+            continue
+        if link.expression is None:
+            outcomes_tested.add(outcome)
+            if len(outcomes_tested) == 2:
+                decided_by = link.index
+        else:
+            constant = link.expression.constant_value()
+            if constant is True:
+                decided_by = link.index
+            elif constant is False:
+                yield Violation(
+                    f"{path}.expression",
+                    "the expression is always false: target_task_success is never taken",
+                    "CONDITION_NEVER_HOLDS",
+                )
+
+
+def _field_order(field: str) -> tuple[int, int, str]:
+    """Sorts tasks before conditions, each by index."""
+    kind = 0 if field.startswith("flow.tasks") else 1
+    index = int(field.split("[", 1)[1].split("]", 1)[0]) if "[" in field else -1
+    return (kind, index, field)

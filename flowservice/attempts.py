@@ -1,0 +1,154 @@
+"""Running one attempt of one task: its implementation, timeout and output checks.
+
+An attempt ends in one of four ways, all reported as an `Attempt`: success
+(with its output normalised to JSON), failure (an exception, `TaskFailure`,
+a bad or oversized output), its own timeout (`TaskTimeout`), or the
+execution's deadline (`out_of_time`). Cancellation from outside propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowservice.json_values import NotJsonError, to_json
+from flowservice.limits import Limits
+from flowservice.models import TaskOutcome, TaskStub
+from flowservice.tasks import RegisteredTask, TaskContext, TaskFailure
+
+__all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner"]
+
+TASK_TIMEOUT = "TaskTimeout"
+"""The error type of an attempt that ran past its task's `timeout`."""
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""The error type of an attempt cut short by the execution's deadline."""
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt of a task ended."""
+
+    output: Mapping[str, Any] = field(default_factory=dict)
+    """The output, normalised to JSON (empty on failure unless the task gave one)."""
+    error: str = ""
+    """Why it failed; empty on success."""
+    error_type: str = ""
+    """The kind of failure, matched by `RetryPolicy.non_retryable_errors`."""
+    out_of_time: bool = False
+    """The execution's deadline passed during the attempt."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether the attempt failed."""
+        return bool(self.error)
+
+
+class AttemptRunner:
+    """Runs attempts of tasks: async ones on the loop, sync ones in its own threads."""
+
+    def __init__(self, limits: Limits, task_threads: int) -> None:
+        self._limits = limits
+        # Sync tasks run here, not in asyncio's small default pool: a task that
+        # blocks, or is abandoned at a deadline, must not starve the others.
+        self._executor = ThreadPoolExecutor(
+            max_workers=task_threads, thread_name_prefix="flow-task"
+        )
+
+    def close(self) -> None:
+        """Releases the worker threads; sync tasks still running are abandoned."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run(
+        self, registered: RegisteredTask, ctx: TaskContext, deadline: float, limit: str
+    ) -> Attempt:
+        """One attempt, bounded by the task's timeout and the execution's `deadline`.
+
+        `limit` describes the deadline for the error message of an attempt it cuts short.
+        """
+        task = ctx.task
+        loop = asyncio.get_running_loop()
+        attempt_deadline = deadline
+        if task.timeout is not None:
+            attempt_deadline = min(deadline, loop.time() + task.timeout.total_seconds())
+        try:
+            async with asyncio.timeout_at(attempt_deadline):
+                if registered.is_async:
+                    returned = await registered.function(ctx)  # type: ignore[misc]
+                else:
+                    # A sync task may block; in a worker thread it blocks only
+                    # itself. At a deadline its result is abandoned.
+                    returned = await loop.run_in_executor(
+                        self._executor,
+                        registered.function,
+                        ctx,
+                    )
+            return self._checked(returned)
+        except TaskFailure as failure:
+            output = _json_or_empty(failure.output)
+            return Attempt(output, str(failure) or "task failed", failure.error_type)
+        except TimeoutError:
+            if attempt_deadline < deadline:
+                assert task.timeout is not None
+                seconds = task.timeout.total_seconds()
+                return Attempt(
+                    error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT
+                )
+            return Attempt(
+                error=f"cancelled: {limit}", error_type=DEADLINE_EXCEEDED, out_of_time=True
+            )
+        except Exception as exc:
+            # A task's own bug is that task's failure, never the server's.
+            logger.warning(
+                "task %r raised in execution %s",
+                task.name,
+                ctx.execution_id,
+                exc_info=True,
+                extra={"execution_id": ctx.execution_id, "task": task.name},
+            )
+            return Attempt(error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+
+    def stubbed(self, stub: TaskStub) -> Attempt:
+        """The attempt a what-if stub stands for."""
+        if stub.outcome is TaskOutcome.FAILURE:
+            return Attempt(
+                _json_or_empty(stub.output), stub.error or "stubbed failure", "StubbedFailure"
+            )
+        return self._checked(stub.output)
+
+    def _checked(self, returned: object) -> Attempt:
+        if returned is None:
+            return Attempt()
+        if not isinstance(returned, Mapping):
+            return Attempt(
+                error=f"task returned a {type(returned).__name__}; "
+                "it must return an object or None",
+                error_type="InvalidOutput",
+            )
+        try:
+            output = to_json(returned)
+        except NotJsonError as exc:
+            return Attempt(error=f"task output is not JSON-like: {exc}", error_type="InvalidOutput")
+        if output:
+            size = len(json.dumps(output, separators=(",", ":")).encode())
+            if size > self._limits.max_output_bytes:
+                return Attempt(
+                    error=f"task output is {size} bytes, above the limit of "
+                    f"{self._limits.max_output_bytes} (max_output_bytes)",
+                    error_type="OutputTooLarge",
+                )
+        return Attempt(output)
+
+
+def _json_or_empty(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    try:
+        result = to_json(value)
+    except NotJsonError:
+        return {}
+    return result if isinstance(result, Mapping) else {}
