@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,18 +54,22 @@ class RunningServer:
 
 
 @contextmanager
-def serving(log_path: Path) -> Iterator[RunningServer]:
-    """Runs `python -m flowservice --address 127.0.0.1:0` until the block exits.
+def serving(
+    log_path: Path, flags: Sequence[str] = (), variables: Mapping[str, str] | None = None
+) -> Iterator[RunningServer]:
+    """Runs `python -m flowservice --address 127.0.0.1:0 [flags]` until the block exits.
 
+    `variables` (FLOWMANAGER_* settings, say) are added to its environment.
     The log goes to a file rather than a pipe, so a chatty server can never
     block on a full pipe and the test can read it at any time.
     """
     # FLOWMANAGER_* variables from the caller's shell (a log level, say) must
     # not change what the test sees.
     env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWMANAGER_")}
+    env.update(variables or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "flowservice", "--address", "127.0.0.1:0"],
+            [sys.executable, "-m", "flowservice", "--address", "127.0.0.1:0", *flags],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
