@@ -326,7 +326,9 @@ def _too_many(path: str, count: int, what: str, limit: str, value: int) -> Viola
 
 def _positive(path: str, duration: timedelta | None) -> Iterator[Violation]:
     if duration is not None and duration <= timedelta(0):
-        yield Violation(path, f"must be positive, got {duration}", "INVALID_DURATION")
+        yield Violation(
+            path, f"must be positive, got {duration.total_seconds():g}s", "INVALID_DURATION"
+        )
 
 
 def _retry(path: str, retry: RetryPolicy, limits: Limits) -> Iterator[Violation]:
@@ -354,7 +356,7 @@ def _retry(path: str, retry: RetryPolicy, limits: Limits) -> Iterator[Violation]
     if retry.maximum_interval is not None and retry.maximum_interval < retry.initial_interval:
         yield Violation(
             f"{path}.maximum_interval",
-            f"maximum_interval {retry.maximum_interval} is shorter than initial_interval "
-            f"{retry.initial_interval}",
+            f"maximum_interval {retry.maximum_interval.total_seconds():g}s is shorter than "
+            f"initial_interval {retry.initial_interval.total_seconds():g}s",
             "INVALID_DURATION",
         )

@@ -94,9 +94,12 @@ def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
     }
     for violation in exc.violations:
         if violation.limit is not None:
-            metadata["limit"], value = violation.limit
-            metadata["limit_value"] = str(value)
-            metadata[f"limit.{violation.limit[0]}"] = str(value)
+            name, value = violation.limit
+            # `limit` names the first limit exceeded, as the message does;
+            # `limit.<name>` lists every one.
+            metadata.setdefault("limit", name)
+            metadata.setdefault("limit_value", str(value))
+            metadata[f"limit.{name}"] = str(value)
     return _status(
         code_pb2.INVALID_ARGUMENT, str(exc), _error_info("INVALID_FLOW", **metadata), bad_request
     )

@@ -28,14 +28,16 @@ async def mock(ctx: TaskContext) -> TaskOutput:
     """
     params = ctx.params
     sleep_ms = params.get("sleep_ms", 0)
-    if not isinstance(sleep_ms, int | float) or isinstance(sleep_ms, bool) or sleep_ms < 0:
+    if not _is_count(sleep_ms):
         raise TaskFailure(f"params.sleep_ms must be a non-negative number, got {sleep_ms!r}")
     if sleep_ms:
         await asyncio.sleep(sleep_ms / 1000)
     fail_attempts = params.get("fail_attempts", 0)
-    if params.get("fail", False) is True or (
-        isinstance(fail_attempts, int | float) and ctx.attempt <= fail_attempts
-    ):
+    if not _is_count(fail_attempts):
+        raise TaskFailure(
+            f"params.fail_attempts must be a non-negative number, got {fail_attempts!r}"
+        )
+    if params.get("fail", False) is True or ctx.attempt <= fail_attempts:
         raise TaskFailure(
             str(params.get("error") or f"task {ctx.task.name!r} failed (mock)"),
             error_type=str(params.get("error_type") or "TaskFailure"),
@@ -49,7 +51,7 @@ async def mock(ctx: TaskContext) -> TaskOutput:
 async def fetch_data(ctx: TaskContext) -> TaskOutput:
     """Produces `count` (default 3) deterministic records: ids 1..count, value = id * 10."""
     count = ctx.params.get("count", 3)
-    if not isinstance(count, int | float) or isinstance(count, bool) or count < 0:
+    if not _is_count(count):
         raise TaskFailure(f"params.count must be a non-negative number, got {count!r}")
     records = [{"id": i, "value": i * 10} for i in range(1, int(count) + 1)]
     return {"records": records, "source": str(ctx.params.get("source", "mock://records"))}
@@ -97,6 +99,11 @@ def _input_records(ctx: TaskContext) -> list[Mapping[str, Any]]:
         if isinstance(records, list) and records:
             return [record for record in records if isinstance(record, Mapping)]
     raise TaskFailure(f"task {ctx.task.name!r} found no records to work on")
+
+
+def _is_count(value: Any) -> bool:
+    """Whether `value` is a non-negative number (JSON numbers arrive as floats)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def _number(value: Any) -> float:
