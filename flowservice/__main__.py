@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from flowservice.observability import configure_logging
 from flowservice.server import serve
 from flowservice.settings import Settings
 
@@ -13,10 +14,7 @@ from flowservice.settings import Settings
 def main(argv: list[str] | None = None) -> None:
     """Parses settings, configures logging and serves until told to stop."""
     settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
     except RuntimeError as exc:

@@ -50,6 +50,7 @@ from flowservice.models import (
     TaskStub,
     TimeLimit,
 )
+from flowservice.observer import NullObserver, Observer
 from flowservice.retry import backoff_delay, should_retry
 from flowservice.routing import Scope, decide
 from flowservice.tasks import TaskContext, TaskRegistry
@@ -154,6 +155,7 @@ class Engine:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         task_threads: int = 64,
+        observer: Observer | None = None,
     ) -> None:
         self._registry = registry
         self._limits = limits or Limits()
@@ -162,6 +164,7 @@ class Engine:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._attempts = AttemptRunner(self._limits, task_threads)
+        self._observer: Observer = observer or NullObserver()
         self._running = 0
 
     @property
@@ -225,17 +228,20 @@ class Engine:
         if self._running >= self._limits.max_concurrent_executions:
             raise TooManyExecutionsError(self._limits.max_concurrent_executions)
         self._running += 1
+        execution_id = self._new_execution_id()
+        observer = self._observer
         try:
-            async with contextlib.aclosing(self._execution(plan)) as events:
-                async for event in events:
-                    yield event
+            with observer.execution(plan.checked.flow, execution_id):
+                async with contextlib.aclosing(self._execution(plan, execution_id)) as events:
+                    async for event in events:
+                        observer.event(event)
+                        yield event
         finally:
             self._running -= 1
 
-    async def _execution(self, plan: _Plan) -> AsyncGenerator[Event, None]:
+    async def _execution(self, plan: _Plan, execution_id: str) -> AsyncGenerator[Event, None]:
         checked = plan.checked
         flow = checked.flow
-        execution_id = self._new_execution_id()
         sequence = 0
 
         def header() -> dict[str, Any]:
@@ -297,9 +303,10 @@ class Engine:
                         attempt=attempt_number,
                         results=latest_view,
                     )
-                    attempt = await self._attempts.run(
-                        registered, ctx, deadline, plan.out_of_time("while it ran")
-                    )
+                    with self._observer.attempt(task, step, attempt_number):
+                        attempt = await self._attempts.run(
+                            registered, ctx, deadline, plan.out_of_time("while it ran")
+                        )
                     if (
                         not attempt.failed
                         or attempt.out_of_time

@@ -20,7 +20,10 @@ from grpc_reflection.v1alpha import reflection
 
 from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api import FlowServicer
+from flowservice.api.interceptors import RpcObserver
 from flowservice.engine import Engine
+from flowservice.observability import CompositeObserver, Metrics, Tracing
+from flowservice.observer import Observer
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
 
@@ -64,20 +67,36 @@ class FlowServer:
         self.engine.close()
 
 
-def create_server(settings: Settings, registry: TaskRegistry | None = None) -> FlowServer:
-    """A Flow Manager server bound to `settings.address`, not yet started."""
+def create_server(
+    settings: Settings,
+    registry: TaskRegistry | None = None,
+    *,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
+) -> FlowServer:
+    """A Flow Manager server bound to `settings.address`, not yet started.
+
+    `metrics` and `tracing`, when given, observe every execution and RPC.
+    """
     limits = settings.limits
+    observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
-        registry or builtin_registry(), limits=limits, task_threads=settings.task_threads
+        registry or builtin_registry(),
+        limits=limits,
+        task_threads=settings.task_threads,
+        observer=CompositeObserver(observers) if observers else None,
     )
+    if tracing is not None:
+        tracing.instrument_grpc_server()  # must precede grpc.aio.server()
     server = grpc.aio.server(
+        interceptors=[RpcObserver(metrics)],
         options=[
             # Larger requests get RESOURCE_EXHAUSTED from grpc before any handler runs.
             ("grpc.max_receive_message_length", limits.max_request_bytes),
             # Responses carry every task output (each up to max_output_bytes),
             # so they may be larger than requests; still bounded, explicitly.
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
-        ]
+        ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
     health_servicer = health_aio.HealthServicer()
@@ -91,10 +110,18 @@ def create_server(settings: Settings, registry: TaskRegistry | None = None) -> F
 
 async def serve(settings: Settings) -> None:
     """Serves until SIGTERM or SIGINT, then drains gracefully."""
-    flow_server = create_server(settings)
+    metrics = Metrics() if settings.metrics_address else None
+    tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    flow_server = create_server(settings, metrics=metrics, tracing=tracing)
     await flow_server.start()
     host = settings.address.rsplit(":", 1)[0]
     logger.info("Flow Manager listening on %s:%d", host, flow_server.port)
+    if metrics is not None:
+        metrics_port = metrics.serve(settings.metrics_address)
+        metrics_host = settings.metrics_address.rsplit(":", 1)[0]
+        logger.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+    if tracing is not None:
+        logger.info("exporting traces to %s", settings.otlp_endpoint)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,4 +134,6 @@ async def serve(settings: Settings) -> None:
         settings.grace_period,
     )
     await flow_server.stop(settings.grace_period, settings.drain_delay)
+    if tracing is not None:
+        tracing.shutdown()
     logger.info("stopped")

@@ -54,8 +54,16 @@ class Settings:
     """Seconds between reporting NOT_SERVING and refusing new calls on shutdown."""
     log_level: str = "INFO"
     """The root log level: DEBUG, INFO, WARNING or ERROR."""
+    log_format: str = "console"
+    """`console` (readable lines) or `json` (one JSON object a line)."""
     task_threads: int = 64
     """Worker threads for sync task implementations."""
+    metrics_address: str = ""
+    """host:port serving Prometheus metrics at /metrics (`make run` uses
+    127.0.0.1:9464); empty, the default, turns them off, so that several
+    server processes on one machine never fight over a port."""
+    otlp_endpoint: str = ""
+    """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
 
@@ -98,7 +106,27 @@ class Settings:
             "log level",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         )
+        add(
+            "--log-format",
+            defaults.log_format,
+            str,
+            "log line format",
+            choices=["console", "json"],
+        )
         add("--task-threads", defaults.task_threads, int, "worker threads for sync tasks")
+        add(
+            "--metrics-address",
+            defaults.metrics_address,
+            str,
+            "host:port for Prometheus /metrics; empty for none",
+        )
+        add(
+            "--otlp-endpoint",
+            # The standard OpenTelemetry variable works too.
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT", defaults.otlp_endpoint),
+            str,
+            "OTLP/gRPC endpoint for traces (also OTEL_EXPORTER_OTLP_ENDPOINT); empty for none",
+        )
         for flag, name, help_text in _LIMIT_FLAGS:
             value = getattr(defaults.limits, name)
             add(flag, value, type(value), help_text, dest=name)
@@ -117,6 +145,9 @@ class Settings:
             grace_period=args.grace_period,
             drain_delay=args.drain_delay,
             log_level=args.log_level,
+            log_format=args.log_format,
             task_threads=args.task_threads,
+            metrics_address=args.metrics_address,
+            otlp_endpoint=args.otlp_endpoint,
             limits=limits,
         )

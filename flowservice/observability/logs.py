@@ -1,0 +1,78 @@
+"""Structured logs: one JSON object a line, or a readable console format.
+
+Every record carries the execution, flow and task it concerns (from the
+`extra` the engine passes) and the caller's request id, taken from the
+`x-request-id` metadata by the API layer and kept in a context variable.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from datetime import UTC, datetime
+
+__all__ = ["CONTEXT_FIELDS", "configure_logging", "request_id_var"]
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+"""The caller's request id for the call being handled ("" when it sent none)."""
+
+CONTEXT_FIELDS = ("request_id", "execution_id", "flow_id", "task", "status")
+"""Fields copied from a record (or the request context) into every log line that has them."""
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", ""):
+            record.request_id = request_id_var.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, "")
+            if value:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """A readable line with the context appended as key=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        context = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in CONTEXT_FIELDS
+            if getattr(record, name, "")
+        )
+        if not context:
+            return text
+        first, newline, rest = text.partition("\n")
+        return f"{first} [{context}]{newline}{rest}"
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Sets up the root logger: `log_format` is `json` or `console`."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    handler.addFilter(_ContextFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,126 @@
+"""Prometheus metrics of executions, task runs and RPCs, on their own HTTP port.
+
+Flow ids come from callers, so the `flow_id` label is bounded: past
+`max_flow_ids` distinct ids, new ones are counted as `_other` rather than
+growing the metric without limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
+from flowservice.models import Flow, Task
+
+__all__ = ["Metrics"]
+
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
+OTHER_FLOW = "_other"
+"""The `flow_id` label of executions past the bound on distinct flow ids."""
+
+
+class Metrics:
+    """The service's metrics; an `Observer` for the engine, plus RPC counting."""
+
+    def __init__(self, max_flow_ids: int = 500) -> None:
+        self.registry = CollectorRegistry()
+        """Holds only this service's metrics (tests create one per server)."""
+        self._max_flow_ids = max_flow_ids
+        self._flow_ids: set[str] = set()
+        # Per execution in flight: task name -> type (TaskFinished does not carry
+        # the type), and whether it finished; dropped when the execution ends.
+        self._task_types: dict[str, dict[str, str]] = {}
+        self.executions = Counter(
+            "flowmanager_executions",
+            "Executions that finished, by flow and status.",
+            ["flow_id", "status"],
+            registry=self.registry,
+        )
+        self.task_runs = Counter(
+            "flowmanager_task_runs",
+            "Task runs that finished, by task type and outcome.",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self.task_duration = Histogram(
+            "flowmanager_task_duration_seconds",
+            "How long task runs took, retries included, by task type.",
+            ["type"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.execution_duration = Histogram(
+            "flowmanager_execution_duration_seconds",
+            "How long executions took, by status.",
+            ["status"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "flowmanager_executions_in_flight",
+            "Executions running now.",
+            registry=self.registry,
+        )
+        self.rpcs = Counter(
+            "flowmanager_rpcs",
+            "RPCs handled, by method and status code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+    def serve(self, address: str) -> int:
+        """Serves /metrics over HTTP on `address` (host:port, port 0 picks one); the port."""
+        host, _, port = address.rpartition(":")
+        server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        return int(server.server_port)
+
+    @contextlib.contextmanager
+    def execution(self, flow: Flow, execution_id: str) -> Iterator[None]:
+        """Counts the execution in flight while it runs; one that never finished was cancelled."""
+        self.in_flight.inc()
+        self._task_types[execution_id] = {}
+        try:
+            yield
+        finally:
+            self.in_flight.dec()
+            if self._task_types.pop(execution_id, None) is not None:
+                # No ExecutionFinished came: the caller cancelled or went away.
+                self.executions.labels(self._flow_label(flow.id), "cancelled").inc()
+
+    @contextlib.contextmanager
+    def attempt(self, task: Task, step: int, attempt: int) -> Iterator[None]:
+        """Attempts are measured through the task's events."""
+        yield
+
+    def event(self, event: Event) -> None:
+        """Records finished task runs and executions."""
+        match event:
+            case TaskStarted():
+                self._task_types.get(event.execution_id, {})[event.task] = event.type
+            case TaskFinished():
+                result = event.result
+                types = self._task_types.get(event.execution_id, {})
+                task_type = types.get(result.task, "unknown")
+                self.task_runs.labels(task_type, result.outcome.value).inc()
+                self.task_duration.labels(task_type).observe(result.duration.total_seconds())
+            case ExecutionFinished():
+                self._task_types.pop(event.execution_id, None)
+                summary = event.summary
+                status = summary.status.value
+                self.executions.labels(self._flow_label(summary.flow_id), status).inc()
+                self.execution_duration.labels(status).observe(summary.duration.total_seconds())
+
+    def rpc(self, method: str, code: str) -> None:
+        """Counts one handled RPC."""
+        self.rpcs.labels(method, code).inc()
+
+    def _flow_label(self, flow_id: str) -> str:
+        if flow_id in self._flow_ids:
+            return flow_id
+        if len(self._flow_ids) < self._max_flow_ids:
+            self._flow_ids.add(flow_id)
+            return flow_id
+        return OTHER_FLOW

@@ -1,0 +1,53 @@
+"""What the engine tells whoever watches it: metrics, traces, anything else.
+
+The engine calls an `Observer` around each execution and each task attempt,
+and with each event. The domain defines only this protocol; the
+implementations (Prometheus, OpenTelemetry) live in `flowservice.observability`
+so the engine never imports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Protocol
+
+from flowservice.events import Event
+from flowservice.models import Flow, Task
+
+__all__ = ["NullObserver", "Observer"]
+
+
+class Observer(Protocol):
+    """Hooks the engine calls as it runs; each must be cheap and must not raise."""
+
+    def execution(self, flow: Flow, execution_id: str) -> contextlib.AbstractContextManager[None]:
+        """Entered before the first event of an execution, left after its last (or on cancel)."""
+        ...
+
+    def attempt(
+        self, task: Task, step: int, attempt: int
+    ) -> contextlib.AbstractContextManager[None]:
+        """Entered around one attempt of one task, while its implementation runs."""
+        ...
+
+    def event(self, event: Event) -> None:
+        """Called with every event, just before the engine yields it."""
+        ...
+
+
+class NullObserver:
+    """Observes nothing; the default."""
+
+    @contextlib.contextmanager
+    def execution(self, flow: Flow, execution_id: str) -> Iterator[None]:
+        """Does nothing."""
+        yield
+
+    @contextlib.contextmanager
+    def attempt(self, task: Task, step: int, attempt: int) -> Iterator[None]:
+        """Does nothing."""
+        yield
+
+    def event(self, event: Event) -> None:
+        """Does nothing."""
