@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 
 from flowservice.observability import configure_logging
 from flowservice.server import serve
 from flowservice.settings import Settings
+from flowservice.workers import run_workers
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parses settings, configures logging and serves until told to stop."""
-    settings = Settings.from_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    settings = Settings.from_args(args)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        sys.exit(run_workers(settings, args))
+    if settings.cpu >= 0:
+        os.sched_setaffinity(0, {settings.cpu})
     try:
         asyncio.run(serve(settings))
     except RuntimeError as exc:

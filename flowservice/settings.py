@@ -62,6 +62,12 @@ class Settings:
     """host:port serving Prometheus metrics at /metrics (`make run` uses
     127.0.0.1:9464); empty, the default, turns them off, so that several
     server processes on one machine never fight over a port."""
+    workers: int = 1
+    """Server processes sharing the address (SO_REUSEPORT); see `flowservice.workers`."""
+    pin_workers: bool = True
+    """With several workers, pin each to its own core."""
+    cpu: int = -1
+    """Pin this process to this core; -1 leaves it to the kernel."""
     otlp_endpoint: str = ""
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
@@ -114,6 +120,14 @@ class Settings:
             choices=["console", "json"],
         )
         add("--task-threads", defaults.task_threads, int, "worker threads for sync tasks")
+        add("--workers", defaults.workers, int, "server processes sharing the port")
+        parser.add_argument(
+            "--no-pin-workers",
+            dest="pin_workers",
+            action="store_false",
+            help="with --workers, leave each worker's core to the kernel",
+        )
+        add("--cpu", defaults.cpu, int, "pin this process to one core (-1: no pinning)")
         add(
             "--metrics-address",
             defaults.metrics_address,
@@ -140,6 +154,8 @@ class Settings:
             parser.error("--step-limit must not exceed --step-limit-ceiling")
         if args.grace_period < 0 or args.drain_delay < 0 or args.task_threads < 1:
             parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
         return cls(
             address=args.address,
             grace_period=args.grace_period,
@@ -148,6 +164,9 @@ class Settings:
             log_format=args.log_format,
             task_threads=args.task_threads,
             metrics_address=args.metrics_address,
+            workers=args.workers,
+            pin_workers=args.pin_workers,
+            cpu=args.cpu,
             otlp_endpoint=args.otlp_endpoint,
             limits=limits,
         )

@@ -55,10 +55,12 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
+        message = record.getMessage()
         context = " ".join(
-            f"{name}={getattr(record, name)}"
+            f"{name}={value}"
             for name in CONTEXT_FIELDS
-            if getattr(record, name, "")
+            # Values the message already shows are not repeated.
+            if (value := getattr(record, name, "")) and str(value) not in message
         )
         if not context:
             return text

@@ -1,0 +1,56 @@
+"""Several server processes on one port, one per core.
+
+A Python process runs one event loop on one core; to use more, `--workers N`
+starts N server processes that bind the same address (grpc sets SO_REUSEPORT
+on Linux, so the kernel spreads new connections across them), each pinned to
+its own core: unpinned processes sharing a port were measured at ~1.2x one
+process on two cores, pinned ones at ~1.9x (docs/performance.md). The parent
+only supervises: it forwards SIGTERM/SIGINT so every worker drains, and exits
+with the worst exit code among them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from flowservice.settings import Settings
+
+__all__ = ["run_workers"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_workers(settings: Settings, argv: Sequence[str]) -> int:
+    """Runs `settings.workers` server processes with `argv` until they all exit."""
+    port = settings.address.rpartition(":")[2]
+    if port == "0":
+        logger.error("--workers needs a fixed port: with port 0 each worker would pick its own")
+        return 2
+    cores = sorted(os.sched_getaffinity(0))
+    children: list[subprocess.Popen[bytes]] = []
+    for index in range(settings.workers):
+        worker_argv = [*argv, "--workers", "1"]
+        if settings.pin_workers:
+            worker_argv += ["--cpu", str(cores[index % len(cores)])]
+        if settings.metrics_address:
+            # Each worker has its own registry, so its own port: base port + index.
+            host, _, base = settings.metrics_address.rpartition(":")
+            worker_argv += ["--metrics-address", f"{host}:{int(base) + index if int(base) else 0}"]
+        children.append(subprocess.Popen([sys.executable, "-m", "flowservice", *worker_argv]))
+    logger.info("started %d workers on %s", len(children), settings.address)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs)

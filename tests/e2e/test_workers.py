@@ -1,0 +1,57 @@
+"""`--workers 2`: two server processes share one port and drain together."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e.conftest import REPO_ROOT
+
+SEED = REPO_ROOT / "examples" / "seed-flow.json"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(
+    tmp_path: Path, grpcurl: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    port = free_port()
+    log = tmp_path / "workers.log"
+    with log.open("wb") as sink:
+        command = [sys.executable, "-m", "flowservice", "--address", f"127.0.0.1:{port}"]
+        parent = subprocess.Popen(
+            [*command, "--workers", "2", "--drain-delay", "0"],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count("listening on") < 2:
+            assert parent.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+        for _ in range(6):
+            result = grpcurl(
+                "-d", "@", f"127.0.0.1:{port}", "flowmanager.v1.FlowService/Execute", stdin=SEED
+            )
+            assert "EXECUTION_STATUS_COMPLETED" in result.stdout, result.stderr
+
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=20) == 0
+        assert log.read_text().count("stopped") == 2
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
