@@ -14,14 +14,15 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from flowservice.deadline import DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import TaskOutcome, TaskStub
 from flowservice.tasks import RegisteredTask, TaskContext, TaskFailure
 
-__all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner"]
+__all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner", "DeadlineDescription"]
 
 TASK_TIMEOUT = "TaskTimeout"
 """The error type of an attempt that ran past its task's `timeout`."""
@@ -29,6 +30,14 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 """The error type of an attempt cut short by the execution's deadline."""
 
 logger = logging.getLogger(__name__)
+
+
+class DeadlineDescription(Protocol):
+    """Says which time limit an execution ran into."""
+
+    def out_of_time(self, when: str) -> str:
+        """The error of an execution stopped by its time limit `when`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,42 +75,38 @@ class AttemptRunner:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run(
-        self, registered: RegisteredTask, ctx: TaskContext, deadline: float, limit: str
+        self,
+        registered: RegisteredTask,
+        ctx: TaskContext,
+        deadline: DeadlineTimer,
+        limit: DeadlineDescription,
     ) -> Attempt:
         """One attempt, bounded by the task's timeout and the execution's `deadline`.
 
-        `limit` describes the deadline for the error message of an attempt it cuts short.
+        `limit` describes the deadline for the error of an attempt it cuts short.
         """
         task = ctx.task
-        loop = asyncio.get_running_loop()
-        attempt_deadline = deadline
-        if task.timeout is not None:
-            attempt_deadline = min(deadline, loop.time() + task.timeout.total_seconds())
         try:
-            async with asyncio.timeout_at(attempt_deadline):
-                if registered.is_async:
-                    returned = await registered.function(ctx)  # type: ignore[misc]
+            with deadline.interruptible():
+                if task.timeout is None:
+                    returned = await self._call(registered, ctx)
                 else:
-                    # A sync task may block; in a worker thread it blocks only
-                    # itself. At a deadline its result is abandoned.
-                    returned = await loop.run_in_executor(
-                        self._executor,
-                        registered.function,
-                        ctx,
-                    )
+                    # Only tasks that set a timeout pay for a timer of their own.
+                    async with asyncio.timeout(task.timeout.total_seconds()):
+                        returned = await self._call(registered, ctx)
             return self._checked(returned)
         except TaskFailure as failure:
             output = _json_or_empty(failure.output)
             return Attempt(output, str(failure) or "task failed", failure.error_type)
         except TimeoutError:
-            if attempt_deadline < deadline:
-                assert task.timeout is not None
-                seconds = task.timeout.total_seconds()
-                return Attempt(
-                    error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT
-                )
+            assert task.timeout is not None
+            seconds = task.timeout.total_seconds()
+            return Attempt(error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT)
+        except DeadlinePassed:
             return Attempt(
-                error=f"cancelled: {limit}", error_type=DEADLINE_EXCEEDED, out_of_time=True
+                error=f"cancelled: {limit.out_of_time('while it ran')}",
+                error_type=DEADLINE_EXCEEDED,
+                out_of_time=True,
             )
         except Exception as exc:
             # A task's own bug is that task's failure, never the server's.
@@ -113,6 +118,14 @@ class AttemptRunner:
                 extra={"execution_id": ctx.execution_id, "task": task.name},
             )
             return Attempt(error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+
+    async def _call(self, registered: RegisteredTask, ctx: TaskContext) -> object:
+        if registered.is_async:
+            return await registered.function(ctx)  # type: ignore[misc]
+        # A sync task may block; in a worker thread it blocks only itself. At a
+        # deadline its result is abandoned.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, registered.function, ctx)
 
     def stubbed(self, stub: TaskStub) -> Attempt:
         """The attempt a what-if stub stands for."""

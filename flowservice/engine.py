@@ -27,6 +27,7 @@ from typing import Any
 
 from flowservice.analysis import flow_warnings
 from flowservice.attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
+from flowservice.deadline import DeadlinePassed, DeadlineTimer
 from flowservice.errors import TooManyExecutionsError, Violation
 from flowservice.events import (
     ConditionEvaluated,
@@ -244,17 +245,21 @@ class Engine:
         flow = checked.flow
         sequence = 0
 
-        def header() -> dict[str, Any]:
+        def header(now: datetime | None = None) -> dict[str, Any]:
             nonlocal sequence
             sequence += 1
-            return {"execution_id": execution_id, "sequence": sequence, "time": self._clock()}
+            return {
+                "execution_id": execution_id,
+                "sequence": sequence,
+                "time": now or self._clock(),
+            }
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + plan.time_limit.seconds
+        deadline = DeadlineTimer(loop.time() + plan.time_limit.seconds)
         started_at = self._clock()
         started = time.perf_counter()
         yield ExecutionStarted(
-            **header(), flow_id=flow.id, flow_name=flow.name, start_task=flow.start_task
+            **header(started_at), flow_id=flow.id, flow_name=flow.name, start_task=flow.start_task
         )
 
         results: list[TaskResult] = []
@@ -273,7 +278,7 @@ class Engine:
                         f"step limit reached: the flow ran {plan.max_steps} tasks "
                         f"(max_steps) and was stopped before running {current!r} again",
                     )
-                if loop.time() >= deadline:
+                if deadline.passed:
                     raise _Stop(
                         ExecutionStatus.TIMED_OUT,
                         plan.out_of_time(f"before task {current!r} could start"),
@@ -281,9 +286,11 @@ class Engine:
                 task = plan.tasks[current]
                 step = len(results) + 1
                 inputs = self._mapped_inputs(checked, task, scope, results)
-                yield TaskStarted(**header(), task=task.name, type=task.type, step=step)
                 task_started_at = self._clock()
                 task_started = time.perf_counter()
+                yield TaskStarted(
+                    **header(task_started_at), task=task.name, type=task.type, step=step
+                )
                 registered = self._registry.get(task.type)
                 assert registered is not None  # validation rejected unknown types
                 params = {**task.params, **inputs} if inputs else task.params
@@ -304,9 +311,7 @@ class Engine:
                         results=latest_view,
                     )
                     with self._observer.attempt(task, step, attempt_number):
-                        attempt = await self._attempts.run(
-                            registered, ctx, deadline, plan.out_of_time("while it ran")
-                        )
+                        attempt = await self._attempts.run(registered, ctx, deadline, plan)
                     if (
                         not attempt.failed
                         or attempt.out_of_time
@@ -323,9 +328,9 @@ class Engine:
                         delay=delay,
                     )
                     try:
-                        async with asyncio.timeout_at(deadline):
+                        with deadline.interruptible():
                             await self._sleep(delay.total_seconds())
-                    except TimeoutError:
+                    except DeadlinePassed:
                         attempt = Attempt(
                             output=attempt.output,
                             error=plan.out_of_time("while waiting to retry"),
@@ -382,11 +387,13 @@ class Engine:
             # which, and let the cancellation propagate.
             ended = (
                 ExecutionStatus.TIMED_OUT
-                if loop.time() >= deadline - _DEADLINE_TOLERANCE
+                if loop.time() >= deadline.when - _DEADLINE_TOLERANCE
                 else ExecutionStatus.CANCELLED
             )
             self._log_end(execution_id, flow, ended, len(results))
             raise
+        finally:
+            deadline.cancel()
 
         output: Any = results[-1].output if results else None
         if checked.output is not None and status is not ExecutionStatus.TIMED_OUT:

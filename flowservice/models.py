@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_TASK_TYPE",
     "END",
+    "NO_RETRY",
     "Branch",
     "Condition",
     "Decision",
@@ -80,6 +81,10 @@ class RetryPolicy:
     """Error types that fail the task at once."""
 
 
+NO_RETRY = RetryPolicy()
+"""The policy of a task that sets none: one attempt (shared, so checks are identity tests)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """One step of a flow, carried out by the implementation named by `type`."""
@@ -94,7 +99,7 @@ class Task:
     """Implementation-specific parameters (JSON-like values)."""
     timeout: timedelta | None = None
     """The longest one attempt may run; None means no per-task limit."""
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = NO_RETRY
     """How failed attempts are retried; the default makes one attempt only."""
     input_mapping: Mapping[str, str] = field(default_factory=dict)
     """Param name to CEL expression, evaluated just before the task starts."""

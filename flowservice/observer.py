@@ -9,7 +9,6 @@ so the engine never imports them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Protocol
 
 from flowservice.events import Event
@@ -36,18 +35,33 @@ class Observer(Protocol):
         ...
 
 
+class _Nothing:
+    """A reusable context manager that does nothing (cheaper than a generator one)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NOTHING = _Nothing()
+
+
 class NullObserver:
     """Observes nothing; the default."""
 
-    @contextlib.contextmanager
-    def execution(self, flow: Flow, execution_id: str) -> Iterator[None]:
+    def execution(self, flow: Flow, execution_id: str) -> contextlib.AbstractContextManager[None]:
         """Does nothing."""
-        yield
+        return _NOTHING
 
-    @contextlib.contextmanager
-    def attempt(self, task: Task, step: int, attempt: int) -> Iterator[None]:
+    def attempt(
+        self, task: Task, step: int, attempt: int
+    ) -> contextlib.AbstractContextManager[None]:
         """Does nothing."""
-        yield
+        return _NOTHING
 
     def event(self, event: Event) -> None:
         """Does nothing."""

@@ -17,7 +17,7 @@ from datetime import timedelta
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
-from flowservice.models import END, Condition, Flow, RetryPolicy, TaskStub
+from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, TaskStub
 
 __all__ = ["OUTCOMES", "CheckedFlow", "Link", "Validation", "check_flow", "validate"]
 
@@ -174,7 +174,10 @@ class _Checker:
                 )
             else:
                 self.task_names[task.name] = index
-            yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
+            # The common case (short names, no timeout, retry or mapping) skips
+            # the detailed checks: this loop runs once per task of every request.
+            if max(len(task.name), len(task.type)) > limits.max_name_length:
+                yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
             if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
                 yield Violation(
                     f"{path}.type",
@@ -182,8 +185,12 @@ class _Checker:
                     f"registered types: {', '.join(sorted(self.task_types))}",
                     "UNKNOWN_TASK_TYPE",
                 )
-            yield from _positive(f"{path}.timeout", task.timeout)
-            yield from _retry(f"{path}.retry", task.retry, limits)
+            if task.timeout is not None:
+                yield from _positive(f"{path}.timeout", task.timeout)
+            if task.retry is not NO_RETRY:
+                yield from _retry(f"{path}.retry", task.retry, limits)
+            if not task.input_mapping:
+                continue
             mapping: list[tuple[str, CompiledExpression]] = []
             for name, source in task.input_mapping.items():
                 mapping_path = f'{path}.input_mapping["{name}"]'

@@ -27,6 +27,7 @@ from flowservice.events import (
 )
 from flowservice.models import (
     DEFAULT_TASK_TYPE,
+    NO_RETRY,
     Branch,
     Condition,
     Decision,
@@ -91,7 +92,7 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                 description=task.description,
                 params=_struct_to_dict(task.params) if task.HasField("params") else {},
                 timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
-                retry=_retry_from_proto(task.retry) if task.HasField("retry") else RetryPolicy(),
+                retry=_retry_from_proto(task.retry) if task.HasField("retry") else NO_RETRY,
                 input_mapping=dict(task.input_mapping),
             )
             for task in message.tasks
