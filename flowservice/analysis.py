@@ -8,6 +8,7 @@ goes live.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from flowservice.errors import Violation
 from flowservice.models import END
@@ -56,6 +57,52 @@ def flow_warnings(checked: CheckedFlow) -> list[Violation]:
     return sorted(warnings, key=lambda warning: _field_order(warning.field))
 
 
+@dataclass(frozen=True, slots=True)
+class _Fate:
+    """What static analysis can tell about one link of a chain."""
+
+    link: Link
+    shadowed_by: int | None = None
+    """An earlier link (index in flow.conditions) that always decides first."""
+    repeats_outcome: bool = False
+    """An earlier link tests the same outcome, so this one never holds when tested."""
+    never_holds: bool = False
+    """Its expression is constant false."""
+    always_holds: bool = False
+    """Its expression is constant true, or it completes a success/failure pair."""
+
+    @property
+    def can_apply(self) -> bool:
+        """Whether the chain can ever be decided by this link."""
+        return self.shadowed_by is None and not self.repeats_outcome
+
+
+def _fates(chain: tuple[Link, ...]) -> list[_Fate]:
+    """Each link's fate, in order; after a link that always holds, the rest are shadowed."""
+    fates: list[_Fate] = []
+    outcomes_tested: set[str] = set()
+    decided_by: int | None = None
+    for link in chain:
+        if decided_by is not None:
+            fates.append(_Fate(link, shadowed_by=decided_by))
+            continue
+        if link.expression is None:
+            outcome = link.condition.outcome
+            if outcome in outcomes_tested:
+                fates.append(_Fate(link, repeats_outcome=True))
+                continue
+            outcomes_tested.add(outcome)
+            # Once success and failure are both tested, one of them always holds.
+            always = len(outcomes_tested) == 2
+            fates.append(_Fate(link, always_holds=always))
+        else:
+            constant = link.expression.constant_value()
+            fates.append(_Fate(link, never_holds=constant is False, always_holds=constant is True))
+        if fates[-1].always_holds:
+            decided_by = link.index
+    return fates
+
+
 def _edges(checked: CheckedFlow) -> dict[str, set[str]]:
     """Where the flow may go after each task, over every outcome and test value."""
     tasks = checked.flow.tasks
@@ -63,8 +110,14 @@ def _edges(checked: CheckedFlow) -> dict[str, set[str]]:
     for position, task in enumerate(tasks):
         chain = checked.chains.get(task.name)
         if chain:
-            targets = {link.condition.target_task_success or END for link in chain}
-            targets.add(chain[-1].condition.target_task_failure or END)
+            fates = _fates(chain)
+            targets = {
+                fate.link.condition.target_task_success or END
+                for fate in fates
+                if fate.can_apply and not fate.never_holds
+            }
+            if not any(fate.always_holds for fate in fates):
+                targets.add(chain[-1].condition.target_task_failure or END)
         else:
             # Success goes on in list order (or ends after the last); failure stops.
             following = tasks[position + 1].name if position + 1 < len(tasks) else END
@@ -85,48 +138,34 @@ def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
 
 
 def _chain_warnings(source: str, chain: tuple[Link, ...], reachable: bool) -> Iterator[Violation]:
-    outcomes_tested: set[str] = set()
-    decided_by: int | None = None  # the link after which no later link is ever tested
-    for link in chain:
-        path = f"flow.conditions[{link.index}]"
+    for fate in _fates(chain):
+        path = f"flow.conditions[{fate.link.index}]"
         if not reachable:
             yield Violation(
                 path,
                 f"this condition can never apply: its source task {source!r} never runs",
                 "CONDITION_NEVER_APPLIES",
             )
-            continue
-        if decided_by is not None:
+        elif fate.shadowed_by is not None:
             yield Violation(
                 path,
-                f"this condition can never apply: flow.conditions[{decided_by}] before it "
+                f"this condition can never apply: flow.conditions[{fate.shadowed_by}] before it "
                 f"on task {source!r} always decides",
                 "CONDITION_NEVER_APPLIES",
             )
-            continue
-        outcome = link.condition.outcome
-        if link.expression is None and outcome in outcomes_tested:
+        elif fate.repeats_outcome:
             yield Violation(
                 path,
                 f"this condition can never apply: an earlier condition on {source!r} "
-                f"already tests outcome {outcome!r}",
+                f"already tests outcome {fate.link.condition.outcome!r}",
                 "CONDITION_NEVER_APPLIES",
             )
-            continue
-        if link.expression is None:
-            outcomes_tested.add(outcome)
-            if len(outcomes_tested) == 2:
-                decided_by = link.index
-        else:
-            constant = link.expression.constant_value()
-            if constant is True:
-                decided_by = link.index
-            elif constant is False:
-                yield Violation(
-                    f"{path}.expression",
-                    "the expression is always false: target_task_success is never taken",
-                    "CONDITION_NEVER_HOLDS",
-                )
+        elif fate.never_holds:
+            yield Violation(
+                f"{path}.expression",
+                "the expression is always false: target_task_success is never taken",
+                "CONDITION_NEVER_HOLDS",
+            )
 
 
 def _field_order(field: str) -> tuple[int, int, str]:

@@ -61,8 +61,11 @@ class InvalidFlowError(FlowServiceError):
         self.violations = violations
         count = len(violations)
         first = f"{violations[0].field}: {violations[0].description}" if violations else ""
-        more = f" (and {count - 1} more)" if count > 1 else ""
-        super().__init__(f"invalid flow: {first}{more}")
+        if count > 1:
+            # The count comes first: after a long description it would read as part of it.
+            super().__init__(f"invalid flow, {count} problems (all in the details); first {first}")
+        else:
+            super().__init__(f"invalid flow: {first}")
 
 
 class TooManyExecutionsError(FlowServiceError):

@@ -96,6 +96,8 @@ def create_server(
             # Responses carry every task output (each up to max_output_bytes),
             # so they may be larger than requests; still bounded, explicitly.
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+            # grpc shares ports by default on Linux; only --workers wants that.
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)

@@ -68,6 +68,10 @@ class Settings:
     """With several workers, pin each to its own core."""
     cpu: int = -1
     """Pin this process to this core; -1 leaves it to the kernel."""
+    reuse_port: bool = False
+    """Share the port with other processes (SO_REUSEPORT); set for `--workers`.
+    Off otherwise, so a second server on a taken port fails instead of
+    silently splitting the traffic."""
     otlp_endpoint: str = ""
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
@@ -128,6 +132,11 @@ class Settings:
             help="with --workers, leave each worker's core to the kernel",
         )
         add("--cpu", defaults.cpu, int, "pin this process to one core (-1: no pinning)")
+        parser.add_argument(
+            "--reuse-port",
+            action="store_true",
+            help="share the port with other server processes (set by --workers)",
+        )
         add(
             "--metrics-address",
             defaults.metrics_address,
@@ -167,6 +176,7 @@ class Settings:
             workers=args.workers,
             pin_workers=args.pin_workers,
             cpu=args.cpu,
+            reuse_port=args.reuse_port,
             otlp_endpoint=args.otlp_endpoint,
             limits=limits,
         )

@@ -218,8 +218,8 @@ def test_the_invalid_request_prints_what_the_readme_shows(server: RunningServer)
     assert result.stderr.strip() == readme_output(INVALID_REQUEST)
     [message] = re.findall(r"^\s*Message: (.*)$", result.stderr, re.MULTILINE)
     assert message == (
-        "invalid flow: flow.tasks[0].type: unknown task type 'download'; registered types:"
-        " fetch_data, mock, process_data, store_data (and 2 more)"
+        "invalid flow, 3 problems (all in the details); first flow.tasks[0].type: unknown task"
+        " type 'download'; registered types: fetch_data, mock, process_data, store_data"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -30,6 +32,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(
         command = [sys.executable, "-m", "flowservice", "--address", f"127.0.0.1:{port}"]
         parent = subprocess.Popen(
             [*command, "--workers", "2", "--drain-delay", "0"],
+            start_new_session=True,  # so teardown can end the workers with their parent
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -52,6 +55,29 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(
         assert parent.wait(timeout=20) == 0
         assert log.read_text().count("stopped") == 2
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+
+
+def test_a_second_server_on_a_taken_port_fails_clearly(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "flowservice", "--address", f"127.0.0.1:{port}"]
+    with (tmp_path / "first.log").open("wb") as sink:
+        first = subprocess.Popen(command, cwd=REPO_ROOT, stderr=sink, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while "listening on" not in (tmp_path / "first.log").read_text():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+
+        second = subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+
+        assert second.returncode == 1
+        assert "cannot serve" in second.stderr
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait(timeout=10)

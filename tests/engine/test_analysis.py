@@ -106,3 +106,36 @@ def test_an_invalid_flow_gets_errors_and_no_warnings() -> None:
     report = Engine(builtin_registry()).validate(Flow(start_task="x", tasks=(Task("a"), Task("o"))))
     assert [e.reason for e in report.errors] == ["UNKNOWN_START_TASK"]
     assert report.warnings == ()
+
+
+def test_a_task_reached_only_through_a_shadowed_condition_is_unreachable() -> None:
+    flow = Flow(
+        start_task="a",
+        tasks=(Task("a"), Task("hidden"), Task("b")),
+        conditions=(
+            Condition("a", outcome="success", target_task_success="b"),
+            Condition("a", outcome="failure", target_task_success="end"),
+            Condition("a", expression="input.x", target_task_success="hidden"),
+        ),
+    )
+    assert warnings(flow) == [
+        ("flow.tasks[1]", "UNREACHABLE_TASK"),
+        ("flow.conditions[2]", "CONDITION_NEVER_APPLIES"),
+    ]
+
+
+def test_an_exit_that_never_holds_is_no_way_out_of_a_loop() -> None:
+    flow = Flow(
+        start_task="a",
+        tasks=(Task("a"), Task("b")),
+        conditions=(
+            Condition("a", expression="false", target_task_success="end"),
+            Condition("a", expression="true", target_task_success="b"),
+            Condition("b", outcome="success", target_task_success="a", target_task_failure="a"),
+        ),
+    )
+    assert warnings(flow) == [
+        ("flow.tasks[0]", "LOOP_WITHOUT_EXIT"),
+        ("flow.tasks[1]", "LOOP_WITHOUT_EXIT"),
+        ("flow.conditions[0].expression", "CONDITION_NEVER_HOLDS"),
+    ]
