@@ -104,7 +104,7 @@ class AttemptRunner:
             return Attempt(error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT)
         except DeadlinePassed:
             return Attempt(
-                error=f"cancelled: {limit.out_of_time('while it ran')}",
+                error=f"cancelled: {limit.out_of_time(f'while task {task.name!r} ran')}",
                 error_type=DEADLINE_EXCEEDED,
                 out_of_time=True,
             )

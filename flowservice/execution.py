@@ -123,7 +123,8 @@ class Plan:
     def out_of_time(self, when: str) -> str:
         """The error of an execution stopped by its time limit `when`."""
         limit = self.time_limit
-        return f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {limit.seconds:g} s passed {when}"
+        seconds = f"{limit.seconds:.3g}"
+        return f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {seconds} s passed {when}"
 
 
 class Admission:
@@ -271,7 +272,9 @@ class Execution:
                                 )
                                 emit(event)
                                 yield event
-                                attempt = await self._wait_to_retry(attempt, delay, deadline)
+                                attempt = await self._wait_to_retry(
+                                    task.name, attempt, delay, deadline
+                                )
                                 if attempt.out_of_time:
                                     break
                                 attempt_number += 1
@@ -298,7 +301,9 @@ class Execution:
                         emit(event)
                         yield event
                         if attempt.out_of_time:
-                            raise _Stop(ExecutionStatus.TIMED_OUT, attempt.error)
+                            # The task's error says it was cancelled; the flow's, why.
+                            error = attempt.error.removeprefix("cancelled: ")
+                            raise _Stop(ExecutionStatus.TIMED_OUT, error)
 
                         chain = checked.chains.get(task.name)
                         if chain:
@@ -343,7 +348,7 @@ class Execution:
             self.admission.leave()
 
     async def _wait_to_retry(
-        self, attempt: Attempt, delay: timedelta, deadline: DeadlineTimer
+        self, task_name: str, attempt: Attempt, delay: timedelta, deadline: DeadlineTimer
     ) -> Attempt:
         """Sleeps `delay` before the next try; an out-of-time attempt if the deadline cuts it."""
         try:
@@ -352,7 +357,7 @@ class Execution:
         except DeadlinePassed:
             return Attempt(
                 output=attempt.output,
-                error=self.plan.out_of_time("while waiting to retry"),
+                error=self.plan.out_of_time(f"while {task_name!r} was waiting to retry"),
                 error_type=DEADLINE_EXCEEDED,
                 out_of_time=True,
             )

@@ -60,7 +60,10 @@ class RpcObserver(_Interceptor):
         self, method: str, request_id: str, behavior: Callable[..., Any]
     ) -> Callable[..., Awaitable[Any]]:
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = request_id_var.set(request_id)
+            # Each call runs in its own asyncio task, with its own copy of the
+            # context: the value ends with the call and is never reset (a reset
+            # from a stream's finaliser would run in another context and fail).
+            request_id_var.set(request_id)
             code = "UNKNOWN"
             try:
                 response = await behavior(request, context)
@@ -73,7 +76,6 @@ class RpcObserver(_Interceptor):
                 code = _code(context)
                 raise
             finally:
-                request_id_var.reset(token)
                 self._count(method, code)
 
         return observed
@@ -84,7 +86,7 @@ class RpcObserver(_Interceptor):
         async def observed(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            token = request_id_var.set(request_id)
+            request_id_var.set(request_id)  # not reset: see _unary
             code = "UNKNOWN"
             try:
                 responses = behavior(request, context)
@@ -101,7 +103,6 @@ class RpcObserver(_Interceptor):
                 code = _code(context)
                 raise
             finally:
-                request_id_var.reset(token)
                 self._count(method, code)
 
         return observed

@@ -51,7 +51,7 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                 flow_from_request(request),
                 flow_input=input_from_request(request),
                 stubs=stubs_from_request(request),
-                time_allowed=context.time_remaining(),
+                time_allowed=_time_allowed(context),
             )
             if summary.status is ExecutionStatus.TIMED_OUT:
                 raise ExecutionTimedOutError(summary)
@@ -69,7 +69,7 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                 flow_from_request(request),
                 flow_input=input_from_request(request),
                 stubs=stubs_from_request(request),
-                time_allowed=context.time_remaining(),
+                time_allowed=_time_allowed(context),
             )
             async with contextlib.aclosing(events):
                 async for event in events:
@@ -99,6 +99,20 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+
+# The execution ends this long before the caller's deadline (or a tenth of the
+# time left, if less), so the caller still receives the finished event and the
+# DEADLINE_EXCEEDED details instead of only its own timeout.
+DEADLINE_MARGIN = 0.05
+
+
+def _time_allowed(context: _Context) -> float | None:
+    """The time the execution may take: the caller's deadline, less a margin."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(remaining - min(DEADLINE_MARGIN, remaining / 10), 0.0)
 
 
 async def _abort(context: _Context, exc: Exception) -> None:

@@ -61,7 +61,7 @@ def status_for(exc: Exception) -> grpc.Status:
             info = _error_info(
                 "DEADLINE_EXCEEDED",
                 limit=limit.name if limit else "",
-                limit_value=f"{limit.seconds:g}s" if limit else "",
+                limit_value=f"{limit.seconds:.3g}s" if limit else "",
                 execution_id=summary.execution_id,
                 executed_tasks=",".join(summary.executed_tasks)[:1024],
             )

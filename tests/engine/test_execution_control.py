@@ -251,7 +251,7 @@ async def test_the_deadline_cuts_a_retry_delay_short() -> None:
     finished = events[-1]
     assert isinstance(finished, ExecutionFinished)
     assert finished.summary.status is ExecutionStatus.TIMED_OUT
-    assert "while waiting to retry" in finished.summary.error
+    assert "passed while 't' was waiting to retry" in finished.summary.error
     assert any(isinstance(e, TaskRetrying) for e in events)
 
 
