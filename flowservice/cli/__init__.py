@@ -1,0 +1,204 @@
+"""flowctl: run, check and draw Flow Manager flows from a terminal.
+
+`main` parses the command line and dispatches to `commands`; it is the only
+place that prints a fatal error and turns it into an exit code (`ExitCode`).
+The console script `flowctl` is `sys.exit(main())`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from flowservice.cli.commands import GRAPH_FORMATS, Connection, draw_graph, run_flow, validate_flow
+from flowservice.cli.errors import CliError, ExitCode
+from flowservice.cli.render import console
+from flowservice.client import DEFAULT_ADDRESS
+
+__all__ = ["ExitCode", "main"]
+
+SERVER_VARIABLE = "FLOWCTL_SERVER"
+"""The environment variable that sets `--server`'s default."""
+
+_EPILOG = f"""\
+flow files are JSON or YAML: a request {{"flow": ..., "input": ..., "stubs": ...}}
+(the body grpcurl sends) or a bare flow {{"start_task": ..., "tasks": [...]}};
+`-` reads standard input.
+
+exit codes:
+  {ExitCode.COMPLETED:<3} the flow completed; the flow is valid; the graph was written
+  {ExitCode.FLOW_DID_NOT_COMPLETE:<3} the flow ran and ended FAILED, TIMED_OUT or CANCELLED
+  {ExitCode.USAGE:<3} bad arguments, an unreadable or malformed file, an invalid flow
+  {ExitCode.SERVER:<3} the server cannot be reached, or answered with another RPC error
+  {ExitCode.INTERRUPTED:<3} interrupted (Ctrl-C); the server stops the execution
+
+environment:
+  {SERVER_VARIABLE}  the default of --server ({DEFAULT_ADDRESS} when unset)
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs flowctl with `argv` (the process's arguments when None); returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error argparse has printed
+        return exit_.code if isinstance(exit_.code, int) else ExitCode.USAGE
+    err = console(stderr=True)
+    try:
+        return int(_dispatch(args))
+    except CliError as error:
+        err.print(Text.assemble(("flowctl: ", "bold red"), error.message))
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        err.print(Text("flowctl: interrupted"))
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`flowctl run --json | head -1`): not an error
+        # worth a traceback. Point stdout at /dev/null so the interpreter's
+        # final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return int(ExitCode.BROKEN_PIPE)
+
+
+def _dispatch(args: argparse.Namespace) -> ExitCode:
+    if args.command == "graph":
+        return draw_graph(
+            args.flow_file,
+            graph_format=args.format,
+            output=args.output,
+            execution=args.execution,
+        )
+    connection = Connection(
+        server=args.server,
+        timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
+        metadata=tuple(args.header),
+    )
+    if args.command == "run":
+        return asyncio.run(
+            run_flow(
+                args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+            )
+        )
+    return asyncio.run(validate_flow(args.flow_file, connection=connection, as_json=args.json))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowctl",
+        description="Run, check and draw Flow Manager flows.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    server = argparse.ArgumentParser(add_help=False)
+    server.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_VARIABLE) or DEFAULT_ADDRESS,
+        metavar="ADDR",
+        help=f"host:port of the Flow Manager ({SERVER_VARIABLE}; default %(default)s)",
+    )
+    server.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the call's deadline; the server stops the execution when it passes",
+    )
+    server.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the server's health check (default %(default)s)",
+    )
+    server.add_argument(
+        "-H",
+        "--header",
+        type=_header,
+        action="append",
+        default=[],
+        metavar="'KEY: VALUE'",
+        help="metadata to send with the call; repeatable",
+    )
+
+    run = commands.add_parser(
+        "run",
+        parents=[server],
+        help="run a flow and show it live",
+        description="Run a flow on the server, showing each task as it starts and finishes,\n"
+        "retries, the branch each condition took, and a summary.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    run.add_argument(
+        "--input",
+        metavar="JSON",
+        help="the flow's input, a JSON object (or @FILE); replaces the file's own",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the raw events, one JSON object per line"
+    )
+
+    validate = commands.add_parser(
+        "validate",
+        parents=[server],
+        help="check a flow without running it",
+        description="Check a flow on the server without running it: errors and warnings,\n"
+        "each with its field path. Exits 2 when the flow has errors.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    validate.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    validate.add_argument("--json", action="store_true", help="print the ValidateResponse as JSON")
+
+    graph = commands.add_parser(
+        "graph",
+        help="draw a flow (Mermaid, DOT, SVG, PNG)",
+        description="Draw a flow's tasks and routes as Mermaid or Graphviz DOT text, or as an\n"
+        "SVG or PNG image (these need Graphviz's `dot`). No server needed.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    graph.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    graph.add_argument(
+        "--format",
+        choices=GRAPH_FORMATS,
+        help="what to write (default: from --output's suffix, else mermaid)",
+    )
+    graph.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write (default: standard output)"
+    )
+    graph.add_argument(
+        "--execution",
+        metavar="FILE",
+        help="highlight the path of a run: an ExecuteResponse as JSON, "
+        "or the output of `flowctl run --json`",
+    )
+    return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {value!r}")
+    return seconds
+
+
+def _header(value: str) -> tuple[str, str]:
+    key, separator, text = value.partition(":")
+    key = key.strip().lower()
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected 'KEY: VALUE', got {value!r}")
+    return key, text.strip()
