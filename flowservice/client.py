@@ -303,7 +303,7 @@ class FlowClient:
             response = await self._health_check(request, **self._call_options(timeout, metadata))
         except grpc.aio.AioRpcError as error:
             raise FlowClientError.from_rpc_error(error, self._address) from None
-        return cast(health_pb2.HealthCheckResponse, response)
+        return response
 
     def _call_options(self, timeout: float | None, metadata: Metadata) -> dict[str, Any]:
         return {

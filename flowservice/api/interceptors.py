@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -17,13 +17,11 @@ REQUEST_ID_KEY = "x-request-id"
 """The metadata key whose value is logged as `request_id`."""
 
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:  # not subscriptable at run time
-    _Interceptor = grpc.aio.ServerInterceptor
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
-class RpcObserver(_Interceptor):
+class RpcObserver(grpc.aio.ServerInterceptor):
     """Wraps every handler to count its outcome and expose the request id to logs."""
 
     def __init__(self, metrics: Metrics | None) -> None:
@@ -32,10 +30,11 @@ class RpcObserver(_Interceptor):
     async def intercept_service(
         self,
         continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+            [grpc.HandlerCallDetails],
+            Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None],
         ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
