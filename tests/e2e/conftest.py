@@ -6,6 +6,7 @@ when a test fails, so nothing here can hang or leak a process.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,17 @@ def grpcurl() -> Callable[..., subprocess.CompletedProcess[str]]:
             )
 
     return run
+
+
+def json_messages(output: str) -> list[dict[str, Any]]:
+    """The JSON messages grpcurl printed, one after another (a stream prints several)."""
+    decoder = json.JSONDecoder()
+    messages = []
+    position = 0
+    output = output.strip()
+    while position < len(output):
+        message, position = decoder.raw_decode(output, position)
+        messages.append(message)
+        while position < len(output) and output[position].isspace():
+            position += 1
+    return messages

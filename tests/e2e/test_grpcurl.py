@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.e2e.conftest import json_messages
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import RunningServer
 
@@ -32,20 +34,6 @@ TIMEOUT = 30.0
 EXECUTE = "flowmanager.v1.FlowService/Execute"
 EXECUTE_STREAM = "flowmanager.v1.FlowService/ExecuteStream"
 HEALTH_CHECK = "grpc.health.v1.Health/Check"
-
-
-def json_messages(output: str) -> list[dict[str, Any]]:
-    """The JSON messages grpcurl printed, one after another (a stream prints several)."""
-    decoder = json.JSONDecoder()
-    messages = []
-    position = 0
-    output = output.strip()
-    while position < len(output):
-        message, position = decoder.raw_decode(output, position)
-        messages.append(message)
-        while position < len(output) and output[position].isspace():
-            position += 1
-    return messages
 
 
 def error_details(output: str) -> list[dict[str, Any]]:

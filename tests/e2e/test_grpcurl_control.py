@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import GRPCURL, REPO_ROOT, RunningServer, serving
+from tests.e2e.conftest import GRPCURL, REPO_ROOT, RunningServer, json_messages, serving
 
 TIMEOUT = 30.0
 """Seconds any one wait in these tests may take."""
@@ -87,20 +87,6 @@ def run_readme(command: str, server: RunningServer) -> subprocess.CompletedProce
         return subprocess.run(
             argv, stdin=body, capture_output=True, text=True, timeout=TIMEOUT, check=False
         )
-
-
-def json_messages(output: str) -> list[dict[str, Any]]:
-    """The JSON messages grpcurl printed, one after another (a stream prints several)."""
-    decoder = json.JSONDecoder()
-    messages = []
-    position = 0
-    output = output.strip()
-    while position < len(output):
-        message, position = decoder.raw_decode(output, position)
-        messages.append(message)
-        while position < len(output) and output[position].isspace():
-            position += 1
-    return messages
 
 
 def error_details(stderr: str) -> dict[str, dict[str, Any]]:
