@@ -1,0 +1,598 @@
+"""The measurements behind each section of the table, one function per section.
+
+Each takes running servers (`bench.workers.ServerGroup`) and returns plain
+dataclasses; `bench.report` turns them into figures and targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2
+
+from bench import grpc_load
+from bench.config import BenchConfig
+from bench.engine_micro import EngineMicroResult
+from bench.flows import (
+    REPO_ROOT,
+    grpc_frame,
+    linear_flow,
+    seed_request,
+    sleeping_flow,
+    to_execute_request,
+    to_stream_request,
+)
+from bench.h2load import H2loadRun, percentile, probe, run_h2load
+from bench.workers import ServerGroup
+from flowmanager.v1 import flow_service_pb2
+
+__all__ = [
+    "CHECK",
+    "EXECUTE",
+    "Bodies",
+    "FlowSizePoint",
+    "LoadPoint",
+    "MemoryResult",
+    "MulticoreResult",
+    "StreamResult",
+    "engine_micro",
+    "flow_sizes",
+    "machine_busy_seconds",
+    "memory",
+    "multicore",
+    "shape",
+    "streaming",
+    "transport_h2load",
+    "transport_python",
+    "wait_for_quiet",
+]
+
+CHECK = "Health/Check"
+EXECUTE = "Execute(seed)"
+_METHOD_PATHS = {CHECK: grpc_load.CHECK_METHOD, EXECUTE: grpc_load.EXECUTE_METHOD}
+_MAX_CONNECTIONS = 16
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.25
+"""Busy cores below which the machine counts as idle (`wait_for_quiet`)."""
+NOISY_CORES = 0.5
+"""Cores kept busy by the rest of the machine above which a round is measured again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bodies:
+    """The framed request bodies h2load sends, written once per run."""
+
+    check: Path
+    """`grpc.health.v1.HealthCheckRequest{}`."""
+    seed: Path
+    """`ExecuteRequest` of examples/seed-flow.json."""
+    stream: Path
+    """`ExecuteStreamRequest` of the long linear flow."""
+
+    @classmethod
+    def write(cls, directory: Path, stream_tasks: int) -> Bodies:
+        """Serializes each request into `directory`."""
+        bodies = cls(directory / "check.bin", directory / "seed.bin", directory / "stream.bin")
+        bodies.check.write_bytes(grpc_frame(health_pb2.HealthCheckRequest()))
+        bodies.seed.write_bytes(grpc_frame(seed_request()))
+        bodies.stream.write_bytes(grpc_frame(to_stream_request(linear_flow(stream_tasks))))
+        return bodies
+
+    def for_method(self, method: str) -> Path:
+        """The body of `CHECK` or `EXECUTE`."""
+        return self.check if method == CHECK else self.seed
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPoint:
+    """Throughput and latency of one method at one number of calls in flight."""
+
+    generator: str
+    """"h2load" or "python"."""
+    method: str
+    """`CHECK` or `EXECUTE`."""
+    in_flight: int
+    """Calls in flight."""
+    connections: int
+    """HTTP/2 connections they were spread over."""
+    requests: int
+    """Calls measured (warm-up excluded), over all rounds."""
+    seconds: float
+    """Their total wall time."""
+    p50_ms: float
+    """Median call latency."""
+    p99_ms: float
+    """99th-percentile call latency."""
+    server_cpu_us_per_call: float
+    """Server CPU time (all threads, user + system) per call."""
+    client_cpu_us_per_call: float
+    """The load generator's CPU time per call."""
+    other_cpu_cores: float
+    """Cores kept busy meanwhile by everything else on the machine (h2load runs only)."""
+    round_rps: tuple[float, ...]
+    """Calls per second of each round, to show how steady the machine was."""
+    discarded_rounds: int = 0
+    """Rounds measured again because the rest of the machine was busy (h2load only)."""
+
+    @property
+    def rps(self) -> float:
+        """Calls per second over all rounds."""
+        return self.requests / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSizePoint:
+    """Server-side time of one linear flow size."""
+
+    tasks: int
+    """Tasks in the flow, all of which ran."""
+    server_seconds: tuple[float, ...]
+    """`ExecuteResponse.duration` of each execution."""
+    client_seconds: tuple[float, ...]
+    """Round trip of each call, as the client saw it."""
+
+    @property
+    def median_server_seconds(self) -> float:
+        """Median server-side time."""
+        return statistics.median(self.server_seconds)
+
+    @property
+    def median_client_seconds(self) -> float:
+        """Median round trip."""
+        return statistics.median(self.client_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """Events delivered on one `ExecuteStream` call of a long flow."""
+
+    tasks: int
+    """Tasks in the flow."""
+    events: int
+    """Events in the stream (counted by the Python client)."""
+    h2load_seconds: tuple[float, ...]
+    """Each stream's time from request to end of response, with h2load."""
+    server_cpu_us_per_event: float
+    """Server CPU time per event during the h2load streams."""
+    python_seconds: tuple[float, ...]
+    """Each stream's time with the Python client."""
+
+    @property
+    def h2load_events_per_s(self) -> float:
+        """Events per second, median stream, h2load."""
+        return self.events / statistics.median(self.h2load_seconds)
+
+    @property
+    def python_events_per_s(self) -> float:
+        """Events per second, median stream, Python client."""
+        return self.events / statistics.median(self.python_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryResult:
+    """Server RSS with many executions asleep in a task at once."""
+
+    executions: int
+    """Executions started; all completed."""
+    in_flight: int
+    """Executions that were running when RSS was read (all of them, or the run failed)."""
+    baseline_rss_bytes: int
+    """RSS after warm-up."""
+    in_flight_rss_bytes: int
+    """RSS with every execution asleep."""
+    sleep_ms: int
+    """How long each slept."""
+    settle_seconds: float
+    """From the first call to the measurement."""
+
+    @property
+    def bytes_per_execution(self) -> float:
+        """RSS growth per execution in flight."""
+        return (self.in_flight_rss_bytes - self.baseline_rss_bytes) / self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class MulticoreResult:
+    """Execute(seed) throughput of several server layouts, rounds interleaved."""
+
+    in_flight: int
+    """Calls in flight, over `connections` connections."""
+    connections: int
+    """HTTP/2 connections: the kernel spreads connections, not calls, over workers."""
+    round_rps: dict[str, tuple[float, ...]]
+    """Per layout ("workers1", "workers2", ...), each round's calls per second."""
+    rps: dict[str, float]
+    """Per layout, calls per second over all rounds."""
+    cpu_share: dict[str, tuple[float, ...]]
+    """Per layout, each worker's share of the CPU time the layout used."""
+    cores_used: dict[str, float]
+    """Per layout, the servers' CPU seconds per second of load: cores kept busy."""
+    other_cpu_cores: dict[str, float]
+    """Per layout, cores kept busy meanwhile by other processes than the server and h2load."""
+    discarded_rounds: int
+    """Rounds measured again because the rest of the machine was busy."""
+
+
+def shape(in_flight: int) -> tuple[int, int]:
+    """(connections, streams per connection) for `in_flight` calls: up to 16 connections."""
+    connections = min(in_flight, _MAX_CONNECTIONS)
+    if in_flight % connections:
+        raise ValueError(f"{in_flight} calls in flight do not divide over {connections}")
+    return connections, in_flight // connections
+
+
+def _url(group: ServerGroup, path: str) -> str:
+    return f"http://{group.address}{path}"
+
+
+def _sized(config: BenchConfig, rps: float) -> int:
+    wanted = round(rps * config.h2load_seconds)
+    return max(config.h2load_min_requests, min(config.h2load_max_requests, wanted))
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """One h2load run and the CPU time spent around it."""
+
+    run: H2loadRun
+    server_cpu: tuple[float, ...]
+    """Each worker's CPU seconds."""
+    other_cpu: float
+    """CPU seconds of every other process on the machine, h2load excluded."""
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / _CLOCK_TICKS
+
+
+def _h2load_with_cpu(
+    group: ServerGroup, *, url: str, body: Path, requests: int, in_flight: int
+) -> _Measured:
+    connections, streams = shape(in_flight)
+    before, machine_before = group.cpu_seconds(), machine_busy_seconds()
+    run = run_h2load(
+        url=url, body=body, requests=requests, connections=connections, streams=streams
+    )
+    after, machine_after = group.cpu_seconds(), machine_busy_seconds()
+    server = tuple(b - a for a, b in zip(before, after, strict=True))
+    other = machine_after - machine_before - sum(server) - run.client_cpu_seconds
+    return _Measured(run, server, max(other, 0.0))
+
+
+def wait_for_quiet(limit: float) -> float:
+    """Waits up to `limit` seconds for the machine to be idle; returns the busy cores last seen.
+
+    Idle means under `QUIET_CORES` cores busy over a one-second window.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        busy = machine_busy_seconds() - before
+        if busy < QUIET_CORES or time.monotonic() >= deadline:
+            return busy
+
+
+def _rounds(
+    config: BenchConfig,
+    labels: Sequence[str],
+    measure_one: Callable[[str], _Measured],
+) -> tuple[dict[str, list[_Measured]], int]:
+    """`config.rounds` rounds, each measuring every label back to back; and the rounds redone.
+
+    The order alternates from round to round, so drift in the machine's speed
+    hits every label alike. A round during which the rest of the machine kept
+    more than `NOISY_CORES` cores busy in any run is thrown away and measured
+    again (after waiting a little for the machine to quieten), at most
+    `config.rounds // 2` times in all; the count of rounds thrown away is returned with the runs.
+    """
+    runs: dict[str, list[_Measured]] = {label: [] for label in labels}
+    attempt = discarded = 0
+    while len(runs[labels[0]]) < config.rounds:
+        order = list(labels) if attempt % 2 == 0 else list(reversed(labels))
+        attempt += 1
+        measured = {label: measure_one(label) for label in order}
+        noisiest = max(m.other_cpu / m.run.seconds for m in measured.values())
+        if config.redo_noisy_rounds and noisiest > NOISY_CORES and discarded < config.rounds // 2:
+            discarded += 1
+            wait_for_quiet(5.0)
+            continue
+        for label in labels:
+            runs[label].append(measured[label])
+    return runs, discarded
+
+
+def transport_h2load(
+    config: BenchConfig, group: ServerGroup, bodies: Bodies
+) -> tuple[LoadPoint, ...]:
+    """Health/Check and Execute(seed) with h2load, alternating, at each number in flight."""
+    for method in (CHECK, EXECUTE):
+        probe(url=_url(group, _METHOD_PATHS[method]), body=bodies.for_method(method))
+    points = []
+    for in_flight in config.in_flight:
+        counts: dict[str, int] = {}
+        for method in (CHECK, EXECUTE):
+            warm = _h2load_with_cpu(
+                group,
+                url=_url(group, _METHOD_PATHS[method]),
+                body=bodies.for_method(method),
+                requests=config.warmup_requests,
+                in_flight=in_flight,
+            )
+            counts[method] = _sized(config, warm.run.rps)
+
+        def measure_one(
+            method: str, in_flight: int = in_flight, counts: dict[str, int] = counts
+        ) -> _Measured:
+            return _h2load_with_cpu(
+                group,
+                url=_url(group, _METHOD_PATHS[method]),
+                body=bodies.for_method(method),
+                requests=counts[method],
+                in_flight=in_flight,
+            )
+
+        runs, discarded = _rounds(config, (CHECK, EXECUTE), measure_one)
+        for method in (CHECK, EXECUTE):
+            points.append(_h2load_point(method, in_flight, runs[method], discarded))
+    return tuple(points)
+
+
+def _h2load_point(method: str, in_flight: int, runs: list[_Measured], discarded: int) -> LoadPoint:
+    requests = sum(m.run.requests for m in runs)
+    seconds = sum(m.run.seconds for m in runs)
+    latencies = [latency for m in runs for latency in m.run.latencies_us]
+    return LoadPoint(
+        generator="h2load",
+        method=method,
+        in_flight=in_flight,
+        connections=shape(in_flight)[0],
+        requests=requests,
+        seconds=seconds,
+        p50_ms=percentile(latencies, 0.50) / 1000,
+        p99_ms=percentile(latencies, 0.99) / 1000,
+        server_cpu_us_per_call=sum(sum(m.server_cpu) for m in runs) / requests * 1e6,
+        client_cpu_us_per_call=sum(m.run.client_cpu_seconds for m in runs) / requests * 1e6,
+        other_cpu_cores=sum(m.other_cpu for m in runs) / seconds,
+        round_rps=tuple(m.run.rps for m in runs),
+        discarded_rounds=discarded,
+    )
+
+
+def _check_health_reply(reply: bytes) -> None:
+    response = health_pb2.HealthCheckResponse.FromString(reply)
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"health check answered {response.status}")
+
+
+def _check_execute_reply(reply: bytes) -> None:
+    grpc_load.check_execute_reply(reply)
+
+
+def transport_python(
+    config: BenchConfig, group: ServerGroup, bodies: Bodies
+) -> tuple[LoadPoint, ...]:
+    """The same comparison with the Python grpc.aio generator (one channel), alternating rounds."""
+    checks: dict[str, Callable[[bytes], None]] = {
+        CHECK: _check_health_reply,
+        EXECUTE: _check_execute_reply,
+    }
+
+    def load(method: str, in_flight: int, requests: int) -> tuple[grpc_load.LoadRun, float]:
+        before = sum(group.cpu_seconds())
+        run = asyncio.run(
+            grpc_load.unary_load(
+                group.address,
+                _METHOD_PATHS[method],
+                bodies.for_method(method).read_bytes()[5:],  # without the frame prefix
+                in_flight=in_flight,
+                requests=requests,
+                check_reply=checks[method],
+            )
+        )
+        return run, sum(group.cpu_seconds()) - before
+
+    points = []
+    for in_flight in config.in_flight:
+        runs: dict[str, list[tuple[grpc_load.LoadRun, float]]] = {CHECK: [], EXECUTE: []}
+        for method in (CHECK, EXECUTE):
+            load(method, in_flight, config.warmup_requests)
+        for round_ in range(config.python_rounds):
+            for method in (CHECK, EXECUTE) if round_ % 2 == 0 else (EXECUTE, CHECK):
+                runs[method].append(load(method, in_flight, config.python_requests))
+        for method, measured in runs.items():
+            requests = sum(run.requests for run, _ in measured)
+            latencies = [latency for run, _ in measured for latency in run.latencies_us]
+            points.append(
+                LoadPoint(
+                    generator="python",
+                    method=method,
+                    in_flight=in_flight,
+                    connections=1,
+                    requests=requests,
+                    seconds=sum(run.seconds for run, _ in measured),
+                    p50_ms=percentile(latencies, 0.50) / 1000,
+                    p99_ms=percentile(latencies, 0.99) / 1000,
+                    server_cpu_us_per_call=sum(cpu for _, cpu in measured) / requests * 1e6,
+                    client_cpu_us_per_call=sum(run.client_cpu_seconds for run, _ in measured)
+                    / requests
+                    * 1e6,
+                    other_cpu_cores=0.0,
+                    round_rps=tuple(run.rps for run, _ in measured),
+                )
+            )
+    return tuple(points)
+
+
+def engine_micro(config: BenchConfig) -> EngineMicroResult:
+    """`bench.engine_micro` in a fresh interpreter of its own."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.engine_micro", *engine_micro_args(config)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"engine microbenchmark failed:\n{completed.stderr[-3000:]}")
+    result = json.loads(completed.stdout)
+    return EngineMicroResult(result["steps"], tuple(result["seconds"]))
+
+
+def engine_micro_args(config: BenchConfig) -> list[str]:
+    """The `python -m bench.engine_micro` arguments of `config`."""
+    return ["--steps", str(config.engine_steps), "--repeats", str(config.engine_repeats)]
+
+
+def flow_sizes(config: BenchConfig, group: ServerGroup) -> tuple[FlowSizePoint, ...]:
+    """Server-side time (`ExecuteResponse.duration`) of linear flows of each size."""
+    points = []
+    for tasks, repeats in zip(config.flow_sizes, config.flow_repeats, strict=True):
+        body = to_execute_request(linear_flow(tasks)).SerializeToString()
+        server, client = [], []
+        for run in range(repeats + 1):  # the first is a warm-up
+            reply, seconds = asyncio.run(
+                grpc_load.call_unary(group.address, grpc_load.EXECUTE_METHOD, body)
+            )
+            response = grpc_load.check_execute_reply(reply)
+            if len(response.executed_tasks) != tasks:
+                raise RuntimeError(f"{len(response.executed_tasks)} of {tasks} tasks ran")
+            if run:
+                server.append(response.duration.ToTimedelta().total_seconds())
+                client.append(seconds)
+        points.append(FlowSizePoint(tasks, tuple(server), tuple(client)))
+    return tuple(points)
+
+
+def streaming(config: BenchConfig, group: ServerGroup, bodies: Bodies) -> StreamResult:
+    """Events per second on one `ExecuteStream` of the long flow: Python client, then h2load."""
+    body = bodies.stream.read_bytes()[5:]
+    python_runs = []
+    for repeat in range(config.stream_repeats + 1):  # the first is a warm-up
+        stream = asyncio.run(grpc_load.stream_once(group.address, body))
+        finished = stream.last.execution_finished.result
+        if (
+            not stream.last.HasField("execution_finished")
+            or finished.status != flow_service_pb2.EXECUTION_STATUS_COMPLETED
+            or len(finished.executed_tasks) != config.stream_tasks
+        ):
+            raise RuntimeError(f"the stream did not finish the flow: {stream.last}")
+        if repeat:
+            python_runs.append(stream)
+    events = python_runs[0].events
+    url = _url(group, grpc_load.STREAM_METHOD)
+    probe(url=url, body=bodies.stream)
+    h2load_seconds = []
+    cpu = 0.0
+    for _ in range(config.stream_repeats):
+        before = sum(group.cpu_seconds())
+        run = run_h2load(
+            url=url,
+            body=bodies.stream,
+            requests=1,
+            connections=1,
+            streams=1,
+            # Every event is a frame of at least 6 bytes; most are far larger.
+            min_data_bytes=events * 6,
+        )
+        cpu += sum(group.cpu_seconds()) - before
+        if run.data_bytes < 0.95 * (python_runs[0].data_bytes + 5 * events):
+            raise RuntimeError(
+                f"h2load got {run.data_bytes} bytes of events, the Python client "
+                f"{python_runs[0].data_bytes}: the stream ended early"
+            )
+        h2load_seconds.append(run.latencies_us[0] / 1e6)
+    return StreamResult(
+        tasks=config.stream_tasks,
+        events=events,
+        h2load_seconds=tuple(h2load_seconds),
+        server_cpu_us_per_event=cpu / (events * config.stream_repeats) * 1e6,
+        python_seconds=tuple(stream.seconds for stream in python_runs),
+    )
+
+
+def memory(config: BenchConfig, group: ServerGroup) -> MemoryResult:
+    """RSS growth per execution with `memory_executions` asleep in a `mock` task at once."""
+    (pid,) = group.workers
+    run = asyncio.run(
+        grpc_load.sleeping_in_flight(
+            group.address,
+            server_pid=pid,
+            body=to_execute_request(sleeping_flow(config.memory_sleep_ms)).SerializeToString(),
+            executions=config.memory_executions,
+            warmup_body=to_execute_request(sleeping_flow(100)).SerializeToString(),
+            warmup_executions=min(200, config.memory_executions),
+            settle_timeout=config.memory_sleep_ms / 1000 * 0.8,
+        )
+    )
+    if run.in_flight_at_measurement != run.executions:
+        raise RuntimeError(
+            f"only {run.in_flight_at_measurement} of {run.executions} executions were "
+            "in flight when memory was measured"
+        )
+    return MemoryResult(
+        executions=run.executions,
+        in_flight=run.in_flight_at_measurement,
+        baseline_rss_bytes=run.baseline_rss_bytes,
+        in_flight_rss_bytes=run.in_flight_rss_bytes,
+        sleep_ms=config.memory_sleep_ms,
+        settle_seconds=run.settle_seconds,
+    )
+
+
+def multicore(
+    config: BenchConfig, layouts: dict[str, ServerGroup], bodies: Bodies
+) -> MulticoreResult:
+    """Execute(seed) with h2load against each layout, rounds interleaved across layouts."""
+    in_flight = config.multicore_in_flight
+    counts = {}
+    for label, group in layouts.items():
+        url = _url(group, grpc_load.EXECUTE_METHOD)
+        probe(url=url, body=bodies.seed)
+        warm = _h2load_with_cpu(
+            group, url=url, body=bodies.seed, requests=config.warmup_requests, in_flight=in_flight
+        )
+        counts[label] = _sized(config, warm.run.rps)
+    runs, discarded = _rounds(
+        config,
+        list(layouts),
+        lambda label: _h2load_with_cpu(
+            layouts[label],
+            url=_url(layouts[label], grpc_load.EXECUTE_METHOD),
+            body=bodies.seed,
+            requests=counts[label],
+            in_flight=in_flight,
+        ),
+    )
+    cpu_share, cores_used, other, rps, round_rps = {}, {}, {}, {}, {}
+    for label, measured in runs.items():
+        seconds = sum(m.run.seconds for m in measured)
+        per_worker = [sum(cpus) for cpus in zip(*(m.server_cpu for m in measured), strict=True)]
+        cpu_share[label] = tuple(cpu / sum(per_worker) for cpu in per_worker)
+        cores_used[label] = sum(per_worker) / seconds
+        other[label] = sum(m.other_cpu for m in measured) / seconds
+        rps[label] = sum(m.run.requests for m in measured) / seconds
+        round_rps[label] = tuple(m.run.rps for m in measured)
+    return MulticoreResult(
+        in_flight=in_flight,
+        connections=shape(in_flight)[0],
+        round_rps=round_rps,
+        rps=rps,
+        cpu_share=cpu_share,
+        cores_used=cores_used,
+        other_cpu_cores=other,
+        discarded_rounds=discarded,
+    )
