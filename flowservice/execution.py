@@ -8,12 +8,11 @@ the few objects a step must produce: two events and a `TaskResult`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -170,7 +169,7 @@ class Execution:
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
     _sequence: int = 0
-    _results: list[TaskResult] = dataclasses.field(default_factory=list)
+    _results: list[TaskResult] = field(default_factory=list)
 
     def _next(self) -> int:
         self._sequence += 1
@@ -311,7 +310,7 @@ class Execution:
                                 decision = decide(chain, result, scope)
                             except ExpressionError as exc:
                                 raise _Stop(ExecutionStatus.FAILED, str(exc)) from None
-                            results[-1] = dataclasses.replace(result, decision=decision)
+                            results[-1] = result.with_decision(decision)
                             event = ConditionEvaluated(
                                 execution_id, self._next(), clock(), decision
                             )
@@ -418,8 +417,14 @@ class Execution:
         )
 
     def _log_end(self, status: ExecutionStatus) -> None:
+        # A completed execution is the common case and metrics count it; a log
+        # line for each would cost more than the rest of a small flow's run.
+        level = logging.DEBUG if status is ExecutionStatus.COMPLETED else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
         flow_id = self.plan.checked.flow.id
-        logger.info(
+        logger.log(
+            level,
             "execution %s of flow %r %s after %d task runs",
             self.execution_id,
             flow_id,

@@ -119,7 +119,8 @@ class _Checker:
 
     def violations(self) -> Iterator[Violation]:
         flow, limits = self.flow, self.limits
-        yield from self._names(("flow.id", flow.id), ("flow.name", flow.name))
+        if max(len(flow.id), len(flow.name)) > limits.max_name_length:
+            yield from self._names(("flow.id", flow.id), ("flow.name", flow.name))
         yield from self._tasks()
         if not flow.start_task:
             yield Violation("flow.start_task", "start_task is required", "MISSING_START_TASK")
@@ -217,7 +218,8 @@ class _Checker:
         for index, condition in enumerate(conditions):
             path = f"flow.conditions[{index}]"
             source = condition.source_task
-            yield from self._names((f"{path}.name", condition.name))
+            if len(condition.name) > limits.max_name_length:
+                yield from self._names((f"{path}.name", condition.name))
             if not source:
                 yield Violation(
                     f"{path}.source_task", "source_task is required", "MISSING_SOURCE_TASK"

@@ -161,8 +161,11 @@ async def test_json_logs_carry_request_execution_and_flow_ids(
     saved = (list(root.handlers), root.level)
     configure_logging("INFO", "json")
     try:
+        # A failed execution is logged at INFO (a completed one only at DEBUG).
+        failing = seed_body()
+        failing["flow"]["tasks"][0]["params"] = {"fail": True}
         response = await stub.Execute(
-            execute_request(seed_body()), metadata=(("x-request-id", "req-42"),)
+            execute_request(failing), metadata=(("x-request-id", "req-42"),)
         )
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
@@ -174,5 +177,5 @@ async def test_json_logs_carry_request_execution_and_flow_ids(
     assert finished, lines
     assert finished[-1]["request_id"] == "req-42"
     assert finished[-1]["flow_id"] == "flow123"
-    assert finished[-1]["status"] == "completed"
+    assert finished[-1]["status"] == "failed"
     assert finished[-1]["level"] == "INFO"

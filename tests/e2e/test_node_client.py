@@ -46,7 +46,10 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRun]:
     node = shutil.which("node")
     assert node, "node is not on PATH: the TypeScript client needs Node.js 20 or newer"
     assert CLIENT.exists(), f"{CLIENT} is missing: run `make interop-node`"
-    with serving(tmp_path_factory.mktemp("node") / "server.log") as server:
+    # DEBUG, so that completed executions are logged too (the test reads them).
+    with serving(
+        tmp_path_factory.mktemp("node") / "server.log", ["--log-level", "DEBUG"]
+    ) as server:
         result = subprocess.run(
             [node, str(CLIENT), server.address, str(EXAMPLES / "seed-flow.json")],
             cwd=CLIENT_DIR,

@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import REPO_ROOT, RunningServer, serving
 
 SEED = REPO_ROOT / "examples" / "seed-flow.json"
+SEED_FAILURE = REPO_ROOT / "examples" / "seed-failure.json"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_json_log_lines_carry_the_callers_request_id(
         "@",
         observed.address,
         "flowmanager.v1.FlowService/Execute",
-        stdin=SEED,
+        stdin=SEED_FAILURE,  # failed executions are logged at INFO, completed ones at DEBUG
     )
 
     lines = [json.loads(line) for line in observed.log().splitlines() if line.startswith("{")]
@@ -71,4 +72,5 @@ def test_json_log_lines_carry_the_callers_request_id(
     assert ours, lines
     assert ours[-1]["flow_id"] == "flow123"
     assert ours[-1]["execution_id"]
-    assert "completed" in ours[-1]["message"]
+    assert ours[-1]["status"] == "failed"
+    assert "failed" in ours[-1]["message"]

@@ -191,7 +191,10 @@ def wait_for_line(read: Callable[[], str], pattern: str, timeout: float = TIMEOU
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with serving(tmp_path_factory.mktemp("backend") / "server.log") as running:
+    # DEBUG, so that completed executions are logged too (the tests read them).
+    with serving(
+        tmp_path_factory.mktemp("backend") / "server.log", ["--log-level", "DEBUG"]
+    ) as running:
         yield running
 
 
