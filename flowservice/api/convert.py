@@ -71,7 +71,9 @@ _BRANCH: Mapping[Branch, flow_service_pb2.Branch] = {
 
 
 def flow_from_request(
-    request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+    request: flow_service_pb2.ExecuteRequest
+    | flow_service_pb2.ExecuteStreamRequest
+    | flow_service_pb2.ValidateRequest,
 ) -> Flow:
     """The domain flow of a request; `InvalidFlowError` when the request has none."""
     if not request.HasField("flow"):

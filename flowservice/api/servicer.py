@@ -18,7 +18,6 @@ import grpc
 from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api.convert import (
     event_to_proto,
-    flow_from_proto,
     flow_from_request,
     input_from_request,
     stubs_from_request,
@@ -27,7 +26,7 @@ from flowservice.api.convert import (
 )
 from flowservice.api.status import status_for
 from flowservice.engine import Engine, ValidationReport
-from flowservice.errors import ExecutionTimedOutError, Violation
+from flowservice.errors import ExecutionTimedOutError, InvalidFlowError
 from flowservice.events import ExecutionFinished
 from flowservice.models import ExecutionStatus
 
@@ -89,12 +88,10 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ValidateResponse:
         """Checks the flow without running it; problems come back as data."""
         try:
-            if not request.HasField("flow"):
-                report = ValidationReport(
-                    (Violation("flow", "flow is required", "MISSING_FLOW"),), ()
-                )
-            else:
-                report = self._engine.validate(flow_from_proto(request.flow))
+            try:
+                report = self._engine.validate(flow_from_request(request))
+            except InvalidFlowError as missing:  # no flow at all: also data, here
+                report = ValidationReport(missing.violations, ())
             return validation_to_proto(report)
         except Exception as exc:
             await _abort(context, exc)
