@@ -5,8 +5,9 @@ starts N server processes that bind the same address (grpc sets SO_REUSEPORT
 on Linux, so the kernel spreads new connections across them), each pinned to
 its own core: unpinned processes sharing a port were measured at ~1.2x one
 process on two cores, pinned ones at ~1.9x (docs/performance.md). The parent
-only supervises: it forwards SIGTERM/SIGINT so every worker drains, and exits
-with the worst exit code among them.
+only supervises: it forwards SIGTERM/SIGINT so every worker drains, stops
+them all when one exits, and exits with the worst exit code among them.
+Limits such as `--max-concurrent-executions` apply to each worker.
 """
 
 from __future__ import annotations
@@ -45,12 +46,25 @@ def run_workers(settings: Settings, argv: Sequence[str]) -> int:
         children.append(subprocess.Popen([sys.executable, "-m", "flowservice", *worker_argv]))
     logger.info("started %d workers on %s", len(children), settings.address)
 
+    stopping = False
+
     def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return max(codes, key=abs)
+    # The first worker to exit ends them all: a server quietly running on
+    # half its workers is worse than one that exits for its supervisor (or
+    # Kubernetes) to restart.
+    pid, status = os.wait()
+    first_code = os.waitstatus_to_exitcode(status)
+    if not stopping:
+        logger.error("worker %d exited with %d: stopping the others", pid, first_code)
+        forward(signal.SIGTERM, None)
+    codes = [first_code] + [child.wait() for child in children if child.pid != pid]
+    worst = max(codes, key=abs)
+    return 128 - worst if worst < 0 else worst  # killed by signal N: 128 + N, as shells say

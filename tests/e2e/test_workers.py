@@ -81,3 +81,37 @@ def test_a_second_server_on_a_taken_port_fails_clearly(tmp_path: Path) -> None:
     finally:
         first.kill()
         first.wait(timeout=10)
+
+
+def test_when_one_worker_dies_the_others_stop_and_the_exit_code_says_so(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "workers.log"
+    command = [sys.executable, "-m", "flowservice", "--address", f"127.0.0.1:{port}"]
+    with log.open("wb") as sink:
+        parent = subprocess.Popen(
+            [*command, "--workers", "2", "--drain-delay", "0"],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while log.read_text().count("listening on") < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        workers = subprocess.run(
+            ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(workers) == 2
+
+        os.kill(int(workers[0]), signal.SIGKILL)
+
+        assert parent.wait(timeout=20) == 128 + signal.SIGKILL
+        assert "stopping the others" in log.read_text()
+        assert log.read_text().count("stopped") == 1  # the survivor drained
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
