@@ -296,7 +296,8 @@ class Execution:
                         latest[task.name] = result
                         if scope is not None:
                             scope.record(result)
-                        event = TaskFinished(execution_id, self._next(), clock(), result)
+                        finished_at = clock()
+                        event = TaskFinished(execution_id, self._next(), finished_at, result)
                         emit(event)
                         yield event
                         if attempt.out_of_time:
@@ -311,8 +312,10 @@ class Execution:
                             except ExpressionError as exc:
                                 raise _Stop(ExecutionStatus.FAILED, str(exc)) from None
                             results[-1] = result.with_decision(decision)
+                            # Deciding takes no time worth a clock read: the
+                            # decision shares its task's finish time.
                             event = ConditionEvaluated(
-                                execution_id, self._next(), clock(), decision
+                                execution_id, self._next(), finished_at, decision
                             )
                             emit(event)
                             yield event

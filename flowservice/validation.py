@@ -245,18 +245,17 @@ class _Checker:
                     f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
                     "INVALID_OUTCOME",
                 )
-            for field_name, target in (
-                ("target_task_success", condition.target_task_success),
-                ("target_task_failure", condition.target_task_failure),
+            known = self.task_names
+            success, failure = condition.target_task_success, condition.target_task_failure
+            if (success and success != END and success not in known) or (
+                failure and failure != END and failure not in known
             ):
-                if target and target != END and target not in self.task_names:
-                    yield Violation(
-                        f"{path}.{field_name}",
-                        f"{field_name} {target!r} is not the name of a task in flow.tasks "
-                        f"(use {END!r} to stop the flow)",
-                        "UNKNOWN_TARGET_TASK",
-                    )
-            links.setdefault(source, []).append(Link(index, condition, expression))
+                yield from _unknown_targets(path, success, failure, known)
+            chain = links.get(source)
+            if chain is None:
+                links[source] = [Link(index, condition, expression)]
+            else:
+                chain.append(Link(index, condition, expression))
         for chain in links.values():
             for link in chain[:-1]:
                 if link.condition.target_task_failure:
@@ -306,6 +305,19 @@ class _Checker:
                     "NAME_TOO_LONG",
                     limit=("max_name_length", limit),
                 )
+
+
+def _unknown_targets(
+    path: str, success: str, failure: str, known: Collection[str]
+) -> Iterator[Violation]:
+    for field_name, target in (("target_task_success", success), ("target_task_failure", failure)):
+        if target and target != END and target not in known:
+            yield Violation(
+                f"{path}.{field_name}",
+                f"{field_name} {target!r} is not the name of a task in flow.tasks "
+                f"(use {END!r} to stop the flow)",
+                "UNKNOWN_TARGET_TASK",
+            )
 
 
 def _stub_violations(flow: Flow, stubs: Mapping[str, TaskStub]) -> Iterator[Violation]:
