@@ -53,11 +53,6 @@ class Attempt:
     out_of_time: bool = False
     """The execution's deadline passed during the attempt."""
 
-    @property
-    def failed(self) -> bool:
-        """Whether the attempt failed."""
-        return bool(self.error)
-
 
 class AttemptRunner:
     """Runs attempts of tasks: async ones on the loop, sync ones in its own threads."""
@@ -96,8 +91,7 @@ class AttemptRunner:
                         returned = await self._call(registered, ctx)
             return self._checked(returned)
         except TaskFailure as failure:
-            output = _json_or_empty(failure.output)
-            return Attempt(output, str(failure) or "task failed", failure.error_type)
+            return self._failed(failure.output, str(failure) or "task failed", failure.error_type)
         except TimeoutError:
             assert task.timeout is not None
             seconds = task.timeout.total_seconds()
@@ -130,10 +124,17 @@ class AttemptRunner:
     def stubbed(self, stub: TaskStub) -> Attempt:
         """The attempt a what-if stub stands for."""
         if stub.outcome is TaskOutcome.FAILURE:
-            return Attempt(
-                _json_or_empty(stub.output), stub.error or "stubbed failure", "StubbedFailure"
-            )
+            return self._failed(stub.output, stub.error or "stubbed failure", "StubbedFailure")
         return self._checked(stub.output)
+
+    def _failed(self, output: Mapping[str, Any], error: str, error_type: str) -> Attempt:
+        """A failure, keeping the output it reported when that output passes the checks."""
+        checked = self._checked(output)
+        if checked.error:  # the output itself is bad: the failure stands, the output goes
+            return Attempt(
+                error=f"{error} (its output was dropped: {checked.error})", error_type=error_type
+            )
+        return Attempt(checked.output, error, error_type)
 
     def _checked(self, returned: object) -> Attempt:
         if returned is None:
@@ -157,11 +158,3 @@ class AttemptRunner:
                     error_type="OutputTooLarge",
                 )
         return Attempt(output)
-
-
-def _json_or_empty(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    try:
-        result = to_json(value)
-    except NotJsonError:
-        return {}
-    return result if isinstance(result, Mapping) else {}

@@ -33,7 +33,6 @@ from flowservice.expressions import ExpressionError
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import (
-    END,
     ExecutionStatus,
     ExecutionSummary,
     Task,
@@ -44,7 +43,7 @@ from flowservice.models import (
 )
 from flowservice.observer import Observer
 from flowservice.retry import backoff_delay, should_retry
-from flowservice.routing import Scope, decide
+from flowservice.routing import Scope, decide, route_target
 from flowservice.tasks import RegisteredTask, TaskContext, TaskRegistry
 from flowservice.validation import CheckedFlow
 
@@ -319,7 +318,7 @@ class Execution:
                             )
                             emit(event)
                             yield event
-                            current = None if decision.next_task == END else decision.next_task
+                            current = route_target(decision.next_task)
                         elif result.outcome is TaskOutcome.SUCCESS:
                             current = plan.next_in_list[task.name]
                         else:

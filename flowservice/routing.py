@@ -56,12 +56,15 @@ def decide(chain: tuple[Link, ...], result: TaskResult, scope: Scope | None) -> 
     The first link whose test holds routes to its `target_task_success`; when
     none holds, the last link's `target_task_failure` is taken.
     """
+    variables: dict[str, Any] | None = None  # built once, for the first expression
     for tested, link in enumerate(chain, start=1):
         condition = link.condition
         if link.expression is not None:
             assert scope is not None  # the plan keeps a scope when expressions exist
+            if variables is None:
+                variables = scope.variables(result)
             try:
-                held = link.expression.evaluate_bool(scope.variables(result))
+                held = link.expression.evaluate_bool(variables)
             except ExpressionError as exc:
                 raise ExpressionError(
                     f"condition flow.conditions[{link.index}] on task {result.task!r} "
@@ -81,7 +84,7 @@ def decide(chain: tuple[Link, ...], result: TaskResult, scope: Scope | None) -> 
                 actual_outcome=result.outcome,
                 value=held,
                 branch=Branch.SUCCESS if held else Branch.FAILURE,
-                next_task=route_target(target) or END,
+                next_task=target or END,
                 links_tested=tested,
             )
     raise AssertionError("a chain has at least one link")

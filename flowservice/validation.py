@@ -245,6 +245,8 @@ class _Checker:
                     f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
                     "INVALID_OUTCOME",
                 )
+            # A quick test first: this runs once per condition of every request,
+            # and the detailed check builds paths and tuples.
             known = self.task_names
             success, failure = condition.target_task_success, condition.target_task_failure
             if (success and success != END and success not in known) or (
@@ -356,7 +358,7 @@ def _retry(path: str, retry: RetryPolicy, limits: Limits) -> Iterator[Violation]
     if retry.max_attempts < 1:
         yield Violation(
             f"{path}.max_attempts",
-            f"max_attempts must not be negative, got {retry.max_attempts}",
+            f"max_attempts must be at least 1, got {retry.max_attempts}",
             "INVALID_MAX_ATTEMPTS",
         )
     elif retry.max_attempts > limits.max_attempts:

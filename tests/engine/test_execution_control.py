@@ -17,7 +17,7 @@ from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskRetry
 from flowservice.limits import Limits
 from flowservice.models import Condition, ExecutionStatus, Flow, RetryPolicy, Task, TaskOutcome
 from flowservice.retry import backoff_delay, should_retry
-from flowservice.tasks import TaskContext, TaskRegistry, builtin_registry
+from flowservice.tasks import TaskContext, TaskFailure, TaskRegistry, builtin_registry
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=1))
 
@@ -318,3 +318,22 @@ async def test_task_finished_reports_attempts_for_every_run() -> None:
     events = await collect(Engine(builtin_registry()), one_task(Task("a")))
     results = [e.result for e in events if isinstance(e, TaskFinished)]
     assert [r.attempts for r in results] == [1, 1]
+
+
+async def test_a_failed_tasks_oversized_output_is_dropped_and_the_failure_says_so() -> None:
+    flow = one_task(Task("big", type="big_failure"))
+    registry = builtin_registry()
+
+    async def big_failure(ctx: TaskContext) -> None:
+        raise TaskFailure("boom", output={"blob": "x" * 1_000}, error_type="Permanent")
+
+    registry.register("big_failure", big_failure)
+    engine = Engine(registry, limits=Limits(max_output_bytes=100))
+
+    summary = await engine.execute(flow)
+
+    result = summary.task_results[0]
+    assert result.output == {}
+    assert result.error_type == "Permanent"
+    assert result.error.startswith("boom (its output was dropped: task output is")
+    assert "(max_output_bytes)" in result.error
