@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -91,12 +92,19 @@ class Settings:
             "e.g. FLOWMANAGER_MAX_RUN_TIME for --max-run-time.",
         )
 
+        # Each variable that is set becomes its flag, placed before the
+        # command line's own: argparse then checks its type and choices like
+        # any flag's, and a flag given on the command line still wins.
+        from_env: list[str] = []
+
         def add(flag: str, value: object, kind: type, help_text: str, **extra: object) -> None:
             variable = _ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+            if variable in env:
+                from_env.extend((flag, env[variable]))
             parser.add_argument(
                 flag,
                 type=kind,
-                default=kind(env.get(variable, value)),
+                default=value,
                 help=f"{help_text} ({variable}; default %(default)s)",
                 **extra,  # type: ignore[arg-type]
             )
@@ -154,7 +162,7 @@ class Settings:
             value = getattr(defaults.limits, name)
             add(flag, value, type(value), help_text, dest=name)
 
-        args = parser.parse_args(argv)
+        args = parser.parse_args([*from_env, *(sys.argv[1:] if argv is None else argv)])
         limits = Limits(**{name: getattr(args, name) for _, name, _ in _LIMIT_FLAGS})
         for field_ in dataclasses.fields(limits):
             if getattr(limits, field_.name) <= 0:

@@ -139,7 +139,7 @@ def stubs_from_request(
 
 def _retry_from_proto(message: flow_pb2.RetryPolicy) -> RetryPolicy:
     """Applies the documented defaults for unset fields; other values pass to validation."""
-    defaults = RetryPolicy()
+    defaults = NO_RETRY
     return RetryPolicy(
         max_attempts=message.max_attempts or defaults.max_attempts,
         initial_interval=(

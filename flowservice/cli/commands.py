@@ -163,6 +163,9 @@ async def _check_reachable(client: FlowClient, deadline: float) -> None:
                 f"the server at {client.address} answers, but does not serve {FLOW_SERVICE}",
                 ExitCode.SERVER,
             ) from None
+        if error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            # The probe's short deadline passing means nobody answered in time.
+            raise CliError(_unreachable(error.address), ExitCode.SERVER) from None
         raise _server_error(error) from None
     if response.status != health_pb2.HealthCheckResponse.SERVING:
         state = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -202,7 +205,7 @@ def _run_error(
 
 
 def _server_error(error: FlowClientError) -> CliError:
-    if error.unreachable or error.code is grpc.StatusCode.DEADLINE_EXCEEDED:
+    if error.unreachable:
         return CliError(_unreachable(error.address), ExitCode.SERVER)
     lines = [f"the server answered {error.code.name}: {error.message}"]
     if error.error_info is not None:

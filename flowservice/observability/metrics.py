@@ -31,7 +31,8 @@ class Metrics:
         self._max_flow_ids = max_flow_ids
         self._flow_ids: set[str] = set()
         # Per execution in flight: task name -> type (TaskFinished does not carry
-        # the type), and whether it finished; dropped when the execution ends.
+        # the type); dropped when the execution finishes, so an execution still
+        # present when its context exits never finished: it was cancelled.
         self._task_types: dict[str, dict[str, str]] = {}
         self.executions = Counter(
             "flowmanager_executions",

@@ -33,7 +33,6 @@ class Tracing:
         self.provider.add_span_processor(processor)
         self._tracer = self.provider.get_tracer("flowservice")
         self._executions: dict[str, trace.Span] = {}
-        self._attempt_spans: list[trace.Span] = []
 
     @classmethod
     def otlp(cls, endpoint: str) -> Tracing:
