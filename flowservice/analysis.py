@@ -20,7 +20,9 @@ __all__ = ["flow_warnings"]
 def flow_warnings(checked: CheckedFlow) -> list[Violation]:
     """Every warning about `checked`, in field order."""
     flow = checked.flow
-    edges = _edges(checked)
+    # Fates evaluate constant expressions: computed once, used twice.
+    fates = {source: _fates(chain) for source, chain in checked.chains.items()}
+    edges = _edges(checked, fates)
     reachable = _reachable(flow.start_task, edges)
     warnings: list[Violation] = []
     for index, task in enumerate(flow.tasks):
@@ -52,8 +54,8 @@ def flow_warnings(checked: CheckedFlow) -> list[Violation]:
                 "LOOP_WITHOUT_EXIT",
             )
         )
-    for source, chain in checked.chains.items():
-        warnings.extend(_chain_warnings(source, chain, source in reachable))
+    for source, chain_fates in fates.items():
+        warnings.extend(_chain_warnings(source, chain_fates, source in reachable))
     return sorted(warnings, key=lambda warning: _field_order(warning.field))
 
 
@@ -103,21 +105,20 @@ def _fates(chain: tuple[Link, ...]) -> list[_Fate]:
     return fates
 
 
-def _edges(checked: CheckedFlow) -> dict[str, set[str]]:
+def _edges(checked: CheckedFlow, fates: dict[str, list[_Fate]]) -> dict[str, set[str]]:
     """Where the flow may go after each task, over every outcome and test value."""
     tasks = checked.flow.tasks
     edges: dict[str, set[str]] = {}
     for position, task in enumerate(tasks):
-        chain = checked.chains.get(task.name)
-        if chain:
-            fates = _fates(chain)
+        chain_fates = fates.get(task.name)
+        if chain_fates:
             targets = {
                 fate.link.condition.target_task_success or END
-                for fate in fates
+                for fate in chain_fates
                 if fate.can_apply and not fate.never_holds
             }
-            if not any(fate.always_holds for fate in fates):
-                targets.add(chain[-1].condition.target_task_failure or END)
+            if not any(fate.always_holds for fate in chain_fates):
+                targets.add(chain_fates[-1].link.condition.target_task_failure or END)
         else:
             # Success goes on in list order (or ends after the last); failure stops.
             following = tasks[position + 1].name if position + 1 < len(tasks) else END
@@ -137,8 +138,8 @@ def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _chain_warnings(source: str, chain: tuple[Link, ...], reachable: bool) -> Iterator[Violation]:
-    for fate in _fates(chain):
+def _chain_warnings(source: str, fates: list[_Fate], reachable: bool) -> Iterator[Violation]:
+    for fate in fates:
         path = f"flow.conditions[{fate.link.index}]"
         if not reachable:
             yield Violation(

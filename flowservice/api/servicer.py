@@ -28,7 +28,7 @@ from flowservice.api.status import status_for
 from flowservice.engine import Engine, ValidationReport
 from flowservice.errors import ExecutionTimedOutError, InvalidFlowError
 from flowservice.events import ExecutionFinished
-from flowservice.models import ExecutionStatus
+from flowservice.models import ExecutionStatus, ExecutionSummary
 
 __all__ = ["FlowServicer"]
 
@@ -52,8 +52,7 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                 stubs=stubs_from_request(request),
                 time_allowed=_time_allowed(context),
             )
-            if summary.status is ExecutionStatus.TIMED_OUT:
-                raise ExecutionTimedOutError(summary)
+            _raise_if_timed_out(summary)
             return summary_to_proto(summary)
         except Exception as exc:
             await _abort(context, exc)
@@ -73,13 +72,10 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event_to_proto(event)
-                    if (
-                        isinstance(event, ExecutionFinished)
-                        and event.summary.status is ExecutionStatus.TIMED_OUT
-                    ):
+                    if isinstance(event, ExecutionFinished):
                         # The finished event went out first, so the caller sees
                         # how far the flow got; the status says it ran out of time.
-                        raise ExecutionTimedOutError(event.summary)
+                        _raise_if_timed_out(event.summary)
         except Exception as exc:
             await _abort(context, exc)
 
@@ -96,6 +92,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+
+def _raise_if_timed_out(summary: ExecutionSummary) -> None:
+    """A timed-out execution ends the call with DEADLINE_EXCEEDED (via `status_for`)."""
+    if summary.status is ExecutionStatus.TIMED_OUT:
+        raise ExecutionTimedOutError(summary)
 
 
 # The execution ends this long before the caller's deadline (or a tenth of the
