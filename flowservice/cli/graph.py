@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from flowmanager.v1 import flow_pb2, flow_service_pb2
 from flowservice.cli.errors import CliError
+from flowservice.models import END
 
 __all__ = [
     "END",
@@ -37,9 +38,6 @@ __all__ = [
     "to_dot",
     "to_mermaid",
 ]
-
-END = "end"
-"""The reserved target that stops a flow."""
 
 EdgeKey = tuple[str, int | str, bool]
 """Identifies an edge whatever its target: ("condition", index, test value),
