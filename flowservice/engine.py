@@ -87,9 +87,11 @@ class Engine:
         """Releases the worker threads; sync tasks still running are abandoned."""
         self._attempts.close()
 
-    def validate(self, flow: Flow) -> ValidationReport:
-        """The errors `run` would raise for `flow`, and warnings that would not stop it."""
-        validation = validate(flow, self._registry, self._limits)
+    def validate(
+        self, flow: Flow, *, stubs: Mapping[str, TaskStub] | None = None
+    ) -> ValidationReport:
+        """The errors `run` would raise for `flow` and `stubs`, and warnings that would not."""
+        validation = validate(flow, self._registry, self._limits, stubs)
         if validation.checked is None:
             return ValidationReport(validation.violations, ())
         return ValidationReport((), tuple(flow_warnings(validation.checked)))

@@ -124,7 +124,9 @@ def input_from_request(
 
 
 def stubs_from_request(
-    request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+    request: flow_service_pb2.ExecuteRequest
+    | flow_service_pb2.ExecuteStreamRequest
+    | flow_service_pb2.ValidateRequest,
 ) -> dict[str, TaskStub]:
     """The what-if stubs a request carries, by task name."""
     return {

@@ -85,7 +85,9 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         """Checks the flow without running it; problems come back as data."""
         try:
             try:
-                report = self._engine.validate(flow_from_request(request))
+                report = self._engine.validate(
+                    flow_from_request(request), stubs=stubs_from_request(request)
+                )
             except InvalidFlowError as missing:  # no flow at all: also data, here
                 report = ValidationReport(missing.violations, ())
             return validation_to_proto(report)

@@ -110,3 +110,31 @@ def test_validate_against_an_unreachable_server_exits_3(
         f"flowctl: cannot reach the Flow Manager at {unreachable_address} "
         "(is it running? `make run`)\n"
     )
+
+
+def test_validate_checks_the_stubs_execute_would_reject(
+    flowctl: Flowctl, server: RunningServer, tmp_path: Path
+) -> None:
+    body = json.loads((EXAMPLES / "seed-flow.json").read_text())
+    body["stubs"] = {"task9": {"outcome": "TASK_OUTCOME_SUCCESS"}}
+    flow_file = tmp_path / "what-if.json"
+    flow_file.write_text(json.dumps(body))
+
+    validated = flowctl("validate", str(flow_file), "--server", server.address, "--json")
+    executed = flowctl("run", str(flow_file), "--server", server.address)
+
+    assert validated.returncode == 2
+    assert [(e["field"], e["reason"]) for e in json.loads(validated.stdout)["errors"]] == [
+        ('stubs["task9"]', "UNKNOWN_TASK")
+    ]
+    assert executed.returncode == 2
+
+
+def test_validate_accepts_the_what_if_example_with_its_input(
+    flowctl: Flowctl, server: RunningServer
+) -> None:
+    what_if = str(EXAMPLES / "what-if.json")
+
+    result = flowctl("validate", what_if, "--input", '{"user": 42}', "--server", server.address)
+
+    assert result.returncode == 0, result.stderr

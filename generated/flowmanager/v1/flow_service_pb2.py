@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flowmanager/v1/flow_service.proto\x12\x0e\x66lowmanager.v1\x1a\x19\x66lowmanager/v1/flow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n\x0e\x45xecuteRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x38\n\x05stubs\x18\x03 \x03(\x0b\x32).flowmanager.v1.ExecuteRequest.StubsEntry\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"\xdc\x02\n\x0f\x45xecuteResponse\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12\x16\n\x0e\x65xecuted_tasks\x18\x03 \x03(\t\x12\x13\n\x0b\x66\x61iled_task\x18\x04 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x05 \x01(\t\x12\x30\n\x0ctask_results\x18\x06 \x03(\x0b\x32\x1a.flowmanager.v1.TaskResult\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x06output\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\"\xea\x01\n\x14\x45xecuteStreamRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12>\n\x05stubs\x18\x03 \x03(\x0b\x32/.flowmanager.v1.ExecuteStreamRequest.StubsEntry\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"5\n\x0fValidateRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\"\x85\x01\n\x10ValidateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1f.flowmanager.v1.ValidationIssue\x12\x31\n\x08warnings\x18\x03 \x03(\x0b\x32\x1f.flowmanager.v1.ValidationIssue\"\xf6\x03\n\x15\x45xecuteStreamResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\x11\x65xecution_started\x18\x04 \x01(\x0b\x32%.flowmanager.v1.ExecutionStartedEventH\x00\x12\x38\n\x0ctask_started\x18\x05 \x01(\x0b\x32 .flowmanager.v1.TaskStartedEventH\x00\x12:\n\rtask_finished\x18\x06 \x01(\x0b\x32!.flowmanager.v1.TaskFinishedEventH\x00\x12\x46\n\x13\x63ondition_evaluated\x18\x07 \x01(\x0b\x32\'.flowmanager.v1.ConditionEvaluatedEventH\x00\x12\x44\n\x12\x65xecution_finished\x18\x08 \x01(\x0b\x32&.flowmanager.v1.ExecutionFinishedEventH\x00\x12:\n\rtask_retrying\x18\t \x01(\x0b\x32!.flowmanager.v1.TaskRetryingEventH\x00\x42\x07\n\x05\x65vent\"O\n\x15\x45xecutionStartedEvent\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12\x11\n\tflow_name\x18\x02 \x01(\t\x12\x12\n\nstart_task\x18\x03 \x01(\t\"<\n\x10TaskStartedEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\"?\n\x11TaskFinishedEvent\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.flowmanager.v1.TaskResult\"\x7f\n\x11TaskRetryingEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9d\x02\n\x17\x43onditionEvaluatedEvent\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x13\n\x0bsource_task\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_outcome\x18\x03 \x01(\t\x12\x33\n\x0e\x61\x63tual_outcome\x18\x04 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12&\n\x06\x62ranch\x18\x05 \x01(\x0e\x32\x16.flowmanager.v1.Branch\x12\x11\n\tnext_task\x18\x06 \x01(\t\x12\x12\n\nexpression\x18\x07 \x01(\t\x12\r\n\x05value\x18\x08 \x01(\x08\x12\x17\n\x0f\x63ondition_index\x18\t \x01(\x05\x12\x14\n\x0clinks_tested\x18\n \x01(\x05\"I\n\x16\x45xecutionFinishedEvent\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.flowmanager.v1.ExecuteResponse\"\x86\x03\n\nTaskResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04step\x18\x07 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x12\n\nerror_type\x18\t \x01(\t\x12\x0f\n\x07stubbed\x18\n \x01(\x08\x12\'\n\x06inputs\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x39\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0b\x32\'.flowmanager.v1.ConditionEvaluatedEvent\"p\n\x08TaskStub\x12,\n\x07outcome\x18\x01 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"E\n\x0fValidationIssue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb0\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_COMPLETED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x02\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_TIMED_OUT\x10\x04*_\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14TASK_OUTCOME_FAILURE\x10\x02*H\n\x06\x42ranch\x12\x16\n\x12\x42RANCH_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42RANCH_SUCCESS\x10\x01\x12\x12\n\x0e\x42RANCH_FAILURE\x10\x02\x32\x88\x02\n\x0b\x46lowService\x12J\n\x07\x45xecute\x12\x1e.flowmanager.v1.ExecuteRequest\x1a\x1f.flowmanager.v1.ExecuteResponse\x12^\n\rExecuteStream\x12$.flowmanager.v1.ExecuteStreamRequest\x1a%.flowmanager.v1.ExecuteStreamResponse0\x01\x12M\n\x08Validate\x12\x1f.flowmanager.v1.ValidateRequest\x1a .flowmanager.v1.ValidateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!flowmanager/v1/flow_service.proto\x12\x0e\x66lowmanager.v1\x1a\x19\x66lowmanager/v1/flow.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x01\n\x0e\x45xecuteRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x38\n\x05stubs\x18\x03 \x03(\x0b\x32).flowmanager.v1.ExecuteRequest.StubsEntry\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"\xdc\x02\n\x0f\x45xecuteResponse\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12\x16\n\x0e\x65xecuted_tasks\x18\x03 \x03(\t\x12\x13\n\x0b\x66\x61iled_task\x18\x04 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x05 \x01(\t\x12\x30\n\x0ctask_results\x18\x06 \x03(\x0b\x32\x1a.flowmanager.v1.TaskResult\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x06output\x18\n \x01(\x0b\x32\x16.google.protobuf.Value\"\xea\x01\n\x14\x45xecuteStreamRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12>\n\x05stubs\x18\x03 \x03(\x0b\x32/.flowmanager.v1.ExecuteStreamRequest.StubsEntry\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"\xe0\x01\n\x0fValidateRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x39\n\x05stubs\x18\x03 \x03(\x0b\x32*.flowmanager.v1.ValidateRequest.StubsEntry\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"\x85\x01\n\x10ValidateResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1f.flowmanager.v1.ValidationIssue\x12\x31\n\x08warnings\x18\x03 \x03(\x0b\x32\x1f.flowmanager.v1.ValidationIssue\"\xf6\x03\n\x15\x45xecuteStreamResponse\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x42\n\x11\x65xecution_started\x18\x04 \x01(\x0b\x32%.flowmanager.v1.ExecutionStartedEventH\x00\x12\x38\n\x0ctask_started\x18\x05 \x01(\x0b\x32 .flowmanager.v1.TaskStartedEventH\x00\x12:\n\rtask_finished\x18\x06 \x01(\x0b\x32!.flowmanager.v1.TaskFinishedEventH\x00\x12\x46\n\x13\x63ondition_evaluated\x18\x07 \x01(\x0b\x32\'.flowmanager.v1.ConditionEvaluatedEventH\x00\x12\x44\n\x12\x65xecution_finished\x18\x08 \x01(\x0b\x32&.flowmanager.v1.ExecutionFinishedEventH\x00\x12:\n\rtask_retrying\x18\t \x01(\x0b\x32!.flowmanager.v1.TaskRetryingEventH\x00\x42\x07\n\x05\x65vent\"O\n\x15\x45xecutionStartedEvent\x12\x0f\n\x07\x66low_id\x18\x01 \x01(\t\x12\x11\n\tflow_name\x18\x02 \x01(\t\x12\x12\n\nstart_task\x18\x03 \x01(\t\"<\n\x10TaskStartedEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\"?\n\x11TaskFinishedEvent\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.flowmanager.v1.TaskResult\"\x7f\n\x11TaskRetryingEvent\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\nerror_type\x18\x04 \x01(\t\x12(\n\x05\x64\x65lay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9d\x02\n\x17\x43onditionEvaluatedEvent\x12\x11\n\tcondition\x18\x01 \x01(\t\x12\x13\n\x0bsource_task\x18\x02 \x01(\t\x12\x18\n\x10\x65xpected_outcome\x18\x03 \x01(\t\x12\x33\n\x0e\x61\x63tual_outcome\x18\x04 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12&\n\x06\x62ranch\x18\x05 \x01(\x0e\x32\x16.flowmanager.v1.Branch\x12\x11\n\tnext_task\x18\x06 \x01(\t\x12\x12\n\nexpression\x18\x07 \x01(\t\x12\r\n\x05value\x18\x08 \x01(\x08\x12\x17\n\x0f\x63ondition_index\x18\t \x01(\x05\x12\x14\n\x0clinks_tested\x18\n \x01(\x05\"I\n\x16\x45xecutionFinishedEvent\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.flowmanager.v1.ExecuteResponse\"\x86\x03\n\nTaskResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12\'\n\x06output\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04step\x18\x07 \x01(\x05\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12\x12\n\nerror_type\x18\t \x01(\t\x12\x0f\n\x07stubbed\x18\n \x01(\x08\x12\'\n\x06inputs\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x39\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0b\x32\'.flowmanager.v1.ConditionEvaluatedEvent\"p\n\x08TaskStub\x12,\n\x07outcome\x18\x01 \x01(\x0e\x32\x1b.flowmanager.v1.TaskOutcome\x12\'\n\x06output\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"E\n\x0fValidationIssue\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xb0\x01\n\x0f\x45xecutionStatus\x12 \n\x1c\x45XECUTION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XECUTION_STATUS_COMPLETED\x10\x01\x12\x1b\n\x17\x45XECUTION_STATUS_FAILED\x10\x02\x12\x1e\n\x1a\x45XECUTION_STATUS_CANCELLED\x10\x03\x12\x1e\n\x1a\x45XECUTION_STATUS_TIMED_OUT\x10\x04*_\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_OUTCOME_SUCCESS\x10\x01\x12\x18\n\x14TASK_OUTCOME_FAILURE\x10\x02*H\n\x06\x42ranch\x12\x16\n\x12\x42RANCH_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42RANCH_SUCCESS\x10\x01\x12\x12\n\x0e\x42RANCH_FAILURE\x10\x02\x32\x88\x02\n\x0b\x46lowService\x12J\n\x07\x45xecute\x12\x1e.flowmanager.v1.ExecuteRequest\x1a\x1f.flowmanager.v1.ExecuteResponse\x12^\n\rExecuteStream\x12$.flowmanager.v1.ExecuteStreamRequest\x1a%.flowmanager.v1.ExecuteStreamResponse0\x01\x12M\n\x08Validate\x12\x1f.flowmanager.v1.ValidateRequest\x1a .flowmanager.v1.ValidateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTEREQUEST_STUBSENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTESTREAMREQUEST_STUBSENTRY']._loaded_options = None
   _globals['_EXECUTESTREAMREQUEST_STUBSENTRY']._serialized_options = b'8\001'
-  _globals['_EXECUTIONSTATUS']._serialized_start=2963
-  _globals['_EXECUTIONSTATUS']._serialized_end=3139
-  _globals['_TASKOUTCOME']._serialized_start=3141
-  _globals['_TASKOUTCOME']._serialized_end=3236
-  _globals['_BRANCH']._serialized_start=3238
-  _globals['_BRANCH']._serialized_end=3310
+  _globals['_VALIDATEREQUEST_STUBSENTRY']._loaded_options = None
+  _globals['_VALIDATEREQUEST_STUBSENTRY']._serialized_options = b'8\001'
+  _globals['_EXECUTIONSTATUS']._serialized_start=3135
+  _globals['_EXECUTIONSTATUS']._serialized_end=3311
+  _globals['_TASKOUTCOME']._serialized_start=3313
+  _globals['_TASKOUTCOME']._serialized_end=3408
+  _globals['_BRANCH']._serialized_start=3410
+  _globals['_BRANCH']._serialized_end=3482
   _globals['_EXECUTEREQUEST']._serialized_start=176
   _globals['_EXECUTEREQUEST']._serialized_end=398
   _globals['_EXECUTEREQUEST_STUBSENTRY']._serialized_start=328
@@ -55,30 +57,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTESTREAMREQUEST']._serialized_end=986
   _globals['_EXECUTESTREAMREQUEST_STUBSENTRY']._serialized_start=328
   _globals['_EXECUTESTREAMREQUEST_STUBSENTRY']._serialized_end=398
-  _globals['_VALIDATEREQUEST']._serialized_start=988
-  _globals['_VALIDATEREQUEST']._serialized_end=1041
-  _globals['_VALIDATERESPONSE']._serialized_start=1044
-  _globals['_VALIDATERESPONSE']._serialized_end=1177
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1180
-  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1682
-  _globals['_EXECUTIONSTARTEDEVENT']._serialized_start=1684
-  _globals['_EXECUTIONSTARTEDEVENT']._serialized_end=1763
-  _globals['_TASKSTARTEDEVENT']._serialized_start=1765
-  _globals['_TASKSTARTEDEVENT']._serialized_end=1825
-  _globals['_TASKFINISHEDEVENT']._serialized_start=1827
-  _globals['_TASKFINISHEDEVENT']._serialized_end=1890
-  _globals['_TASKRETRYINGEVENT']._serialized_start=1892
-  _globals['_TASKRETRYINGEVENT']._serialized_end=2019
-  _globals['_CONDITIONEVALUATEDEVENT']._serialized_start=2022
-  _globals['_CONDITIONEVALUATEDEVENT']._serialized_end=2307
-  _globals['_EXECUTIONFINISHEDEVENT']._serialized_start=2309
-  _globals['_EXECUTIONFINISHEDEVENT']._serialized_end=2382
-  _globals['_TASKRESULT']._serialized_start=2385
-  _globals['_TASKRESULT']._serialized_end=2775
-  _globals['_TASKSTUB']._serialized_start=2777
-  _globals['_TASKSTUB']._serialized_end=2889
-  _globals['_VALIDATIONISSUE']._serialized_start=2891
-  _globals['_VALIDATIONISSUE']._serialized_end=2960
-  _globals['_FLOWSERVICE']._serialized_start=3313
-  _globals['_FLOWSERVICE']._serialized_end=3577
+  _globals['_VALIDATEREQUEST']._serialized_start=989
+  _globals['_VALIDATEREQUEST']._serialized_end=1213
+  _globals['_VALIDATEREQUEST_STUBSENTRY']._serialized_start=328
+  _globals['_VALIDATEREQUEST_STUBSENTRY']._serialized_end=398
+  _globals['_VALIDATERESPONSE']._serialized_start=1216
+  _globals['_VALIDATERESPONSE']._serialized_end=1349
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_start=1352
+  _globals['_EXECUTESTREAMRESPONSE']._serialized_end=1854
+  _globals['_EXECUTIONSTARTEDEVENT']._serialized_start=1856
+  _globals['_EXECUTIONSTARTEDEVENT']._serialized_end=1935
+  _globals['_TASKSTARTEDEVENT']._serialized_start=1937
+  _globals['_TASKSTARTEDEVENT']._serialized_end=1997
+  _globals['_TASKFINISHEDEVENT']._serialized_start=1999
+  _globals['_TASKFINISHEDEVENT']._serialized_end=2062
+  _globals['_TASKRETRYINGEVENT']._serialized_start=2064
+  _globals['_TASKRETRYINGEVENT']._serialized_end=2191
+  _globals['_CONDITIONEVALUATEDEVENT']._serialized_start=2194
+  _globals['_CONDITIONEVALUATEDEVENT']._serialized_end=2479
+  _globals['_EXECUTIONFINISHEDEVENT']._serialized_start=2481
+  _globals['_EXECUTIONFINISHEDEVENT']._serialized_end=2554
+  _globals['_TASKRESULT']._serialized_start=2557
+  _globals['_TASKRESULT']._serialized_end=2947
+  _globals['_TASKSTUB']._serialized_start=2949
+  _globals['_TASKSTUB']._serialized_end=3061
+  _globals['_VALIDATIONISSUE']._serialized_start=3063
+  _globals['_VALIDATIONISSUE']._serialized_end=3132
+  _globals['_FLOWSERVICE']._serialized_start=3485
+  _globals['_FLOWSERVICE']._serialized_end=3749
 # @@protoc_insertion_point(module_scope)

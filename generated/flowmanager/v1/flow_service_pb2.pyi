@@ -103,10 +103,21 @@ class ExecuteStreamRequest(_message.Message):
     def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ...) -> None: ...
 
 class ValidateRequest(_message.Message):
-    __slots__ = ("flow",)
+    __slots__ = ("flow", "input", "stubs")
+    class StubsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: TaskStub
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[TaskStub, _Mapping]] = ...) -> None: ...
     FLOW_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    STUBS_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ...) -> None: ...
+    input: _struct_pb2.Struct
+    stubs: _containers.MessageMap[str, TaskStub]
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ...) -> None: ...
 
 class ValidateResponse(_message.Message):
     __slots__ = ("valid", "errors", "warnings")
