@@ -8,10 +8,15 @@ API can express the client can send. Every RPC error comes out as a
 AIP-193 details (`BadRequest` field violations, `ErrorInfo`), so callers
 never dig through trailing metadata themselves.
 
+A request is a generated message (a bare `Flow` or any of the three request
+messages) or a dict holding a request's JSON form, the body grpcurl takes
+(`{"flow": {...}, "input": {...}, "stubs": {...}}`); one body works for all
+three RPCs. docs/python-client.md has a complete example.
+
 ```python
 async with FlowClient("127.0.0.1:50051") as client:
-    summary = await client.execute(flow, input={"user": 42}, timeout=30)
-    async for event in client.stream(flow):
+    summary = await client.execute({"flow": flow}, input={"user": 42}, timeout=30)
+    async for event in client.stream({"flow": flow}):
         print(event.WhichOneof("event"))
 ```
 
@@ -21,7 +26,8 @@ to the loop it was created on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, cast
@@ -42,15 +48,26 @@ __all__ = [
     "FlowClientError",
     "FlowRequest",
     "Metadata",
+    "Stubs",
 ]
 
 DEFAULT_ADDRESS: Final = "127.0.0.1:50051"
 """Where `make run` serves."""
 
 FlowRequest = (
-    flow_pb2.Flow | flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest
+    flow_pb2.Flow
+    | flow_service_pb2.ExecuteRequest
+    | flow_service_pb2.ExecuteStreamRequest
+    | flow_service_pb2.ValidateRequest
+    | Mapping[str, Any]
 )
-"""What `execute` and `stream` accept: a bare flow, or either request message."""
+"""What `execute`, `stream` and `validate` accept: a bare flow, any of the
+three request messages, or a dict with a request's JSON form (`{"flow": ...,
+"input": ..., "stubs": ...}`, proto field names or their lowerCamel forms)."""
+
+Stubs = Mapping[str, flow_service_pb2.TaskStub | Mapping[str, Any]]
+"""What-if stubs by task name: `TaskStub` messages or their JSON form
+(`{"outcome": "TASK_OUTCOME_SUCCESS", "output": {...}}`)."""
 
 Metadata = Sequence[tuple[str, str | bytes]]
 """gRPC metadata: (key, value) pairs; keys ending in `-bin` take bytes."""
@@ -226,7 +243,7 @@ class FlowClient:
         request: FlowRequest,
         *,
         input: Mapping[str, Any] | struct_pb2.Struct | None = None,
-        stubs: Mapping[str, flow_service_pb2.TaskStub] | None = None,
+        stubs: Stubs | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
         metadata: Metadata = (),
     ) -> flow_service_pb2.ExecuteResponse:
@@ -237,17 +254,15 @@ class FlowClient:
         is a response with status `EXECUTION_STATUS_FAILED`, not an error.
         """
         message = _request(flow_service_pb2.ExecuteRequest, request, input, stubs)
-        try:
+        with self._errors():
             return await self._stub.Execute(message, **self._call_options(timeout, metadata))
-        except grpc.aio.AioRpcError as error:
-            raise FlowClientError.from_rpc_error(error, self._address) from None
 
     async def stream(
         self,
         request: FlowRequest,
         *,
         input: Mapping[str, Any] | struct_pb2.Struct | None = None,
-        stubs: Mapping[str, flow_service_pb2.TaskStub] | None = None,
+        stubs: Stubs | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
         metadata: Metadata = (),
     ) -> AsyncGenerator[flow_service_pb2.ExecuteStreamResponse, None]:
@@ -263,10 +278,9 @@ class FlowClient:
         message = _request(flow_service_pb2.ExecuteStreamRequest, request, input, stubs)
         call = self._stub.ExecuteStream(message, **self._call_options(timeout, metadata))
         try:
-            async for event in call:
-                yield event
-        except grpc.aio.AioRpcError as error:
-            raise FlowClientError.from_rpc_error(error, self._address) from None
+            with self._errors():
+                async for event in call:
+                    yield event
         finally:
             # A consumer that stops early (break, cancellation) must not leave
             # the server running a flow nobody listens to.
@@ -274,17 +288,20 @@ class FlowClient:
 
     async def validate(
         self,
-        flow: flow_pb2.Flow,
+        request: FlowRequest,
         *,
+        input: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        stubs: Stubs | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
         metadata: Metadata = (),
     ) -> flow_service_pb2.ValidateResponse:
-        """Checks a flow without running it: its errors and warnings, as data."""
-        request = flow_service_pb2.ValidateRequest(flow=flow)
-        try:
-            return await self._stub.Validate(request, **self._call_options(timeout, metadata))
-        except grpc.aio.AioRpcError as error:
-            raise FlowClientError.from_rpc_error(error, self._address) from None
+        """Checks a flow (and its input and stubs) without running it: errors and warnings.
+
+        Arguments as for `execute`; the problems come back as data, not as errors.
+        """
+        message = _request(flow_service_pb2.ValidateRequest, request, input, stubs)
+        with self._errors():
+            return await self._stub.Validate(message, **self._call_options(timeout, metadata))
 
     async def health(
         self,
@@ -299,11 +316,16 @@ class FlowClient:
         server does not know fails with NOT_FOUND.
         """
         request = health_pb2.HealthCheckRequest(service=service)
+        with self._errors():
+            return await self._health_check(request, **self._call_options(timeout, metadata))
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turns the grpc error of a call made inside into a `FlowClientError`."""
         try:
-            response = await self._health_check(request, **self._call_options(timeout, metadata))
+            yield
         except grpc.aio.AioRpcError as error:
             raise FlowClientError.from_rpc_error(error, self._address) from None
-        return response
 
     def _call_options(self, timeout: float | None, metadata: Metadata) -> dict[str, Any]:
         return {
@@ -314,7 +336,10 @@ class FlowClient:
 
 
 _Request = TypeVar(
-    "_Request", flow_service_pb2.ExecuteRequest, flow_service_pb2.ExecuteStreamRequest
+    "_Request",
+    flow_service_pb2.ExecuteRequest,
+    flow_service_pb2.ExecuteStreamRequest,
+    flow_service_pb2.ValidateRequest,
 )
 
 
@@ -322,16 +347,23 @@ def _request(
     kind: type[_Request],
     request: FlowRequest,
     flow_input: Mapping[str, Any] | struct_pb2.Struct | None,
-    stubs: Mapping[str, flow_service_pb2.TaskStub] | None,
+    stubs: Stubs | None,
 ) -> _Request:
-    """A `kind` request from a flow or either request, with `input` and `stubs` replaced."""
+    """A `kind` request from a flow, a request or its JSON form, `input` and `stubs` replaced."""
     message = kind()
     if isinstance(request, flow_pb2.Flow):
         message.flow.CopyFrom(request)
-    else:
-        # The two requests have the same fields, numbered alike (the API says
-        # one JSON body works for either), so the bytes of one parse as the other.
+    elif isinstance(request, Mapping):
+        _parse_json(request, message, "the request")
+    elif isinstance(request, _REQUESTS):
+        # The three requests have the same fields, numbered alike (the API says
+        # one JSON body works for all), so the bytes of one parse as another.
         message.ParseFromString(request.SerializeToString())
+    else:
+        raise TypeError(
+            f"a request is a flowmanager.v1 Flow, a request message or a dict with a "
+            f"request's JSON form ({{'flow': ...}}), not {type(request).__name__}"
+        )
     if flow_input is not None:
         message.ClearField("input")
         if isinstance(flow_input, struct_pb2.Struct):
@@ -341,5 +373,25 @@ def _request(
     if stubs is not None:
         message.ClearField("stubs")
         for name, stub in stubs.items():
-            message.stubs[name].CopyFrom(stub)
+            if isinstance(stub, flow_service_pb2.TaskStub):
+                message.stubs[name].CopyFrom(stub)
+            else:
+                _parse_json(stub, message.stubs[name], f"stubs[{name!r}]")
     return message
+
+
+_REQUESTS = (
+    flow_service_pb2.ExecuteRequest,
+    flow_service_pb2.ExecuteStreamRequest,
+    flow_service_pb2.ValidateRequest,
+)
+
+
+def _parse_json(value: Mapping[str, Any], message: Any, what: str) -> None:
+    """Fills `message` from its JSON form; `ValueError` naming `what` when it does not fit."""
+    try:
+        json_format.ParseDict(dict(value), message)
+    except json_format.ParseError as error:
+        raise ValueError(
+            f"{what} is not the JSON form of a {message.DESCRIPTOR.full_name}: {error}"
+        ) from None

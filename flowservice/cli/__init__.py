@@ -75,19 +75,28 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             output=args.output,
             execution=args.execution,
         )
-    connection = Connection(
-        server=args.server,
-        timeout=args.timeout,
-        connect_timeout=args.connect_timeout,
-        metadata=tuple(args.header),
-    )
+    connection = _connection(args)
     if args.command == "run":
         return asyncio.run(
             run_flow(
                 args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
             )
         )
-    return asyncio.run(validate_flow(args.flow_file, connection=connection, as_json=args.json))
+    return asyncio.run(
+        validate_flow(
+            args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+        )
+    )
+
+
+def _connection(args: argparse.Namespace) -> Connection:
+    """Where and how to call the server, from the options before and after the command."""
+    return Connection(
+        server=args.server,
+        timeout=args.timeout,
+        connect_timeout=args.connect_timeout,
+        metadata=(*args.header, *getattr(args, _HEADERS_AFTER_COMMAND, ())),
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,37 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_server_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument(
-        "--server",
-        default=os.environ.get(SERVER_VARIABLE) or DEFAULT_ADDRESS,
-        metavar="ADDR",
-        help=f"host:port of the Flow Manager ({SERVER_VARIABLE}; default %(default)s)",
-    )
-    server.add_argument(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="the call's deadline; the server stops the execution when it passes",
-    )
-    server.add_argument(
-        "--connect-timeout",
-        type=_seconds,
-        default=5.0,
-        metavar="SECONDS",
-        help="how long to wait for the server's health check (default %(default)s)",
-    )
-    server.add_argument(
-        "-H",
-        "--header",
-        type=_header,
-        action="append",
-        default=[],
-        metavar="'KEY: VALUE'",
-        help="metadata to send with the call; repeatable",
-    )
+    _add_server_options(server, after_command=True)
 
     run = commands.add_parser(
         "run",
@@ -158,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     validate.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    validate.add_argument(
+        "--input",
+        metavar="JSON",
+        help="the flow's input, a JSON object (or @FILE); replaces the file's own",
+    )
     validate.add_argument("--json", action="store_true", help="print the ValidateResponse as JSON")
 
     graph = commands.add_parser(
@@ -184,6 +171,56 @@ def _parser() -> argparse.ArgumentParser:
         "or the output of `flowctl run --json`",
     )
     return parser
+
+
+# `-H` given after the command: kept apart from those given before it, which
+# argparse would otherwise drop (a subcommand's values replace the main one's).
+_HEADERS_AFTER_COMMAND = "headers_after_command"
+
+
+def _add_server_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options of the commands that call the server.
+
+    They go both before the command (`flowctl --server X run f`) and after it
+    (`flowctl run f --server X`); given after it, they win. Their defaults are
+    set once, on the main parser: a subcommand's own default would overwrite
+    a value given before the command.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
+        "--server",
+        default=default(os.environ.get(SERVER_VARIABLE) or DEFAULT_ADDRESS),
+        metavar="ADDR",
+        help=f"host:port of the Flow Manager ({SERVER_VARIABLE}; default "
+        f"{os.environ.get(SERVER_VARIABLE) or DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=default(None),
+        metavar="SECONDS",
+        help="the call's deadline; the server stops the execution when it passes",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=default(5.0),
+        metavar="SECONDS",
+        help="how long to wait for the server's health check (default 5)",
+    )
+    parser.add_argument(
+        "-H",
+        "--header",
+        type=_header,
+        action="append",
+        default=default([]),
+        dest=_HEADERS_AFTER_COMMAND if after_command else "header",
+        metavar="'KEY: VALUE'",
+        help="metadata to send with the call; repeatable",
+    )
 
 
 def _seconds(value: str) -> float:

@@ -68,10 +68,7 @@ async def run_flow(
     path: str, *, flow_input: str | None, connection: Connection, as_json: bool
 ) -> ExitCode:
     """Streams a run of the flow in `path`: live for people, or JSON lines with `as_json`."""
-    request = load_request(path)
-    if flow_input is not None:
-        request.input.Clear()
-        request.input.update(parse_input(flow_input))
+    request = _load_with_input(path, flow_input)
     out = console()
     err = console(stderr=True)
     view = RunView(out)
@@ -104,13 +101,19 @@ async def run_flow(
     return ExitCode.FLOW_DID_NOT_COMPLETE
 
 
-async def validate_flow(path: str, *, connection: Connection, as_json: bool) -> ExitCode:
-    """Prints the errors and warnings the server finds in the flow in `path`."""
-    request = load_request(path)
+async def validate_flow(
+    path: str, *, flow_input: str | None, connection: Connection, as_json: bool
+) -> ExitCode:
+    """Prints the errors and warnings the server finds in the request in `path`.
+
+    The whole request is checked: its flow, and its input and stubs as `run`
+    would send them.
+    """
+    request = _load_with_input(path, flow_input)
     async with FlowClient(connection.server, metadata=connection.metadata) as client:
         await _check_reachable(client, connection.connect_timeout)
         try:
-            response = await client.validate(request.flow, timeout=connection.timeout)
+            response = await client.validate(request, timeout=connection.timeout)
         except FlowClientError as error:
             raise _server_error(error) from None
     if as_json:
@@ -235,6 +238,15 @@ def _write(content: str | bytes, output: str | None) -> None:
     except OSError as exc:
         raise CliError(f"{output}: cannot write: {exc.strerror or exc}") from None
     console(stderr=True).print(Text(f"wrote {output}"))
+
+
+def _load_with_input(path: str, flow_input: str | None) -> pb.ExecuteRequest:
+    """The request in `path`, its input replaced by `flow_input` (`--input`) when given."""
+    request = load_request(path)
+    if flow_input is not None:
+        request.input.Clear()
+        request.input.update(parse_input(flow_input))
+    return request
 
 
 def _label(path: str) -> str:

@@ -279,3 +279,38 @@ async def eventually(
                 if error.code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
             await asyncio.sleep(0.02)
+
+
+async def test_a_dict_body_works_for_all_three_rpcs(client: FlowClient) -> None:
+    body = json.loads((EXAMPLES / "what-if.json").read_text())
+
+    validated = await client.validate(body)
+    executed = await client.execute(body)
+    events = [event async for event in client.stream(body)]
+
+    assert validated.valid
+    assert executed.status == pb.EXECUTION_STATUS_FAILED
+    assert [r.stubbed for r in executed.task_results] == [
+        r.stubbed for r in events[-1].execution_finished.result.task_results
+    ]
+    assert any(r.stubbed for r in executed.task_results)
+
+
+async def test_stubs_given_as_json_replace_the_requests_own(client: FlowClient) -> None:
+    flow_body = json.loads((EXAMPLES / "seed-flow.json").read_text())
+    stubs = {"task9": {"outcome": "TASK_OUTCOME_SUCCESS"}}
+
+    validated = await client.validate(flow_body, stubs=stubs)
+
+    assert [(e.field, e.reason) for e in validated.errors] == [('stubs["task9"]', "UNKNOWN_TASK")]
+
+
+async def test_a_body_that_is_not_a_request_is_refused_before_any_call(
+    client: FlowClient,
+) -> None:
+    bare_flow = json.loads((EXAMPLES / "seed-flow.json").read_text())["flow"]
+
+    with pytest.raises(ValueError, match=r"flowmanager\.v1\.ExecuteRequest"):
+        await client.execute(bare_flow)
+    with pytest.raises(TypeError, match="not str"):
+        await client.execute("seed-flow.json")  # type: ignore[arg-type]
