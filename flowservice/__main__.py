@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parses settings, configures logging and serves until told to stop."""
     args = sys.argv[1:] if argv is None else argv
     settings = Settings.from_args(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.worker_index)
     if settings.workers > 1:
         sys.exit(run_workers(settings, args))
     if settings.cpu >= 0:

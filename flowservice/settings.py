@@ -1,7 +1,18 @@
 """Server settings, from command-line flags with environment-variable defaults.
 
-Every flag `--some-name` has a variable `FLOWMANAGER_SOME_NAME`; a flag given
-on the command line wins over the variable, which wins over the default.
+Each setting is declared once, as a field of `Settings` made with `setting()`
+(or, for a limit, one line of `_LIMIT_FLAGS`); its flag, its variable and its
+`--help` line are derived from that declaration:
+
+    grace_period: float = setting(10.0, "seconds in-flight calls get")
+    # -> --grace-period SECONDS, FLOWMANAGER_GRACE_PERIOD
+
+Adding a setting is that one edit (plus a line in `_check` if it has bounds,
+and its row in docs/operating.md, which a test checks). Every flag
+`--some-name` has a variable `FLOWMANAGER_SOME_NAME`; a flag given on the
+command line wins over the variable, which wins over the default. A switch
+(a bool setting: `--reuse-port`, `--no-pin-workers`) is turned on by its
+variable set to 1, true, yes or on, and left alone by 0, false, no, off or "".
 """
 
 from __future__ import annotations
@@ -10,14 +21,46 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from flowservice.limits import Limits
 
 __all__ = ["Settings"]
 
 _ENV_PREFIX = "FLOWMANAGER_"
+_OPTION = "option"  # the key of a field's metadata that holds its `_Option`
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """How one setting appears on the command line and in the environment."""
+
+    help: str
+    flag: str = ""
+    """The flag; empty: `--` and the field's name with dashes."""
+    parse: Callable[[str], Any] | None = None
+    """Turns the text into the value; None: the type of the default."""
+    choices: tuple[str, ...] = ()
+    also_env: str = ""
+    """Another variable that sets the default, below the FLOWMANAGER_* one."""
+
+
+def setting(
+    default: _T,
+    help: str,
+    *,
+    flag: str = "",
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] = (),
+    also_env: str = "",
+) -> _T:
+    """A `Settings` field with its flag: `--help` shows `help`, the variable and the default."""
+    option = _Option(help, flag, parse, tuple(choices), also_env)
+    return field(default=default, metadata={_OPTION: option})
+
 
 # (flag, Limits field, help): every limit an operator may change.
 _LIMIT_FLAGS = (
@@ -26,11 +69,7 @@ _LIMIT_FLAGS = (
     ("--max-tasks", "max_tasks", "tasks per flow"),
     ("--max-conditions", "max_conditions", "conditions per flow"),
     ("--max-name-length", "max_name_length", "characters in a name, id or task type"),
-    (
-        "--max-expression-length",
-        "max_expression_length",
-        "characters in one CEL expression",
-    ),
+    ("--max-expression-length", "max_expression_length", "characters in one CEL expression"),
     ("--max-attempts", "max_attempts", "the largest retry.max_attempts a task may set"),
     ("--max-output-bytes", "max_output_bytes", "bytes of one task output (compact JSON)"),
     ("--max-request-bytes", "max_request_bytes", "bytes of one request message"),
@@ -47,33 +86,46 @@ _LIMIT_FLAGS = (
 class Settings:
     """Everything an operator can set."""
 
-    address: str = "127.0.0.1:50051"
+    address: str = setting("127.0.0.1:50051", "host:port to listen on")
     """host:port to listen on; port 0 picks a free port."""
-    grace_period: float = 10.0
+    grace_period: float = setting(10.0, "seconds in-flight calls get")
     """Seconds in-flight calls get to finish after SIGTERM/SIGINT."""
-    drain_delay: float = 1.0
+    drain_delay: float = setting(1.0, "seconds between NOT_SERVING and refusing new calls")
     """Seconds between reporting NOT_SERVING and refusing new calls on shutdown."""
-    log_level: str = "INFO"
+    log_level: str = setting(
+        "INFO", "log level", parse=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     """The root log level: DEBUG, INFO, WARNING or ERROR."""
-    log_format: str = "console"
+    log_format: str = setting("console", "log line format", choices=("console", "json"))
     """`console` (readable lines) or `json` (one JSON object a line)."""
-    task_threads: int = 64
+    task_threads: int = setting(64, "worker threads for sync tasks")
     """Worker threads for sync task implementations."""
-    metrics_address: str = ""
+    metrics_address: str = setting("", "host:port for Prometheus /metrics; empty for none")
     """host:port serving Prometheus metrics at /metrics (`make run` uses
     127.0.0.1:9464); empty, the default, turns them off, so that several
     server processes on one machine never fight over a port."""
-    workers: int = 1
+    workers: int = setting(1, "server processes sharing the port")
     """Server processes sharing the address (SO_REUSEPORT); see `flowservice.workers`."""
-    pin_workers: bool = True
+    pin_workers: bool = setting(
+        True, "with --workers, leave each worker's core to the kernel", flag="--no-pin-workers"
+    )
     """With several workers, pin each to its own core."""
-    cpu: int = -1
+    cpu: int = setting(-1, "pin this process to one core (-1: no pinning)")
     """Pin this process to this core; -1 leaves it to the kernel."""
-    reuse_port: bool = False
+    reuse_port: bool = setting(
+        False, "share the port with other server processes (set by --workers)"
+    )
     """Share the port with other processes (SO_REUSEPORT); set for `--workers`.
     Off otherwise, so a second server on a taken port fails instead of
     silently splitting the traffic."""
-    otlp_endpoint: str = ""
+    worker_index: int = setting(-1, "this process's number among --workers (set by them)")
+    """Which of `--workers` this process is, named in its log lines; -1 for a
+    server on its own."""
+    otlp_endpoint: str = setting(
+        "",
+        "OTLP/gRPC endpoint for traces (also OTEL_EXPORTER_OTLP_ENDPOINT); empty for none",
+        also_env="OTEL_EXPORTER_OTLP_ENDPOINT",  # the standard OpenTelemetry variable
+    )
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
@@ -84,107 +136,109 @@ class Settings:
     ) -> Settings:
         """Settings from `argv` (flags win) and `environ` (defaults to the process's)."""
         env = os.environ if environ is None else environ
-        defaults = cls()
         parser = argparse.ArgumentParser(
             prog="python -m flowservice",
             description="Serve the Flow Manager gRPC API.",
             epilog="Each flag can also be set by its FLOWMANAGER_* environment variable, "
-            "e.g. FLOWMANAGER_MAX_RUN_TIME for --max-run-time.",
+            "e.g. FLOWMANAGER_MAX_RUN_TIME for --max-run-time; a switch by setting it to 1.",
         )
-
         # Each variable that is set becomes its flag, placed before the
         # command line's own: argparse then checks its type and choices like
         # any flag's, and a flag given on the command line still wins.
         from_env: list[str] = []
-
-        def add(flag: str, value: object, kind: type, help_text: str, **extra: object) -> None:
-            variable = _ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
-            if variable in env:
-                from_env.extend((flag, env[variable]))
-            parser.add_argument(
-                flag,
-                type=kind,
-                default=value,
-                help=f"{help_text} ({variable}; default %(default)s)",
-                **extra,  # type: ignore[arg-type]
-            )
-
-        add("--address", defaults.address, str, "host:port to listen on")
-        add("--grace-period", defaults.grace_period, float, "seconds in-flight calls get")
-        add(
-            "--drain-delay",
-            defaults.drain_delay,
-            float,
-            "seconds between NOT_SERVING and refusing new calls",
-        )
-        add(
-            "--log-level",
-            defaults.log_level,
-            str.upper,  # type: ignore[arg-type]
-            "log level",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        )
-        add(
-            "--log-format",
-            defaults.log_format,
-            str,
-            "log line format",
-            choices=["console", "json"],
-        )
-        add("--task-threads", defaults.task_threads, int, "worker threads for sync tasks")
-        add("--workers", defaults.workers, int, "server processes sharing the port")
-        parser.add_argument(
-            "--no-pin-workers",
-            dest="pin_workers",
-            action="store_false",
-            help="with --workers, leave each worker's core to the kernel",
-        )
-        add("--cpu", defaults.cpu, int, "pin this process to one core (-1: no pinning)")
-        parser.add_argument(
-            "--reuse-port",
-            action="store_true",
-            help="share the port with other server processes (set by --workers)",
-        )
-        add(
-            "--metrics-address",
-            defaults.metrics_address,
-            str,
-            "host:port for Prometheus /metrics; empty for none",
-        )
-        add(
-            "--otlp-endpoint",
-            # The standard OpenTelemetry variable works too.
-            env.get("OTEL_EXPORTER_OTLP_ENDPOINT", defaults.otlp_endpoint),
-            str,
-            "OTLP/gRPC endpoint for traces (also OTEL_EXPORTER_OTLP_ENDPOINT); empty for none",
-        )
-        for flag, name, help_text in _LIMIT_FLAGS:
-            value = getattr(defaults.limits, name)
-            add(flag, value, type(value), help_text, dest=name)
-
+        for flag in _flags():
+            flag.add_to(parser)
+            from_env += flag.from_env(env, parser)
         args = parser.parse_args([*from_env, *(sys.argv[1:] if argv is None else argv)])
         limits = Limits(**{name: getattr(args, name) for _, name, _ in _LIMIT_FLAGS})
-        for field_ in dataclasses.fields(limits):
-            if getattr(limits, field_.name) <= 0:
-                parser.error(f"{field_.name} must be positive")
-        if limits.default_max_steps > limits.max_steps_ceiling:
-            parser.error("--step-limit must not exceed --step-limit-ceiling")
-        if args.grace_period < 0 or args.drain_delay < 0 or args.task_threads < 1:
-            parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
-        if args.workers < 1:
-            parser.error("--workers must be at least 1")
-        return cls(
-            address=args.address,
-            grace_period=args.grace_period,
-            drain_delay=args.drain_delay,
-            log_level=args.log_level,
-            log_format=args.log_format,
-            task_threads=args.task_threads,
-            metrics_address=args.metrics_address,
-            workers=args.workers,
-            pin_workers=args.pin_workers,
-            cpu=args.cpu,
-            reuse_port=args.reuse_port,
-            otlp_endpoint=args.otlp_endpoint,
+        settings = cls(
             limits=limits,
+            **{name: getattr(args, name) for name in _setting_fields()},
         )
+        _check(settings, parser)
+        return settings
+
+    @staticmethod
+    def variables() -> dict[str, str]:
+        """Every flag and its FLOWMANAGER_* variable, for documentation and its tests."""
+        return {flag.flag: flag.variable for flag in _flags()}
+
+
+def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
+    """Exits with a usage error when values are out of their bounds."""
+    limits = settings.limits
+    for field_ in dataclasses.fields(limits):
+        if getattr(limits, field_.name) <= 0:
+            parser.error(f"{field_.name} must be positive")
+    if limits.default_max_steps > limits.max_steps_ceiling:
+        parser.error("--step-limit must not exceed --step-limit-ceiling")
+    if settings.grace_period < 0 or settings.drain_delay < 0 or settings.task_threads < 1:
+        parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
+    if settings.workers < 1:
+        parser.error("--workers must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag:
+    """One command-line flag and its variable, derived from a declaration."""
+
+    flag: str
+    dest: str
+    default: Any
+    option: _Option
+
+    @property
+    def variable(self) -> str:
+        return _ENV_PREFIX + self.flag.removeprefix("--").replace("-", "_").upper()
+
+    @property
+    def switch(self) -> bool:
+        return isinstance(self.default, bool)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.switch:
+            action = "store_false" if self.default else "store_true"
+            help_text = f"{self.option.help} ({self.variable}=1)"
+            parser.add_argument(self.flag, dest=self.dest, action=action, help=help_text)
+            return
+        shown = "%(default)s" if self.default != "" else "none"
+        parser.add_argument(
+            self.flag,
+            dest=self.dest,
+            type=self.option.parse or type(self.default),
+            default=self.default,
+            choices=self.option.choices or None,
+            help=f"{self.option.help} ({self.variable}; default {shown})",
+        )
+
+    def from_env(self, env: Mapping[str, str], parser: argparse.ArgumentParser) -> list[str]:
+        """The flag (and value) that the environment sets; [] when it sets none."""
+        if self.variable in env:
+            text = env[self.variable]
+        elif self.option.also_env in env:
+            text = env[self.option.also_env]
+        else:
+            return []
+        if not self.switch:
+            return [self.flag, text]
+        if text.strip().lower() in ("1", "true", "yes", "on"):
+            return [self.flag]
+        if text.strip().lower() in ("0", "false", "no", "off", ""):
+            return []
+        parser.error(f"{self.variable}: expected 1 or 0 (true or false), got {text!r}")
+
+
+def _setting_fields() -> Iterator[str]:
+    return (f.name for f in dataclasses.fields(Settings) if _OPTION in f.metadata)
+
+
+def _flags() -> Iterator[_Flag]:
+    """Every flag, in `--help` order: the settings, then the limits."""
+    for field_ in dataclasses.fields(Settings):
+        option = field_.metadata.get(_OPTION)
+        if option is not None:
+            flag = option.flag or "--" + field_.name.replace("_", "-")
+            yield _Flag(flag, field_.name, field_.default, option)
+    defaults = Limits()
+    for flag, name, help_text in _LIMIT_FLAGS:
+        yield _Flag(flag, name, getattr(defaults, name), _Option(help_text))

@@ -36,7 +36,7 @@ def run_workers(settings: Settings, argv: Sequence[str]) -> int:
     cores = sorted(os.sched_getaffinity(0))
     children: list[subprocess.Popen[bytes]] = []
     for index in range(settings.workers):
-        worker_argv = [*argv, "--workers", "1", "--reuse-port"]
+        worker_argv = [*argv, "--workers", "1", "--reuse-port", "--worker-index", str(index)]
         if settings.pin_workers:
             worker_argv += ["--cpu", str(cores[index % len(cores)])]
         if settings.metrics_address:

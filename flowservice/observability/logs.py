@@ -3,6 +3,8 @@
 Every record carries the execution, flow and task it concerns (from the
 `extra` the engine passes) and the caller's request id, taken from the
 `x-request-id` metadata by the API layer and kept in a context variable.
+A process started by `--workers` also names itself (`worker 1`), so the
+lines of several workers sharing one terminal or log stream tell apart.
 """
 
 from __future__ import annotations
@@ -29,15 +31,21 @@ class _ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, context, exception."""
+    """One JSON object per line: time, level, logger, worker, message, context, exception."""
+
+    def __init__(self, worker: int = -1) -> None:
+        super().__init__()
+        self._worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
         }
+        if self._worker >= 0:
+            line["worker"] = self._worker
+        line["message"] = record.getMessage()
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, "")
             if value:
@@ -50,8 +58,9 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     """A readable line with the context appended as key=value pairs."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, worker: int = -1) -> None:
+        who = f"worker {worker} " if worker >= 0 else ""
+        super().__init__(f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -68,10 +77,15 @@ class ConsoleFormatter(logging.Formatter):
         return f"{first} [{context}]{newline}{rest}"
 
 
-def configure_logging(level: str, log_format: str) -> None:
-    """Sets up the root logger: `log_format` is `json` or `console`."""
+def configure_logging(level: str, log_format: str, worker: int = -1) -> None:
+    """Sets up the root logger: `log_format` is `json` or `console`.
+
+    `worker` is the process's number among `--workers`, written on every
+    line; -1 (a server on its own) writes none.
+    """
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    formatter = JsonFormatter if log_format == "json" else ConsoleFormatter
+    handler.setFormatter(formatter(worker))
     handler.addFilter(_ContextFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):

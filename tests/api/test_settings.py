@@ -40,3 +40,53 @@ def test_a_bad_variable_is_a_usage_error_not_a_traceback(
     assert exited.value.code == 2
     [error_line] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert complaint in error_line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reuse_port", "pin_workers"),
+    [
+        ("FLOWMANAGER_REUSE_PORT", "1", True, True),
+        ("FLOWMANAGER_REUSE_PORT", "0", False, True),
+        ("FLOWMANAGER_NO_PIN_WORKERS", "true", False, False),
+        ("FLOWMANAGER_NO_PIN_WORKERS", "", False, True),
+    ],
+)
+def test_switches_have_variables_too(
+    variable: str, value: str, reuse_port: bool, pin_workers: bool
+) -> None:
+    settings = Settings.from_args([], {variable: value})
+
+    assert (settings.reuse_port, settings.pin_workers) == (reuse_port, pin_workers)
+
+
+def test_a_switch_variable_that_is_not_a_boolean_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        Settings.from_args([], {"FLOWMANAGER_REUSE_PORT": "maybe"})
+
+    assert exited.value.code == 2
+    assert "FLOWMANAGER_REUSE_PORT" in capsys.readouterr().err
+
+
+def test_the_flowmanager_variable_wins_over_opentelemetrys_own() -> None:
+    otel_only = Settings.from_args([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "otel:4317"})
+    both = Settings.from_args(
+        [], {"OTEL_EXPORTER_OTLP_ENDPOINT": "otel:4317", "FLOWMANAGER_OTLP_ENDPOINT": "fm:4317"}
+    )
+
+    assert (otel_only.otlp_endpoint, both.otlp_endpoint) == ("otel:4317", "fm:4317")
+
+
+def test_help_names_every_variable_and_never_an_empty_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        Settings.from_args(["--help"], {})
+    # argparse wraps lines; the words are what matter.
+    text = " ".join(capsys.readouterr().out.split())
+
+    assert "default )" not in text
+    missing = [v for v in Settings.variables().values() if v not in text]
+    assert missing == []
+    assert len(Settings.variables()) == 24

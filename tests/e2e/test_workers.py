@@ -54,6 +54,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=20) == 0
         assert log.read_text().count("stopped") == 2
+        assert " worker 0 " in log.read_text() and " worker 1 " in log.read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
