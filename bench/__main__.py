@@ -30,7 +30,7 @@ from bench.profiling import (
     pyinstrument_installed,
 )
 from bench.report import Results, machine_info, render_table, update_docs, write_json
-from bench.workers import ServerGroup, serving
+from bench.workers import RunningServer, serving
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
@@ -92,9 +92,9 @@ def run(
     with ExitStack() as stack:
         bodies = measure.Bodies.write(work, config.stream_tasks)
 
-        def start(name: str, workers: int = 1, pin: bool = False) -> ServerGroup:
+        def start(name: str, workers: int = 1, pin: bool = False) -> RunningServer:
             return stack.enter_context(
-                serving(workers=workers, server_args=flags, log_dir=work, pin=pin, name=name)
+                serving(work / f"{name}.log", flags, workers=workers, pin=pin, graceful_stop=True)
             )
 
         say("engine microbenchmark (in-process, no server running yet)")
@@ -165,7 +165,7 @@ def run(
 def _profile_execute(
     config: BenchConfig,
     py_spy: str,
-    server: ServerGroup,
+    server: RunningServer,
     bodies: measure.Bodies,
     transport: tuple[measure.LoadPoint, ...],
 ) -> ProfileSummary:

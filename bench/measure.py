@@ -1,6 +1,6 @@
 """The measurements behind each section of the table, one function per section.
 
-Each takes running servers (`bench.workers.ServerGroup`) and returns plain
+Each takes running servers (`bench.workers.RunningServer`) and returns plain
 dataclasses; `bench.report` turns them into figures and targets.
 """
 
@@ -32,7 +32,7 @@ from bench.flows import (
     to_stream_request,
 )
 from bench.h2load import H2loadRun, percentile, probe, run_h2load
-from bench.workers import ServerGroup
+from bench.workers import RunningServer, cpu_seconds
 from flowmanager.v1 import flow_service_pb2
 
 __all__ = [
@@ -230,7 +230,7 @@ def shape(in_flight: int) -> tuple[int, int]:
     return connections, in_flight // connections
 
 
-def _url(group: ServerGroup, path: str) -> str:
+def _url(group: RunningServer, path: str) -> str:
     return f"http://{group.address}{path}"
 
 
@@ -258,14 +258,14 @@ def machine_busy_seconds() -> float:
 
 
 def _h2load_with_cpu(
-    group: ServerGroup, *, url: str, body: Path, requests: int, in_flight: int
+    group: RunningServer, *, url: str, body: Path, requests: int, in_flight: int
 ) -> _Measured:
     connections, streams = shape(in_flight)
-    before, machine_before = group.cpu_seconds(), machine_busy_seconds()
+    before, machine_before = cpu_seconds(group), machine_busy_seconds()
     run = run_h2load(
         url=url, body=body, requests=requests, connections=connections, streams=streams
     )
-    after, machine_after = group.cpu_seconds(), machine_busy_seconds()
+    after, machine_after = cpu_seconds(group), machine_busy_seconds()
     server = tuple(b - a for a, b in zip(before, after, strict=True))
     other = machine_after - machine_before - sum(server) - run.client_cpu_seconds
     return _Measured(run, server, max(other, 0.0))
@@ -315,7 +315,7 @@ def _rounds(
 
 
 def transport_h2load(
-    config: BenchConfig, group: ServerGroup, bodies: Bodies
+    config: BenchConfig, group: RunningServer, bodies: Bodies
 ) -> tuple[LoadPoint, ...]:
     """Health/Check and Execute(seed) with h2load, alternating, at each number in flight."""
     for method in (CHECK, EXECUTE):
@@ -382,7 +382,7 @@ def _check_execute_reply(reply: bytes) -> None:
 
 
 def transport_python(
-    config: BenchConfig, group: ServerGroup, bodies: Bodies
+    config: BenchConfig, group: RunningServer, bodies: Bodies
 ) -> tuple[LoadPoint, ...]:
     """The same comparison with the Python grpc.aio generator (one channel), alternating rounds."""
     checks: dict[str, Callable[[bytes], None]] = {
@@ -391,7 +391,7 @@ def transport_python(
     }
 
     def load(method: str, in_flight: int, requests: int) -> tuple[grpc_load.LoadRun, float]:
-        before = sum(group.cpu_seconds())
+        before = sum(cpu_seconds(group))
         run = asyncio.run(
             grpc_load.unary_load(
                 group.address,
@@ -402,7 +402,7 @@ def transport_python(
                 check_reply=checks[method],
             )
         )
-        return run, sum(group.cpu_seconds()) - before
+        return run, sum(cpu_seconds(group)) - before
 
     points = []
     for in_flight in config.in_flight:
@@ -457,7 +457,7 @@ def engine_micro_args(config: BenchConfig) -> list[str]:
     return ["--steps", str(config.engine_steps), "--repeats", str(config.engine_repeats)]
 
 
-def flow_sizes(config: BenchConfig, group: ServerGroup) -> tuple[FlowSizePoint, ...]:
+def flow_sizes(config: BenchConfig, group: RunningServer) -> tuple[FlowSizePoint, ...]:
     """Server-side time (`ExecuteResponse.duration`) of linear flows of each size."""
     points = []
     for tasks, repeats in zip(config.flow_sizes, config.flow_repeats, strict=True):
@@ -477,7 +477,7 @@ def flow_sizes(config: BenchConfig, group: ServerGroup) -> tuple[FlowSizePoint, 
     return tuple(points)
 
 
-def streaming(config: BenchConfig, group: ServerGroup, bodies: Bodies) -> StreamResult:
+def streaming(config: BenchConfig, group: RunningServer, bodies: Bodies) -> StreamResult:
     """Events per second on one `ExecuteStream` of the long flow: Python client, then h2load."""
     body = bodies.stream.read_bytes()[5:]
     python_runs = []
@@ -498,7 +498,7 @@ def streaming(config: BenchConfig, group: ServerGroup, bodies: Bodies) -> Stream
     h2load_seconds = []
     cpu = 0.0
     for _ in range(config.stream_repeats):
-        before = sum(group.cpu_seconds())
+        before = sum(cpu_seconds(group))
         run = run_h2load(
             url=url,
             body=bodies.stream,
@@ -508,7 +508,7 @@ def streaming(config: BenchConfig, group: ServerGroup, bodies: Bodies) -> Stream
             # Every event is a frame of at least 6 bytes; most are far larger.
             min_data_bytes=events * 6,
         )
-        cpu += sum(group.cpu_seconds()) - before
+        cpu += sum(cpu_seconds(group)) - before
         if run.data_bytes < 0.95 * (python_runs[0].data_bytes + 5 * events):
             raise RuntimeError(
                 f"h2load got {run.data_bytes} bytes of events, the Python client "
@@ -524,7 +524,7 @@ def streaming(config: BenchConfig, group: ServerGroup, bodies: Bodies) -> Stream
     )
 
 
-def memory(config: BenchConfig, group: ServerGroup) -> MemoryResult:
+def memory(config: BenchConfig, group: RunningServer) -> MemoryResult:
     """RSS growth per execution with `memory_executions` asleep in a `mock` task at once."""
     (pid,) = group.workers
     run = asyncio.run(
@@ -554,7 +554,7 @@ def memory(config: BenchConfig, group: ServerGroup) -> MemoryResult:
 
 
 def multicore(
-    config: BenchConfig, layouts: dict[str, ServerGroup], bodies: Bodies
+    config: BenchConfig, layouts: dict[str, RunningServer], bodies: Bodies
 ) -> MulticoreResult:
     """Execute(seed) with h2load against each layout, rounds interleaved across layouts."""
     in_flight = config.multicore_in_flight

@@ -1,108 +1,30 @@
 """Fixtures for end-to-end tests: the real server as a subprocess, the real grpcurl binary.
 
-Every wait is bounded, and every server process is killed at teardown even
-when a test fails, so nothing here can hang or leak a process.
+The server comes from `tests.server_process`, the harness the benchmark uses
+too; every wait is bounded, and every server process is killed at teardown
+even when a test fails, so nothing here can hang or leak a process.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.server_process import REPO_ROOT, RunningServer, serving
+
+__all__ = ["EXAMPLES", "GRPCURL", "REPO_ROOT", "RunningServer", "json_messages", "serving"]
+
 EXAMPLES = REPO_ROOT / "examples"
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
-STARTUP_TIMEOUT = 15.0
-"""Seconds the server gets to log the address it is listening on."""
-EXIT_TIMEOUT = 15.0
-"""Seconds a server gets to exit after SIGTERM (its grace period is 10 s)."""
 GRPCURL_TIMEOUT = 30.0
 """Seconds one grpcurl run may take, end to end."""
-
-_LISTENING = re.compile(r"Flow Manager listening on 127\.0\.0\.1:(\d+)")
-
-
-@dataclass(frozen=True, slots=True)
-class RunningServer:
-    """A server subprocess and where it listens."""
-
-    process: subprocess.Popen[bytes]
-    """The `python -m flowservice` process."""
-    port: int
-    """The port it bound (it was asked for port 0)."""
-    log_path: Path
-    """The file its stderr (the log) goes to."""
-
-    @property
-    def address(self) -> str:
-        """host:port for grpcurl."""
-        return f"127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        """Everything the server has logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def serving(
-    log_path: Path, flags: Sequence[str] = (), variables: Mapping[str, str] | None = None
-) -> Iterator[RunningServer]:
-    """Runs `python -m flowservice --address 127.0.0.1:0 [flags]` until the block exits.
-
-    `variables` (FLOWMANAGER_* settings, say) are added to its environment.
-    The log goes to a file rather than a pipe, so a chatty server can never
-    block on a full pipe and the test can read it at any time.
-    """
-    # FLOWMANAGER_* variables from the caller's shell (a log level, say) must
-    # not change what the test sees.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWMANAGER_")}
-    env.update(variables or {})
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "flowservice", "--address", "127.0.0.1:0", *flags],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        port = _wait_for_port(process, log_path)
-        yield RunningServer(process=process, port=port, log_path=log_path)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=EXIT_TIMEOUT)
-
-
-def _wait_for_port(process: subprocess.Popen[bytes], log_path: Path) -> int:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        match = _LISTENING.search(log_path.read_text(errors="replace"))
-        if match:
-            return int(match.group(1))
-        if process.poll() is not None:
-            pytest.fail(
-                f"server exited with {process.returncode} before listening:\n"
-                f"{log_path.read_text(errors='replace')}"
-            )
-        time.sleep(0.05)
-    pytest.fail(
-        f"server did not log its address within {STARTUP_TIMEOUT} s:\n"
-        f"{log_path.read_text(errors='replace')}"
-    )
 
 
 @pytest.fixture(scope="module")
