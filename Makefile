@@ -31,7 +31,7 @@ all: test
 
 ## run: serve on $(ADDRESS), metrics on $(METRICS_ADDRESS) (set-up included)
 run: setup
-	$(PY) -m flowservice --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS)
+	$(PY) -m flowservice --address '$(ADDRESS)' --metrics-address '$(METRICS_ADDRESS)'
 
 ## test: everything CI runs (set-up included)
 test: setup lint proto-check breaking pytest

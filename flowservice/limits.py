@@ -2,7 +2,8 @@
 
 Every limit has a name (used in error details, as `ErrorInfo.metadata`
 `limit` and `limit_value`) and a default taken from what comparable services
-use. Operators change them through `Settings`; the README lists them all.
+use. Operators change them through `Settings`; docs/deadlines-and-limits.md
+lists them all.
 """
 
 from __future__ import annotations

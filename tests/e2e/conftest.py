@@ -18,9 +18,26 @@ import pytest
 
 from tests.server_process import REPO_ROOT, RunningServer, serving
 
-__all__ = ["EXAMPLES", "GRPCURL", "REPO_ROOT", "RunningServer", "json_messages", "serving"]
+__all__ = [
+    "EXAMPLES",
+    "GRPCURL",
+    "REPO_ROOT",
+    "RunningServer",
+    "docs_text",
+    "json_messages",
+    "serving",
+]
 
 EXAMPLES = REPO_ROOT / "examples"
+EXAMPLE_PAGES = (
+    "README.md",
+    "docs/grpcurl.md",
+    "docs/data-and-expressions.md",
+    "docs/deadlines-and-limits.md",
+    "docs/errors.md",
+    "docs/operating.md",
+)
+"""The pages whose grpcurl examples the tests run, as a reader would, and check."""
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 GRPCURL_TIMEOUT = 30.0
@@ -85,3 +102,8 @@ def json_messages(output: str) -> list[dict[str, Any]]:
         while position < len(output) and output[position].isspace():
             position += 1
     return messages
+
+
+def docs_text() -> str:
+    """The README and the docs pages of `EXAMPLE_PAGES`, one after another."""
+    return "\n\n".join((REPO_ROOT / page).read_text() for page in EXAMPLE_PAGES)

@@ -1,4 +1,6 @@
-"""End to end: the README's deadline, cancellation, timeout, retry and limit examples.
+"""End to end: the deadline, cancellation, timeout, retry and limit examples of the docs.
+
+They live in docs/deadlines-and-limits.md, read with the README (`docs_text`).
 
 Each test runs a grpcurl command exactly as the README prints it (only the
 address changes to the test server's), and checks what the README says it
@@ -20,7 +22,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import GRPCURL, REPO_ROOT, RunningServer, json_messages, serving
+from tests.e2e.conftest import (
+    GRPCURL,
+    REPO_ROOT,
+    RunningServer,
+    docs_text,
+    json_messages,
+    serving,
+)
 
 TIMEOUT = 30.0
 """Seconds any one wait in these tests may take."""
@@ -126,7 +135,7 @@ def wait_for_log(server: RunningServer, pattern: str) -> re.Match[str]:
     ],
 )
 def test_the_readme_shows_each_command(command: str) -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = docs_text()
 
     assert f"```sh\n{command}\n```" in readme
 

@@ -1,4 +1,7 @@
-"""End to end: the README's data, expression, Validate and what-if examples.
+"""End to end: the data, expression, Validate and what-if examples of the README and docs/.
+
+The README's examples, and those of the docs pages in `EXAMPLE_PAGES`, are
+read as one text (`docs_text`); "the README" below means all of them.
 
 Each test runs a command line exactly as the README prints it, in bash at the
 repository root as a reader would (only the address changes to the test
@@ -19,11 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, GRPCURL, REPO_ROOT, RunningServer
+from tests.e2e.conftest import EXAMPLES, GRPCURL, REPO_ROOT, RunningServer, docs_text
 
 TIMEOUT = 30.0
 """Seconds any one command in these tests may take."""
-README = REPO_ROOT / "README.md"
 README_ADDRESS = "127.0.0.1:50051"
 """The address the README's commands use; tests swap in their server's."""
 
@@ -97,7 +99,7 @@ def run_in_shell(command: str, server: RunningServer) -> subprocess.CompletedPro
 
 def readme_output(command: str) -> str:
     """What the README shows below `command`: the code block right after the command's."""
-    readme = README.read_text()
+    readme = docs_text()
     block = f"```sh\n{command}\n```\n\n"
     assert block in readme, f"the README does not show {command!r}"
     shown = re.match(
@@ -115,7 +117,7 @@ def readme_examples() -> list[tuple[str, str]]:
     """
     examples = re.findall(
         r"```sh\n((?:grpcurl|sed) [^\n`]*)\n```\n\n```(?:json|text)\n(.*?)\n```",
-        README.read_text(),
+        docs_text(),
         re.S,
     )
     return [
@@ -178,7 +180,7 @@ def execute_command(request: dict[str, Any]) -> str:
     ],
 )
 def test_the_readme_shows_each_command(command: str) -> None:
-    assert f"```sh\n{command}\n```" in README.read_text()
+    assert f"```sh\n{command}\n```" in docs_text()
 
 
 @pytest.mark.parametrize(
@@ -252,7 +254,7 @@ def test_the_branching_flow_processes_the_rows_it_fetched(server: RunningServer)
     assert summary["output"] == {"fetched": 3, "total": 100}
     for line in ['"fetched": 3,', '"total": 100', '"count": 3', '"id": 2,', '"id": 3,']:
         assert line in shown
-    assert '"fetched": 3, "total": 100' in README.read_text()
+    assert '"fetched": 3, "total": 100' in docs_text()
 
 
 def test_the_branching_flow_without_rows_stops_after_fetch(server: RunningServer) -> None:
@@ -278,7 +280,7 @@ def test_the_branching_flow_without_rows_stops_after_fetch(server: RunningServer
 
 
 def test_a_stub_sends_the_branching_flow_down_its_no_rows_branch(server: RunningServer) -> None:
-    assert NO_ROWS_STUB in README.read_text()
+    assert NO_ROWS_STUB in docs_text()
     request = {**example("branching-flow.json"), **json.loads("{" + NO_ROWS_STUB + "}")}
 
     summary = response(run_in_shell(execute_command(request), server))
@@ -374,7 +376,7 @@ def test_the_what_if_run_fails_at_the_stubbed_task2(server: RunningServer) -> No
 def test_an_expression_that_fails_at_run_time_fails_the_flow_as_the_readme_says(
     server: RunningServer, mapping: str, error: str
 ) -> None:
-    readme = " ".join(README.read_text().split())  # its lines may wrap anywhere
+    readme = " ".join(docs_text().split())  # its lines may wrap anywhere
     assert error in readme
     request = {
         "flow": {
@@ -397,7 +399,7 @@ def test_an_expression_that_fails_at_run_time_fails_the_flow_as_the_readme_says(
 
 
 def test_int_and_double_mix_after_a_conversion(server: RunningServer) -> None:
-    readme = README.read_text()
+    readme = docs_text()
     assert "`int(result.output.rows) + 1`" in readme
     assert "`result.output.rows + 1.0`" in readme
     request = {
