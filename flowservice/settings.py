@@ -5,7 +5,7 @@ Each setting is declared once, as a field of `Settings` made with `setting()`
 `--help` line are derived from that declaration:
 
     grace_period: float = setting(10.0, "seconds in-flight calls get")
-    # -> --grace-period SECONDS, FLOWMANAGER_GRACE_PERIOD
+    # -> flag --grace-period, variable FLOWMANAGER_GRACE_PERIOD, a line in --help
 
 Adding a setting is that one edit (plus a line in `_check` if it has bounds,
 and its row in docs/operating.md, which a test checks). Every flag
