@@ -6,6 +6,13 @@ each with a line and column), evaluates in microseconds, and bounds every
 evaluation by its comprehension iteration budget. docs/cel.md records the
 comparison with the other implementations.
 
+The runtime does not bound the memory an evaluation allocates, so two bounds
+are added here: an expression that could copy data without bound (a
+concatenation inside a comprehension, a long chain of them) does not compile
+(see `flowservice.expression_copies`), and an evaluation's value is
+converted to Python only up to `MAX_RESULT_BYTES` (a list of 10,000
+references to one large string is small inside CEL, not once copied out).
+
 Expressions see three variables, all dynamically typed: `input`, `tasks` and
 `result` (see `ExpressionContext`).
 """
@@ -19,8 +26,11 @@ from typing import Any
 
 from cel_expr_python import cel
 
+from flowservice.expression_copies import copy_problems
+
 __all__ = [
     "ITERATION_BUDGET",
+    "MAX_RESULT_BYTES",
     "CompileProblem",
     "CompiledExpression",
     "ExpressionError",
@@ -29,6 +39,11 @@ __all__ = [
 
 ITERATION_BUDGET = 10_000
 """Comprehension iterations one evaluation may take: the CEL runtime's fixed budget."""
+
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+"""The size one evaluation's value may have once converted (string and bytes lengths,
+8 bytes for anything else): the default `max_request_bytes`, so an input mapping
+can pass on anything a request could carry. Reported as `max_expression_result_bytes`."""
 
 VARIABLES = ("input", "tasks", "result")
 """The names every expression may use."""
@@ -81,7 +96,7 @@ class CompiledExpression:
             raise ExpressionError(_plain_reason(str(exc))) from None
         if value.type() == cel.Type.ERROR:
             raise ExpressionError(_plain_reason(str(value.value())))
-        return _plain(value.plain_value())
+        return _ResultBudget().plain(value)
 
     def evaluate_bool(self, variables: Mapping[str, Any]) -> bool:
         """The expression's value, which must be a bool; `ExpressionError` otherwise."""
@@ -103,13 +118,23 @@ class CompiledExpression:
 def compile_expression(source: str) -> CompiledExpression | list[CompileProblem]:
     """Compiles and type-checks `source`; the problems found when it does not compile."""
     try:
-        return CompiledExpression(source, _ENV.compile(source))
+        program = _ENV.compile(source)
     except RuntimeError as exc:
         problems = [
             CompileProblem(int(line), int(column), reason.strip())
             for line, column, reason in _ERROR_LINE.findall(str(exc))
         ]
         return problems or [CompileProblem(1, 1, _plain_reason(str(exc)))]
+    copies = copy_problems(program.serialize())
+    if copies:
+        return [_at(source, copy.offset, copy.reason) for copy in copies]
+    return CompiledExpression(source, program)
+
+
+def _at(source: str, offset: int, reason: str) -> CompileProblem:
+    """A problem at a 0-based character offset of `source`."""
+    line_start = source.rfind("\n", 0, offset) + 1
+    return CompileProblem(source.count("\n", 0, offset) + 1, offset - line_start + 1, reason)
 
 
 def _plain_reason(message: str) -> str:
@@ -124,10 +149,39 @@ def _plain_reason(message: str) -> str:
     return message
 
 
-def _plain(value: Any) -> Any:
-    """Converts CEL's plain values to JSON-like data (map keys to strings)."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
+class _ResultBudget:
+    """Converts a CEL value to JSON-like data (map keys to strings), up to `MAX_RESULT_BYTES`.
+
+    Lists and maps are opened one level at a time, so conversion stops as soon
+    as the budget is spent: at most one leaf value beyond it is ever copied.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_RESULT_BYTES
+
+    def plain(self, value: Any) -> Any:
+        kind = value.type()
+        if kind == cel.Type.LIST:
+            self._spend(8)
+            return [self.plain(item) for item in value.value()]
+        if kind == cel.Type.MAP:
+            self._spend(8)
+            result = {}
+            for key, item in value.value().items():
+                name = str(key)
+                self._spend(len(name))
+                result[name] = self.plain(item)
+            return result
+        leaf = value.value()
+        self._spend(len(leaf) if isinstance(leaf, str | bytes | bytearray) else 8)
+        return leaf
+
+    def _spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise ExpressionError(
+                f"the expression's value is larger than {MAX_RESULT_BYTES} bytes "
+                "(max_expression_result_bytes)"
+            )

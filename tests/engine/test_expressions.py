@@ -267,7 +267,8 @@ async def test_evaluation_is_bounded_by_the_iteration_budget() -> None:
         tasks=(Task("a", params={"output": {"xs": list(range(200))}}),),
         conditions=(
             Condition(
-                "a", expression="result.output.xs.all(x, result.output.xs.all(y, x + y >= 0.0))"
+                "a",
+                expression="result.output.xs.all(x, result.output.xs.all(y, double(x) + y >= 0.0))",
             ),
         ),
     )
