@@ -8,7 +8,14 @@ import pytest
 
 from flowservice.engine import Engine
 from flowservice.events import ConditionEvaluated, Event
-from flowservice.expressions import ITERATION_BUDGET, CompiledExpression, compile_expression
+from flowservice.expression_copies import MAX_COPY_WEIGHT
+from flowservice.expressions import (
+    ITERATION_BUDGET,
+    MAX_RESULT_BYTES,
+    CompiledExpression,
+    ExpressionError,
+    compile_expression,
+)
 from flowservice.limits import Limits
 from flowservice.models import (
     Branch,
@@ -286,6 +293,59 @@ def test_a_constant_expression_is_recognised() -> None:
     variable = compile_expression("input.a < 2")
     assert isinstance(variable, CompiledExpression)
     assert variable.constant_value() is None
+
+
+@pytest.mark.parametrize(
+    ("source", "column"),
+    [
+        ("size(input.l.map(x, input.s + input.s)) > 0", 29),
+        ("input.l.all(x, x + input.offset > 0.0)", 18),
+        ("input.l.exists(x, bytes(input.s).size() > 0)", 24),
+        ("[input.s + input.s].map(a, [a + a]).size() > 0", 31),
+        ("input.l.filter(x, x in (input.l + input.l)).size() > 0", 33),
+    ],
+)
+def test_copying_inside_a_macro_does_not_compile(source: str, column: int) -> None:
+    (problem,) = compile_expression(source)  # type: ignore[misc]
+    assert (problem.line, problem.column) == (1, column)
+
+
+def test_a_concatenation_chain_is_bounded_by_its_weight() -> None:
+    longest = 1
+    while sum(range(2, longest + 2)) <= MAX_COPY_WEIGHT:
+        longest += 1
+    within = " + ".join(["input.s"] * longest)
+    beyond = " + ".join(["input.s"] * (longest + 1))
+
+    assert isinstance(compile_expression(f"size({within}) > 0"), CompiledExpression)
+    assert not isinstance(compile_expression(f"size({beyond}) > 0"), CompiledExpression)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "'user-' + input.name + '-' + string(input.id) == 'user-a-1'",
+        "input.l.map(x, x * 2.0).size() > 0",
+        "input.l.filter(x, x > 1.0).size() > 0",
+        "input.l.all(x, double(x) + input.offset > 0.0)",
+        "(input.l + input.l).size() > 0",
+        "[input.s + input.s].map(a, a).size() > 0",
+    ],
+)
+def test_ordinary_expressions_that_copy_little_still_compile(source: str) -> None:
+    assert isinstance(compile_expression(source), CompiledExpression)
+
+
+def test_a_value_larger_than_the_result_budget_fails_the_evaluation() -> None:
+    compiled = compile_expression("input.l.map(x, input.s)")
+    assert isinstance(compiled, CompiledExpression)
+    data = {"input": {"l": [1.0] * 5, "s": "s" * (MAX_RESULT_BYTES // 4)}}
+
+    with pytest.raises(ExpressionError, match="max_expression_result_bytes"):
+        compiled.evaluate(data)
+    assert (
+        compiled.evaluate({"input": {**data["input"], "l": [1.0] * 3}}) == [data["input"]["s"]] * 3
+    )
 
 
 async def test_a_stubbed_task_does_not_run_and_says_so() -> None:
