@@ -6,12 +6,14 @@ each with a line and column), evaluates in microseconds, and bounds every
 evaluation by its comprehension iteration budget. docs/cel.md records the
 comparison with the other implementations.
 
-The runtime does not bound the memory an evaluation allocates, so two bounds
-are added here: an expression that could copy data without bound (a
-concatenation inside a comprehension, a long chain of them) does not compile
-(see `flowservice.expression_copies`), and an evaluation's value is
-converted to Python only up to `MAX_RESULT_BYTES` (a list of 10,000
-references to one large string is small inside CEL, not once copied out).
+The runtime does not bound the memory an evaluation allocates, so three
+bounds are added here (`flowservice.expression_bounds` explains the costs):
+an expression that could copy data without bound (a concatenation inside a
+comprehension, a long chain of them) does not compile; one that uses `map`
+or `filter` (quadratic in their range) refuses data whose lists or maps are
+longer than `MAX_LIST_ITEMS`; and a value is converted to Python only up to
+`MAX_RESULT_BYTES` (10,000 references to one large string are small inside
+CEL, not once copied out).
 
 Expressions see three variables, all dynamically typed: `input`, `tasks` and
 `result` (see `ExpressionContext`).
@@ -26,10 +28,11 @@ from typing import Any
 
 from cel_expr_python import cel
 
-from flowservice.expression_copies import copy_problems
+from flowservice.expression_bounds import Inspection, inspect_expression
 
 __all__ = [
     "ITERATION_BUDGET",
+    "MAX_LIST_ITEMS",
     "MAX_RESULT_BYTES",
     "CompileProblem",
     "CompiledExpression",
@@ -39,6 +42,12 @@ __all__ = [
 
 ITERATION_BUDGET = 10_000
 """Comprehension iterations one evaluation may take: the CEL runtime's fixed budget."""
+
+MAX_LIST_ITEMS = 1_000
+"""The most items a list or map may hold in the data an expression using `map` or
+`filter` reads. Their result list is copied at each append, so one over n items
+takes about 16 * n * n bytes, and all those of one evaluation at most
+16 * ITERATION_BUDGET * n: 160 MB at this bound. Reported as `max_expression_list_items`."""
 
 MAX_RESULT_BYTES = 4 * 1024 * 1024
 """The size one evaluation's value may have once converted (string and bytes lengths,
@@ -74,12 +83,14 @@ class ExpressionError(Exception):
 class CompiledExpression:
     """A checked CEL program, ready to evaluate many times."""
 
-    __slots__ = ("_program", "returns_bool", "source")
+    __slots__ = ("_checked_paths", "_program", "returns_bool", "source")
 
-    def __init__(self, source: str, program: Any) -> None:
+    def __init__(self, source: str, program: Any, inspection: Inspection) -> None:
         self.source = source
         """The expression's text."""
         self._program = program
+        # Only expressions that append pay for a look at the lengths in their data.
+        self._checked_paths = inspection.read_paths if inspection.appends else ()
         self.returns_bool = program.return_type().name() in ("BOOL", "DYN")
         """False when the checker proved the value is never a bool."""
 
@@ -90,6 +101,8 @@ class CompiledExpression:
 
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """The expression's value as plain Python data; `ExpressionError` when it fails."""
+        for path in self._checked_paths:
+            _check_lengths(path, variables)
         try:
             value = self._program.eval(data=variables)
         except RuntimeError as exc:
@@ -125,10 +138,10 @@ def compile_expression(source: str) -> CompiledExpression | list[CompileProblem]
             for line, column, reason in _ERROR_LINE.findall(str(exc))
         ]
         return problems or [CompileProblem(1, 1, _plain_reason(str(exc)))]
-    copies = copy_problems(program.serialize())
-    if copies:
-        return [_at(source, copy.offset, copy.reason) for copy in copies]
-    return CompiledExpression(source, program)
+    inspection = inspect_expression(program.serialize(), VARIABLES)
+    if inspection.problems:
+        return [_at(source, problem.offset, problem.reason) for problem in inspection.problems]
+    return CompiledExpression(source, program, inspection)
 
 
 def _at(source: str, offset: int, reason: str) -> CompileProblem:
@@ -147,6 +160,31 @@ def _plain_reason(message: str) -> str:
             "iterations (max_expression_iterations)"
         )
     return message
+
+
+def _check_lengths(path: tuple[str, ...], variables: Mapping[str, Any]) -> None:
+    """`ExpressionError` when the data at `path` holds a list or map above `MAX_LIST_ITEMS`."""
+    value: Any = variables
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return  # missing: the evaluation reports it
+        value = value[key]
+    pending = [value]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Mapping):
+            items: Any = value.values()
+        elif isinstance(value, list | tuple):
+            items = value
+        else:
+            continue
+        if len(items) > MAX_LIST_ITEMS:
+            raise ExpressionError(
+                f"{'.'.join(path)} holds a list or map of {len(items)} items; an "
+                f"expression using map or filter may read at most {MAX_LIST_ITEMS} "
+                "(max_expression_list_items)"
+            )
+        pending.extend(item for item in items if isinstance(item, Mapping | list | tuple))
 
 
 class _ResultBudget:

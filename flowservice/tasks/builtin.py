@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from flowservice.expressions import MAX_LIST_ITEMS
 from flowservice.tasks.base import TaskContext, TaskFailure, TaskOutput
 from flowservice.tasks.registry import TaskRegistry
 
@@ -36,10 +37,12 @@ Every param is checked before the task does any work. The check is
 deterministic, so a retry fails the same way: retrying cannot help, and a
 flow that retries these tasks should list it in `retry.non_retryable_errors`."""
 
-MAX_RECORDS = 8_000
+MAX_RECORDS = MAX_LIST_ITEMS
 """fetch_data's largest `count`, and the most records process_data and store_data
-take. 8,000 fetched records (31 bytes each as compact JSON) fit the default
-`max_output_bytes` (256 KiB), so the bound is checked before any list is built."""
+take: 1,000, as many as an expression using `map` or `filter` may read (so
+`tasks.fetch.output.records.filter(...)` works for any count), and far within
+the default `max_output_bytes` (31 bytes a record as compact JSON). Checked
+before any list is built."""
 MAX_SLEEP_MS = 3_600_000
 """mock's largest `sleep_ms` (one hour; an execution's time limit cuts it shorter)."""
 MAX_FAIL_ATTEMPTS = 10_000

@@ -93,6 +93,31 @@ def test_a_long_concatenation_chain_is_refused(server: CappedServer) -> None:
     assert fields == {"flow.conditions[0].expression": "INVALID_EXPRESSION"}
 
 
+def test_map_over_a_long_list_fails_the_execution_not_the_server(server: CappedServer) -> None:
+    # map appends by copying its result: 9,999 elements would take 1.6 GB.
+    body = {
+        "flow": flow(conditions=[condition("size(input.l.map(x, x)) > 0")]),
+        "input": {"l": list(range(9999))},
+    }
+
+    response = execute(server, body)
+
+    assert response.status == flow_service_pb2.EXECUTION_STATUS_FAILED
+    assert list(response.executed_tasks) == ["a"]  # the task ran; its condition failed
+
+
+def test_exists_over_a_long_list_still_runs(server: CappedServer) -> None:
+    body = {
+        "flow": flow(conditions=[condition("input.l.exists(x, x < 0.0)")]),
+        "input": {"l": list(range(9999))},
+    }
+
+    response = execute(server, body)
+
+    assert response.status == flow_service_pb2.EXECUTION_STATUS_COMPLETED
+    assert response.task_results[0].decision.value is False
+
+
 def test_a_huge_flow_output_fails_the_execution_not_the_server(server: CappedServer) -> None:
     # 2,000 references to one 1 MiB string: small inside CEL, 2 GiB once converted.
     body = {

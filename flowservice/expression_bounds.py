@@ -1,29 +1,30 @@
-"""Where a compiled CEL expression copies data, found in its checked syntax tree.
+"""What a compiled CEL expression may copy and iterate, read from its checked syntax tree.
 
-The C++ CEL runtime bounds an evaluation's comprehension iterations, not the
-memory it allocates, and its Python binding has no option to bound, replace
-or turn off string, bytes or list concatenation (an environment config that
-excludes the overloads hides them from the checker only: `dyn + dyn` still
-concatenates at run time; a replacement overload is refused as a duplicate).
-Each concatenation copies its operands into the evaluation's arena, where
-every intermediate value stays until the evaluation ends:
-`input.l.map(x, input.s + input.s)` copies `input.s` twice per element
-(hundreds of MiB from a 1 MiB string), and a chain `a + b + c + ...` keeps
-every partial result (quadratic in its length).
+The C++ CEL runtime bounds an evaluation's comprehension iterations (10,000),
+not the memory it allocates, and its Python binding has no option to bound,
+replace or turn off concatenation (an environment config that excludes the
+overloads hides them from the checker only: `dyn + dyn` still concatenates
+at run time; a replacement overload is refused as a duplicate). Every value
+an evaluation builds stays in its arena until the evaluation ends, so:
 
-So the bound is static, checked once at compile time on the tree the checker
-produced (a `cel.expr.CheckedExpr`, which names the overloads each call may
-take, read here straight from its wire format):
+* a concatenation (or `bytes()`/`string()` between strings and bytes) copies
+  its operands: inside a comprehension it does so once per element
+  (`input.l.map(x, input.s + input.s)`: 2 MiB per element of a 1 MiB
+  string), and a chain `a + b + c + ...` keeps every partial result;
+* `map` and `filter` append to their result list by copying it, so one over
+  n elements holds about n * n / 2 element handles of 32 bytes (a `map` over
+  10,000 elements: 1.6 GB).
 
-* no copying call (`+` that may join strings, bytes or lists, or
-  `bytes()`/`string()` between them) inside a comprehension's loop, where it
-  would run once per element, up to the iteration budget;
+The bounds, checked once at compile time on the tree the checker produced (a
+`cel.expr.CheckedExpr`, which names the overloads each call may take, read
+here straight from its wire format):
+
+* no copying call in a comprehension's range, condition or step;
 * elsewhere, the copies an expression makes, each weighted by the data
-  operands it copies, stay within `MAX_COPY_WEIGHT`: the memory copies take
-  is at most that many times the largest value in the data.
-
-The macros' own accumulation (`map` and `filter` append to their result
-list) is done in place by the runtime and is not counted.
+  operands it copies, stay within `MAX_COPY_WEIGHT`;
+* an expression that appends (uses `map` or `filter`) reports the data paths
+  it reads (`Inspection.read_paths`), so that the evaluator can refuse data
+  whose lists or maps are too long for it (see `flowservice.expressions`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_COPY_WEIGHT", "CopyProblem", "copy_problems"]
+__all__ = ["MAX_COPY_WEIGHT", "CopyProblem", "Inspection", "inspect_expression"]
 
 MAX_COPY_WEIGHT = 16
-"""Copies of data one expression may make outside comprehension loops, counted as the
-data operands each concatenation or conversion copies (`a + b + c` weighs 2 + 3;
-constants weigh nothing). Reported as `max_expression_copies`."""
+"""Copies of data one expression may make outside comprehensions, counted as the data
+operands each concatenation or conversion copies (`a + b + c` weighs 2 + 3;
+constants weigh nothing): the memory they take is at most this many times the
+largest value read. Reported as `max_expression_copies`."""
 
 COPYING_OVERLOADS = frozenset(
     {"add_string", "add_bytes", "add_list", "string_to_bytes", "bytes_to_string"}
@@ -54,6 +56,19 @@ class CopyProblem:
     """What is wrong and how to avoid it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What `inspect_expression` found."""
+
+    problems: tuple[CopyProblem, ...]
+    """Why the expression must not run; empty when it may."""
+    appends: bool
+    """Whether it uses `map` or `filter`, whose cost grows with the square of their range."""
+    read_paths: tuple[tuple[str, ...], ...]
+    """The data it reads, as field paths from a variable (`("tasks", "fetch", "output")`);
+    a bare variable or an index (`input[k]`) reads the whole variable."""
+
+
 @dataclass(slots=True)
 class _Node:
     """One `cel.expr.Expr`, with only what the checks read."""
@@ -61,15 +76,19 @@ class _Node:
     id: int = 0
     kind: str = ""
     name: str = ""
-    """The identifier (ident), function (call) or accumulator variable (comprehension)."""
+    """The identifier (ident), function (call), field (select) or accumulator
+    variable (comprehension)."""
     children: list[_Node] = field(default_factory=list)
     """Operands evaluated once: a call's target and args, elements, entries, ..."""
     looped: list[_Node] = field(default_factory=list)
-    """A comprehension's loop condition and step, evaluated once per element."""
+    """A comprehension's range, loop condition and step."""
 
 
-def copy_problems(serialized: bytes) -> list[CopyProblem]:
-    """The problems of a checked expression, as `Expression.serialize()` gives it."""
+def inspect_expression(serialized: bytes, variables: tuple[str, ...]) -> Inspection:
+    """Inspects a checked expression, as `Expression.serialize()` gives it.
+
+    `variables` are the names whose data paths `Inspection.read_paths` lists.
+    """
     overloads: dict[int, set[str]] = {}
     positions: dict[int, int] = {}
     root = _Node()
@@ -90,7 +109,7 @@ def copy_problems(serialized: bytes) -> list[CopyProblem]:
                     key, offset = _map_entry(entry)
                     if isinstance(offset, int):
                         positions[key] = offset
-    checker = _Checker(overloads, positions)
+    checker = _Checker(overloads, positions, frozenset(variables))
     checker.visit(root, in_loop=False, accumulators=frozenset())
     if checker.weight > MAX_COPY_WEIGHT:
         checker.problems.append(
@@ -101,35 +120,30 @@ def copy_problems(serialized: bytes) -> list[CopyProblem]:
                 f"{MAX_COPY_WEIGHT} (max_expression_copies)",
             )
         )
-    return checker.problems
+    return Inspection(tuple(checker.problems), checker.appends, tuple(sorted(checker.paths)))
 
 
 @dataclass
 class _Checker:
     overloads: Mapping[int, set[str]]
     positions: Mapping[int, int]
+    variables: frozenset[str]
     weight: int = 0
     first_copy: int = 0
+    appends: bool = False
     problems: list[CopyProblem] = field(default_factory=list)
+    paths: set[tuple[str, ...]] = field(default_factory=set)
 
     def visit(self, node: _Node, *, in_loop: bool, accumulators: frozenset[str]) -> None:
+        path = _read_path(node)
+        if path is not None:
+            if path[0] in self.variables:
+                self.paths.add(path)
+            return
         if node.kind == "comprehension":
             accumulators = accumulators | {node.name}
         elif node.kind == "call" and self._copies(node, accumulators):
-            offset = self.positions.get(node.id, 0)
-            if in_loop:
-                self.problems.append(
-                    CopyProblem(
-                        offset,
-                        "this may concatenate or convert strings, bytes or lists, which "
-                        "inside map/filter/all/exists/exists_one copies data once per "
-                        "element; move it out of the macro, or make the operands numbers "
-                        "(double(x) + 1.0)",
-                    )
-                )
-            else:
-                self.first_copy = offset if not self.weight else self.first_copy
-                self.weight += sum(_data_operands(arg) for arg in node.children)
+            self._copy(node, in_loop)
         for child in node.children:
             self.visit(child, in_loop=in_loop, accumulators=accumulators)
         for child in node.looped:
@@ -139,8 +153,37 @@ class _Checker:
         if not self.overloads.get(node.id, set()) & COPYING_OVERLOADS:
             return False
         first = node.children[0] if node.children else None
-        # `@result + [x]`: a macro appending to its own result, in place.
-        return not (first and first.kind == "ident" and first.name in accumulators)
+        if first is not None and first.kind == "ident" and first.name in accumulators:
+            self.appends = True  # `@result + [x]`: map or filter appending to its result
+            return False
+        return True
+
+    def _copy(self, node: _Node, in_loop: bool) -> None:
+        offset = self.positions.get(node.id, 0)
+        if in_loop:
+            self.problems.append(
+                CopyProblem(
+                    offset,
+                    "this may concatenate or convert strings, bytes or lists, which in "
+                    "the range, condition or step of map/filter/all/exists/exists_one "
+                    "copies data once per element; move it out of the macro, or make "
+                    "the operands numbers (double(x) + 1.0)",
+                )
+            )
+        else:
+            self.first_copy = offset if not self.weight else self.first_copy
+            self.weight += sum(_data_operands(arg) for arg in node.children)
+
+
+def _read_path(node: _Node) -> tuple[str, ...] | None:
+    """`("input", "a", "b")` for `input.a.b` or `input`; None for anything else."""
+    fields: list[str] = []
+    while node.kind == "select":
+        fields.append(node.name)
+        node = node.children[0]
+    if node.kind != "ident":
+        return None
+    return (node.name, *reversed(fields))
 
 
 def _data_operands(node: _Node) -> int:
@@ -162,8 +205,8 @@ _KINDS = {
     8: "struct",
     9: "comprehension",
 }
-_ONCE = {"select": {1}, "call": {1, 3}, "list": {1}, "comprehension": {2, 4, 7}}
-_LOOPED = {5, 6}  # Comprehension.loop_condition, loop_step
+_ONCE = {"select": {1}, "call": {1, 3}, "list": {1}, "comprehension": {4, 7}}
+_LOOPED = {2, 5, 6}  # Comprehension.iter_range, loop_condition, loop_step
 
 
 def _expr(data: bytes) -> _Node:
@@ -190,7 +233,12 @@ def _fill(node: _Node, data: bytes) -> None:
             node.children.append(_expr(value))
         elif node.kind == "comprehension" and number in _LOOPED:
             node.looped.append(_expr(value))
-        elif (node.kind, number) in (("ident", 1), ("call", 2), ("comprehension", 3)):
+        elif (node.kind, number) in (
+            ("ident", 1),
+            ("select", 2),
+            ("call", 2),
+            ("comprehension", 3),
+        ):
             node.name = value.decode()
 
 
