@@ -16,8 +16,7 @@ an evaluation builds stays in its arena until the evaluation ends, so:
   10,000 elements: 1.6 GB).
 
 The bounds, checked once at compile time on the tree the checker produced (a
-`cel.expr.CheckedExpr`, which names the overloads each call may take, read
-here straight from its wire format):
+`cel.expr.CheckedExpr`, which names the overloads each call may take):
 
 * no copying call in a comprehension's range, condition or step;
 * elsewhere, the copies an expression makes, each weighted by the data
@@ -29,8 +28,11 @@ here straight from its wire format):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 
 __all__ = ["MAX_COPY_WEIGHT", "CopyProblem", "Inspection", "inspect_expression"]
 
@@ -44,6 +46,7 @@ COPYING_OVERLOADS = frozenset(
     {"add_string", "add_bytes", "add_list", "string_to_bytes", "bytes_to_string"}
 )
 """The standard overloads whose result is a copy of their operands."""
+_COPYING_NAMES = tuple(name.encode() for name in sorted(COPYING_OVERLOADS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,26 +92,12 @@ def inspect_expression(serialized: bytes, variables: tuple[str, ...]) -> Inspect
 
     `variables` are the names whose data paths `Inspection.read_paths` lists.
     """
-    overloads: dict[int, set[str]] = {}
-    positions: dict[int, int] = {}
-    root = _Node()
-    for number, value in _fields(_any_value(serialized)):
-        if number == 2 and isinstance(value, bytes):  # reference_map entry
-            key, reference = _map_entry(value)
-            if isinstance(reference, bytes):
-                overloads[key] = {
-                    item.decode()
-                    for n, item in _fields(reference)
-                    if n == 3 and isinstance(item, bytes)
-                }
-        elif number == 4 and isinstance(value, bytes):
-            root = _expr(value)
-        elif number == 5 and isinstance(value, bytes):  # source_info
-            for n, entry in _fields(value):
-                if n == 4 and isinstance(entry, bytes):  # positions
-                    key, offset = _map_entry(entry)
-                    if isinstance(offset, int):
-                        positions[key] = offset
+    if not _may_copy(serialized):  # most expressions: no need to read the tree
+        return Inspection((), appends=False, read_paths=())
+    checked = _CHECKED_EXPR.FromString(any_pb2.Any.FromString(serialized).value)
+    overloads = {entry.key: entry.value.overload_id for entry in checked.reference_map}
+    positions = {entry.key: entry.value for entry in checked.source_info.positions}
+    root = _node(checked.expr)
     checker = _Checker(overloads, positions, frozenset(variables))
     checker.visit(root, in_loop=False, accumulators=frozenset())
     if checker.weight > MAX_COPY_WEIGHT:
@@ -125,7 +114,8 @@ def inspect_expression(serialized: bytes, variables: tuple[str, ...]) -> Inspect
 
 @dataclass
 class _Checker:
-    overloads: Mapping[int, set[str]]
+    overloads: Mapping[int, Sequence[str]]
+    """The overloads each call may take, by expression id."""
     positions: Mapping[int, int]
     variables: frozenset[str]
     weight: int = 0
@@ -150,7 +140,7 @@ class _Checker:
             self.visit(child, in_loop=True, accumulators=accumulators)
 
     def _copies(self, node: _Node, accumulators: frozenset[str]) -> bool:
-        if not self.overloads.get(node.id, set()) & COPYING_OVERLOADS:
+        if COPYING_OVERLOADS.isdisjoint(self.overloads.get(node.id, ())):
             return False
         first = node.children[0] if node.children else None
         if first is not None and first.kind == "ident" and first.name in accumulators:
@@ -175,6 +165,11 @@ class _Checker:
             self.weight += sum(_data_operands(arg) for arg in node.children)
 
 
+def _may_copy(encoded: bytes) -> bool:
+    """Whether encoded CEL data names a copying overload (a quick test on the bytes)."""
+    return any(name in encoded for name in _COPYING_NAMES)
+
+
 def _read_path(node: _Node) -> tuple[str, ...] | None:
     """`("input", "a", "b")` for `input.a.b` or `input`; None for anything else."""
     fields: list[str] = []
@@ -195,99 +190,115 @@ def _data_operands(node: _Node) -> int:
     return 1
 
 
-# Field numbers of cel-spec's syntax.proto (Expr and its parts).
-_KINDS = {
-    3: "const",
-    4: "ident",
-    5: "select",
-    6: "call",
-    7: "list",
-    8: "struct",
-    9: "comprehension",
-}
-_ONCE = {"select": {1}, "call": {1, 3}, "list": {1}, "comprehension": {4, 7}}
-_LOOPED = {2, 5, 6}  # Comprehension.iter_range, loop_condition, loop_step
-
-
-def _expr(data: bytes) -> _Node:
-    node = _Node()
-    for number, value in _fields(data):
-        if number == 2 and isinstance(value, int):
-            node.id = value
-        elif number in _KINDS and isinstance(value, bytes):
-            node.kind = _KINDS[number]
-            _fill(node, value)
+def _node(expr: Any) -> _Node:
+    """The `_Node` tree of a `cel.expr.Expr` message."""
+    kind = expr.WhichOneof("kind") or ""
+    node = _Node(expr.id, kind)
+    if kind == "ident":
+        node.name = expr.ident.name
+    elif kind == "select":
+        node.name = expr.select.field
+        node.children.append(_node(expr.select.operand))
+    elif kind == "call":
+        call = expr.call
+        node.name = call.function
+        if call.HasField("target"):
+            node.children.append(_node(call.target))
+        node.children.extend(_node(arg) for arg in call.args)
+    elif kind == "list":
+        node.children.extend(_node(element) for element in expr.list.elements)
+    elif kind == "struct":
+        for entry in expr.struct.entries:
+            if entry.HasField("map_key"):
+                node.children.append(_node(entry.map_key))
+            node.children.append(_node(entry.value))
+    elif kind == "comprehension":
+        loop = expr.comprehension
+        node.name = loop.accu_var
+        node.children.extend((_node(loop.accu_init), _node(loop.result)))
+        node.looped.extend(
+            _node(part) for part in (loop.iter_range, loop.loop_condition, loop.loop_step)
+        )
     return node
 
 
-def _fill(node: _Node, data: bytes) -> None:
-    once = _ONCE.get(node.kind, set())
-    for number, value in _fields(data):
-        if not isinstance(value, bytes):
-            continue
-        if node.kind == "struct" and number == 2:  # entries: map_key (3) and value (4)
-            node.children.extend(
-                _expr(part) for n, part in _fields(value) if n in (3, 4) and isinstance(part, bytes)
+def _checked_expr_class() -> Any:
+    """A message class for `cel.expr.CheckedExpr`, declaring only the fields read here.
+
+    The field numbers are those of cel-spec's checked.proto and syntax.proto;
+    the binding ships no Python classes for them, and parsing with the
+    protobuf runtime is far faster than reading the wire format in Python.
+    Maps are declared as the repeated key/value messages they are on the wire.
+    """
+    file = descriptor_pb2.FileDescriptorProto(
+        name="flowservice/cel_checked_expr_subset.proto",
+        package="flowservice.celsubset",
+        syntax="proto3",
+    )
+    scalar = {"int64": _Field.TYPE_INT64, "int32": _Field.TYPE_INT32, "string": _Field.TYPE_STRING}
+    for name, fields in _MESSAGES.items():
+        message = file.message_type.add(name=name)
+        if name == "Expr":
+            message.oneof_decl.add(name="kind")
+        for field_name, number, type_name, repeated in fields:
+            declared = message.field.add(
+                name=field_name,
+                number=number,
+                label=_Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL,
             )
-        elif number in once:
-            node.children.append(_expr(value))
-        elif node.kind == "comprehension" and number in _LOOPED:
-            node.looped.append(_expr(value))
-        elif (node.kind, number) in (
-            ("ident", 1),
-            ("select", 2),
-            ("call", 2),
-            ("comprehension", 3),
-        ):
-            node.name = value.decode()
+            if type_name in scalar:
+                declared.type = scalar[type_name]
+            else:
+                declared.type = _Field.TYPE_MESSAGE
+                declared.type_name = f".flowservice.celsubset.{type_name}"
+            if name == "Expr" and number >= 3:
+                declared.oneof_index = 0
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    descriptor = pool.FindMessageTypeByName("flowservice.celsubset.CheckedExpr")
+    return message_factory.GetMessageClass(descriptor)
 
 
-def _any_value(serialized: bytes) -> bytes:
-    """The `value` of a `google.protobuf.Any`."""
-    for number, value in _fields(serialized):
-        if number == 2 and isinstance(value, bytes):
-            return value
-    return b""
-
-
-def _map_entry(data: bytes) -> tuple[int, int | bytes]:
-    key: int = 0
-    value: int | bytes = b""
-    for number, item in _fields(data):
-        if number == 1 and isinstance(item, int):
-            key = item
-        elif number == 2:
-            value = item
-    return key, value
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) pairs of a protobuf message: varints as ints, the rest as bytes."""
-    position = 0
-    while position < len(data):
-        tag, position = _varint(data, position)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            value, position = _varint(data, position)
-            yield number, value
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            yield number, data[position : position + length]
-            position += length
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            yield number, data[position : position + size]
-            position += size
-        else:
-            raise ValueError(f"unexpected wire type {wire_type} in a checked expression")
-
-
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, position
+_Field = descriptor_pb2.FieldDescriptorProto
+# message: (field, number, type, repeated)
+_MESSAGES: dict[str, tuple[tuple[str, int, str, bool], ...]] = {
+    "CheckedExpr": (
+        ("reference_map", 2, "ReferenceEntry", True),
+        ("expr", 4, "Expr", False),
+        ("source_info", 5, "SourceInfo", False),
+    ),
+    "ReferenceEntry": (("key", 1, "int64", False), ("value", 2, "Reference", False)),
+    "Reference": (("overload_id", 3, "string", True),),
+    "SourceInfo": (("positions", 4, "PositionEntry", True),),
+    "PositionEntry": (("key", 1, "int64", False), ("value", 2, "int32", False)),
+    "Expr": (
+        ("id", 2, "int64", False),
+        ("const", 3, "Constant", False),
+        ("ident", 4, "Ident", False),
+        ("select", 5, "Select", False),
+        ("call", 6, "Call", False),
+        ("list", 7, "CreateList", False),
+        ("struct", 8, "CreateStruct", False),
+        ("comprehension", 9, "Comprehension", False),
+    ),
+    "Constant": (),
+    "Ident": (("name", 1, "string", False),),
+    "Select": (("operand", 1, "Expr", False), ("field", 2, "string", False)),
+    "Call": (
+        ("target", 1, "Expr", False),
+        ("function", 2, "string", False),
+        ("args", 3, "Expr", True),
+    ),
+    "CreateList": (("elements", 1, "Expr", True),),
+    "CreateStruct": (("entries", 2, "Entry", True),),
+    "Entry": (("map_key", 3, "Expr", False), ("value", 4, "Expr", False)),
+    "Comprehension": (
+        ("iter_range", 2, "Expr", False),
+        ("accu_var", 3, "string", False),
+        ("accu_init", 4, "Expr", False),
+        ("loop_condition", 5, "Expr", False),
+        ("loop_step", 6, "Expr", False),
+        ("result", 7, "Expr", False),
+    ),
+}
+_CHECKED_EXPR = _checked_expr_class()
