@@ -106,7 +106,11 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                     else {}
                 ),
                 timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
-                retry=_retry_from_proto(task.retry) if task.HasField("retry") else NO_RETRY,
+                retry=(
+                    _retry_from_proto(task.retry, f"flow.tasks[{index}].retry", problems)
+                    if task.HasField("retry")
+                    else NO_RETRY
+                ),
                 input_mapping=dict(task.input_mapping),
             )
             for index, task in enumerate(message.tasks)
@@ -163,9 +167,17 @@ def stubs_from_request(
     return stubs
 
 
-def _retry_from_proto(message: flow_pb2.RetryPolicy) -> RetryPolicy:
-    """Applies the documented defaults for unset fields; other values pass to validation."""
+def _retry_from_proto(
+    message: flow_pb2.RetryPolicy, path: str, problems: list[Violation]
+) -> RetryPolicy:
+    """Applies the documented defaults for unset fields; other values pass to validation.
+
+    A non-finite `backoff_coefficient` (which only binary protobuf can carry)
+    is added to `problems`: NaN would pass every comparison validation makes.
+    """
     defaults = NO_RETRY
+    if not math.isfinite(message.backoff_coefficient):
+        problems.append(_non_finite(f"{path}.backoff_coefficient", message.backoff_coefficient))
     return RetryPolicy(
         max_attempts=message.max_attempts or defaults.max_attempts,
         initial_interval=(
@@ -308,13 +320,7 @@ def _value_to_json(value: struct_pb2.Value, path: str, problems: list[Violation]
         case "number_value":
             number = value.number_value
             if not math.isfinite(number):
-                problems.append(
-                    Violation(
-                        path,
-                        f"{number} is not a number JSON can carry; use a finite number",
-                        "NON_FINITE_NUMBER",
-                    )
-                )
+                problems.append(_non_finite(path, number))
             return number
         case "string_value":
             return value.string_value
@@ -328,6 +334,12 @@ def _value_to_json(value: struct_pb2.Value, path: str, problems: list[Violation]
                 for index, item in enumerate(value.list_value.values)
             ]
     return None  # null, or no kind set (which JSON also reads as null)
+
+
+def _non_finite(path: str, number: float) -> Violation:
+    return Violation(
+        path, f"{number} is not a number JSON can carry; use a finite number", "NON_FINITE_NUMBER"
+    )
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

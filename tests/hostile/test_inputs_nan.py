@@ -138,6 +138,24 @@ async def test_validate_returns_non_finite_numbers_as_errors(channel: grpc.aio.C
     }
 
 
+@pytest.mark.parametrize("coefficient", [NAN, INF])
+async def test_a_non_finite_backoff_coefficient_is_refused(
+    channel: grpc.aio.Channel, coefficient: float
+) -> None:
+    # NaN passes every comparison validation makes; it failed deep in the retry delay.
+    stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+    flow = one_task({"fail": True})
+    flow.tasks[0].retry.max_attempts = 3
+    flow.tasks[0].retry.backoff_coefficient = coefficient
+
+    with pytest.raises(grpc.RpcError) as raised:
+        await stub.Execute(flow_service_pb2.ExecuteRequest(flow=flow), timeout=10)
+
+    assert violations(raised.value) == {
+        "flow.tasks[0].retry.backoff_coefficient": "NON_FINITE_NUMBER"
+    }
+
+
 async def test_finite_extremes_still_run(channel: grpc.aio.Channel) -> None:
     stub = flow_service_pb2_grpc.FlowServiceStub(channel)
     params = {"output": {"max": 1.7976931348623157e308, "tiny": 5e-324}}
