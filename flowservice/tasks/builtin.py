@@ -3,6 +3,12 @@
 `fetch_data`, `process_data` and `store_data` pass deterministic mock data
 from one to the next through their outputs, so the seed's example pipeline
 shows data moving without touching anything outside the process.
+
+Params come from callers, so every one is checked (kind, range, length,
+with the bounds below) before a task does any work; a bad one fails the
+task with `error_type` `InvalidParams` and a message that names the param
+but never echoes its value. No task handles more than `MAX_RECORDS`
+records, so none holds the event loop for long.
 """
 
 from __future__ import annotations
