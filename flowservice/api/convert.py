@@ -7,11 +7,14 @@ loudly here instead of being misread.
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from flowmanager.v1 import flow_pb2, flow_service_pb2
 from flowservice.engine import ValidationReport
@@ -82,8 +85,13 @@ def flow_from_request(
 
 
 def flow_from_proto(message: flow_pb2.Flow) -> Flow:
-    """The domain `Flow` a `flowmanager.v1.Flow` message describes (not yet validated)."""
-    return Flow(
+    """The domain `Flow` a `flowmanager.v1.Flow` message describes (not yet validated).
+
+    Raises `InvalidFlowError` when a task's params hold a number JSON cannot
+    carry (NaN or an infinity), naming each one's field.
+    """
+    problems: list[Violation] = []
+    flow = Flow(
         id=message.id,
         name=message.name,
         start_task=message.start_task,
@@ -92,12 +100,20 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                 name=task.name,
                 type=task.type or DEFAULT_TASK_TYPE,
                 description=task.description,
-                params=_struct_to_dict(task.params) if task.HasField("params") else {},
+                params=(
+                    _struct_to_dict(task.params, f"flow.tasks[{index}].params", problems)
+                    if task.HasField("params")
+                    else {}
+                ),
                 timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
-                retry=_retry_from_proto(task.retry) if task.HasField("retry") else NO_RETRY,
+                retry=(
+                    _retry_from_proto(task.retry, f"flow.tasks[{index}].retry", problems)
+                    if task.HasField("retry")
+                    else NO_RETRY
+                ),
                 input_mapping=dict(task.input_mapping),
             )
-            for task in message.tasks
+            for index, task in enumerate(message.tasks)
         ),
         conditions=tuple(
             Condition(
@@ -114,13 +130,20 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
         timeout=_timedelta(message.timeout) if message.HasField("timeout") else None,
         output=message.output,
     )
+    _raise_if_any(problems)
+    return flow
 
 
 def input_from_request(
     request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
 ) -> dict[str, Any]:
-    """The flow input a request carries (empty when it has none)."""
-    return _struct_to_dict(request.input) if request.HasField("input") else {}
+    """The flow input a request carries (empty when it has none); checked like params."""
+    if not request.HasField("input"):
+        return {}
+    problems: list[Violation] = []
+    flow_input = _struct_to_dict(request.input, "input", problems)
+    _raise_if_any(problems)
+    return flow_input
 
 
 def stubs_from_request(
@@ -128,20 +151,35 @@ def stubs_from_request(
     | flow_service_pb2.ExecuteStreamRequest
     | flow_service_pb2.ValidateRequest,
 ) -> dict[str, TaskStub]:
-    """The what-if stubs a request carries, by task name."""
-    return {
+    """The what-if stubs a request carries, by task name; outputs checked like params."""
+    problems: list[Violation] = []
+    stubs = {
         name: TaskStub(
             outcome=_OUTCOME_FROM_PROTO.get(stub.outcome),
-            output=_struct_to_dict(stub.output) if stub.HasField("output") else {},
+            output=(
+                _struct_to_dict(stub.output, f'stubs["{name}"].output', problems)
+                if stub.HasField("output")
+                else {}
+            ),
             error=stub.error,
         )
         for name, stub in request.stubs.items()
     }
+    _raise_if_any(problems)
+    return stubs
 
 
-def _retry_from_proto(message: flow_pb2.RetryPolicy) -> RetryPolicy:
-    """Applies the documented defaults for unset fields; other values pass to validation."""
+def _retry_from_proto(
+    message: flow_pb2.RetryPolicy, path: str, problems: list[Violation]
+) -> RetryPolicy:
+    """Applies the documented defaults for unset fields; other values pass to validation.
+
+    A non-finite `backoff_coefficient` (which only binary protobuf can carry)
+    is added to `problems`: NaN would pass every comparison validation makes.
+    """
     defaults = NO_RETRY
+    if not math.isfinite(message.backoff_coefficient):
+        problems.append(_non_finite(f"{path}.backoff_coefficient", message.backoff_coefficient))
     return RetryPolicy(
         max_attempts=message.max_attempts or defaults.max_attempts,
         initial_interval=(
@@ -264,8 +302,61 @@ def _issue(violation: Violation) -> flow_service_pb2.ValidationIssue:
     )
 
 
-def _struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+def _struct_to_dict(
+    struct: struct_pb2.Struct, path: str, problems: list[Violation]
+) -> dict[str, Any]:
+    """The JSON data of a Struct (numbers as floats, as `json_format.MessageToDict` gives).
+
+    A binary Struct can hold NaN and the infinities, which JSON (and so the
+    rest of the service, and the response) cannot: each is added to `problems`
+    with its field path, e.g. `flow.tasks[0].params.rows[2]`.
+    """
+    return {
+        key: _value_to_json(value, _key_path(path, key), problems)
+        for key, value in struct.fields.items()
+    }
+
+
+def _value_to_json(value: struct_pb2.Value, path: str, problems: list[Violation]) -> Any:
+    match value.WhichOneof("kind"):
+        case "number_value":
+            number = value.number_value
+            if not math.isfinite(number):
+                problems.append(_non_finite(path, number))
+            return number
+        case "string_value":
+            return value.string_value
+        case "bool_value":
+            return value.bool_value
+        case "struct_value":
+            return _struct_to_dict(value.struct_value, path, problems)
+        case "list_value":
+            return [
+                _value_to_json(item, f"{path}[{index}]", problems)
+                for index, item in enumerate(value.list_value.values)
+            ]
+    return None  # null, or no kind set (which JSON also reads as null)
+
+
+def _non_finite(path: str, number: float) -> Violation:
+    return Violation(
+        path, f"{number} is not a number JSON can carry; use a finite number", "NON_FINITE_NUMBER"
+    )
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key_path(path: str, key: str) -> str:
+    """`path.key`, or `path["key"]` for a key that is not an identifier."""
+    if _IDENTIFIER.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def _raise_if_any(problems: list[Violation]) -> None:
+    if problems:
+        raise InvalidFlowError(tuple(problems))
 
 
 def _timedelta(duration: duration_pb2.Duration) -> timedelta:

@@ -3,18 +3,60 @@
 `fetch_data`, `process_data` and `store_data` pass deterministic mock data
 from one to the next through their outputs, so the seed's example pipeline
 shows data moving without touching anything outside the process.
+
+Params come from callers, so every one is checked (kind, range, length,
+with the bounds below) before a task does any work; a bad one fails the
+task with `error_type` `InvalidParams` and a message that names the param
+but never echoes its value. No task handles more than `MAX_RECORDS`
+records, so none holds the event loop for long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from flowservice.expressions import MAX_LIST_ITEMS
 from flowservice.tasks.base import TaskContext, TaskFailure, TaskOutput
 from flowservice.tasks.registry import TaskRegistry
 
-__all__ = ["builtin_registry", "fetch_data", "mock", "process_data", "store_data"]
+__all__ = [
+    "INVALID_PARAMS",
+    "MAX_FAIL_ATTEMPTS",
+    "MAX_NAME_LENGTH",
+    "MAX_RECORDS",
+    "MAX_SLEEP_MS",
+    "MAX_TEXT_LENGTH",
+    "builtin_registry",
+    "fetch_data",
+    "mock",
+    "process_data",
+    "store_data",
+]
+
+INVALID_PARAMS = "InvalidParams"
+"""The `error_type` of a built-in task given params it cannot use.
+
+Every param is checked before the task does any work. The check is
+deterministic, so a retry fails the same way: retrying cannot help, and a
+flow that retries these tasks should list it in `retry.non_retryable_errors`."""
+
+MAX_RECORDS = MAX_LIST_ITEMS
+"""fetch_data's largest `count`, and the most records process_data and store_data
+take: 1,000, as many as an expression using `map` or `filter` may read (so
+`tasks.fetch.output.records.filter(...)` works for any count), and far within
+the default `max_output_bytes` (31 bytes a record as compact JSON). Checked
+before any list is built."""
+MAX_SLEEP_MS = 3_600_000
+"""mock's largest `sleep_ms` (one hour; an execution's time limit cuts it shorter)."""
+MAX_FAIL_ATTEMPTS = 10_000
+"""mock's largest `fail_attempts` (above the largest `retry.max_attempts` anyone needs)."""
+MAX_TEXT_LENGTH = 1_024
+"""Characters in `error`, `source` and `destination`."""
+MAX_NAME_LENGTH = 128
+"""Characters in `error_type` and `from` (the default `max_name_length`)."""
 
 
 async def mock(ctx: TaskContext) -> TaskOutput:
@@ -27,34 +69,32 @@ async def mock(ctx: TaskContext) -> TaskOutput:
     With no params it succeeds at once with no output.
     """
     params = ctx.params
-    sleep_ms = params.get("sleep_ms", 0)
-    if not _is_count(sleep_ms):
-        raise TaskFailure(f"params.sleep_ms must be a non-negative number, got {sleep_ms!r}")
-    if sleep_ms:
-        await asyncio.sleep(sleep_ms / 1000)
-    fail_attempts = params.get("fail_attempts", 0)
-    if not _is_count(fail_attempts):
-        raise TaskFailure(
-            f"params.fail_attempts must be a non-negative number, got {fail_attempts!r}"
-        )
-    if params.get("fail", False) is True or ctx.attempt <= fail_attempts:
-        raise TaskFailure(
-            str(params.get("error") or f"task {ctx.task.name!r} failed (mock)"),
-            error_type=str(params.get("error_type") or "TaskFailure"),
-        )
+    sleep_ms = _whole_number(params, "sleep_ms", 0, MAX_SLEEP_MS)
+    fail_attempts = _whole_number(params, "fail_attempts", 0, MAX_FAIL_ATTEMPTS)
+    fail = params.get("fail", False)
+    if not isinstance(fail, bool):
+        raise _invalid(f"params.fail must be true or false, got {_kind(fail)}")
+    error = _text(params, "error", "", MAX_TEXT_LENGTH)
+    error_type = _text(params, "error_type", "", MAX_NAME_LENGTH)
     output = params.get("output", {})
     if not isinstance(output, Mapping):
-        raise TaskFailure(f"params.output must be an object, got {type(output).__name__}")
+        raise _invalid(f"params.output must be an object, got {_kind(output)}")
+    if sleep_ms:
+        await asyncio.sleep(sleep_ms / 1000)
+    if fail or ctx.attempt <= fail_attempts:
+        raise TaskFailure(
+            error or f"task {ctx.task.name!r} failed (mock)",
+            error_type=error_type or "TaskFailure",
+        )
     return output
 
 
 async def fetch_data(ctx: TaskContext) -> TaskOutput:
     """Produces `count` (default 3) deterministic records: ids 1..count, value = id * 10."""
-    count = ctx.params.get("count", 3)
-    if not _is_count(count):
-        raise TaskFailure(f"params.count must be a non-negative number, got {count!r}")
-    records = [{"id": i, "value": i * 10} for i in range(1, int(count) + 1)]
-    return {"records": records, "source": str(ctx.params.get("source", "mock://records"))}
+    count = _whole_number(ctx.params, "count", 3, MAX_RECORDS)
+    source = _text(ctx.params, "source", "mock://records", MAX_TEXT_LENGTH)
+    records = [{"id": i, "value": i * 10} for i in range(1, count + 1)]
+    return {"records": records, "source": source}
 
 
 async def process_data(ctx: TaskContext) -> TaskOutput:
@@ -65,51 +105,111 @@ async def process_data(ctx: TaskContext) -> TaskOutput:
     earlier task whose output has records.
     """
     records = _input_records(ctx)
-    processed = [{**record, "value": _number(record.get("value")) * 2} for record in records]
-    return {
-        "records": processed,
-        "count": len(processed),
-        "total": sum(record["value"] for record in processed),
-    }
+    processed = [{**record, "value": _doubled(record.get("value"))} for record in records]
+    total = math.fsum(record["value"] for record in processed)
+    if not math.isfinite(total):
+        raise _invalid("the records' values are too large to total")
+    return {"records": processed, "count": len(processed), "total": total}
 
 
 async def store_data(ctx: TaskContext) -> TaskOutput:
     """Pretends to store the records of an earlier task and reports how many."""
+    destination = _text(ctx.params, "destination", "memory://store", MAX_TEXT_LENGTH)
     records = _input_records(ctx)
-    return {
-        "stored": len(records),
-        "destination": str(ctx.params.get("destination", "memory://store")),
-    }
+    return {"stored": len(records), "destination": destination}
 
 
 def _input_records(ctx: TaskContext) -> list[Mapping[str, Any]]:
+    """The records to work on, checked before any is touched (see `process_data`)."""
     records = ctx.params.get("records")
-    if isinstance(records, list):  # given directly, e.g. by an input mapping
-        return [record for record in records if isinstance(record, Mapping)]
-    source = ctx.params.get("from")
-    if source is not None:
-        result = ctx.results.get(str(source))
+    if records is not None:  # given directly, e.g. by an input mapping
+        if not isinstance(records, list):
+            raise _invalid(f"params.records must be a list, got {_kind(records)}")
+        return _checked_records(records, "params.records")
+    source = _text(ctx.params, "from", "", MAX_NAME_LENGTH)
+    if "from" in ctx.params:
+        result = ctx.results.get(source)
         if result is None:
-            raise TaskFailure(f"params.from names {source!r}, which has not run")
-        candidates = [result.output]
+            raise _invalid(f"params.from names {source!r}, which has not run")
+        candidates = [(source, result.output)]
     else:
-        candidates = [result.output for result in list(ctx.results.values())[::-1]]
-    for output in candidates:
-        records = output.get("records")
-        if isinstance(records, list) and records:
-            return [record for record in records if isinstance(record, Mapping)]
+        candidates = [(name, result.output) for name, result in list(ctx.results.items())[::-1]]
+    for name, output in candidates:
+        found = output.get("records")
+        if isinstance(found, list) and found:
+            return _checked_records(found, f"the records of task {name!r}")
     raise TaskFailure(f"task {ctx.task.name!r} found no records to work on")
 
 
-def _is_count(value: Any) -> bool:
-    """Whether `value` is a non-negative number (JSON numbers arrive as floats)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+def _checked_records(records: list[Any], where: str) -> list[Mapping[str, Any]]:
+    if len(records) > MAX_RECORDS:
+        raise _invalid(f"{where} holds {len(records)} records, above the limit of {MAX_RECORDS}")
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise _invalid(f"{where}[{index}] must be an object, got {_kind(record)}")
+    return records
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TaskFailure(f"record value must be a number, got {value!r}")
+def _whole_number(params: Mapping[str, Any], name: str, default: int, maximum: int) -> int:
+    """`params[name]`, a whole number from 0 to `maximum` (JSON numbers arrive as floats)."""
+    value = params.get(name, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value <= maximum
+        or value != int(value)
+    ):
+        raise _invalid(
+            f"params.{name} must be a whole number from 0 to {maximum}, got {_shown(value)}"
+        )
+    return int(value)
+
+
+def _text(params: Mapping[str, Any], name: str, default: str, max_length: int) -> str:
+    """`params[name]`, a string of at most `max_length` characters."""
+    value = params.get(name, default)
+    if not isinstance(value, str):
+        raise _invalid(f"params.{name} must be a string, got {_kind(value)}")
+    if len(value) > max_length:
+        raise _invalid(
+            f"params.{name} is {len(value)} characters long, above the limit of {max_length}"
+        )
     return value
+
+
+def _doubled(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"a record's value must be a number, got {_shown(value)}")
+    doubled = value * 2
+    if not math.isfinite(doubled):
+        raise _invalid(f"a record's value must be a finite number below 1e308, got {value!r}")
+    return float(doubled)
+
+
+def _invalid(message: str) -> TaskFailure:
+    return TaskFailure(message, error_type=INVALID_PARAMS)
+
+
+def _kind(value: Any) -> str:
+    """A value's JSON kind, for messages (never the value: it may be huge)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    """A number as it was given; anything else by its kind."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return _kind(value)
 
 
 def builtin_registry() -> TaskRegistry:

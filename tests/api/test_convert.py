@@ -14,6 +14,8 @@ from flowservice.api.convert import (
     _STATUS,
     event_to_proto,
     flow_from_request,
+    input_from_request,
+    stubs_from_request,
     summary_to_proto,
 )
 from flowservice.errors import InvalidFlowError
@@ -175,3 +177,43 @@ def test_every_domain_enum_value_has_a_wire_value(table: object, enum: type) -> 
     assert isinstance(table, dict)
     assert set(table) == set(enum)
     assert 0 not in table.values()  # UNSPECIFIED is never sent
+
+
+def test_struct_numbers_arrive_as_floats_as_json_format_gives_them() -> None:
+    request = json_format.ParseDict(
+        {"flow": {"tasks": [{"name": "a", "params": {"n": 2, "l": [1, "x", None, True, {}]}}]}},
+        pb.ExecuteRequest(),
+    )
+
+    (task,) = flow_from_request(request).tasks
+
+    assert task.params == json_format.MessageToDict(request.flow.tasks[0].params)
+    assert task.params == {"n": 2.0, "l": [1.0, "x", None, True, {}]}
+
+
+def test_non_finite_numbers_are_refused_with_every_field_path() -> None:
+    request = pb.ExecuteRequest()
+    for index in range(2):
+        request.flow.tasks.add(name=f"t{index}").params.update(
+            {"x": float("nan"), "deep": {"l": [0, float("-inf")]}, "odd key": float("inf")}
+        )
+    request.input.update({"a": {"b": float("inf")}})
+    request.stubs["t0"].output.update({"y": float("nan")})
+
+    with pytest.raises(InvalidFlowError) as in_flow:
+        flow_from_request(request)
+    with pytest.raises(InvalidFlowError) as in_input:
+        input_from_request(request)
+    with pytest.raises(InvalidFlowError) as in_stubs:
+        stubs_from_request(request)
+
+    # Struct fields are a map: their order is not the order they were set in.
+    assert {v.field for v in in_flow.value.violations} == {
+        f"flow.tasks[{i}].{path}"
+        for i in range(2)
+        for path in ("params.x", "params.deep.l[1]", 'params["odd key"]')
+    }
+    assert [v.field for v in in_input.value.violations] == ["input.a.b"]
+    assert [v.field for v in in_stubs.value.violations] == ['stubs["t0"].output.y']
+    violations = in_flow.value.violations + in_input.value.violations + in_stubs.value.violations
+    assert {v.reason for v in violations} == {"NON_FINITE_NUMBER"}

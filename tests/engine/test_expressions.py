@@ -8,7 +8,15 @@ import pytest
 
 from flowservice.engine import Engine
 from flowservice.events import ConditionEvaluated, Event
-from flowservice.expressions import ITERATION_BUDGET, CompiledExpression, compile_expression
+from flowservice.expression_bounds import MAX_COPY_WEIGHT
+from flowservice.expressions import (
+    ITERATION_BUDGET,
+    MAX_LIST_ITEMS,
+    MAX_RESULT_BYTES,
+    CompiledExpression,
+    ExpressionError,
+    compile_expression,
+)
 from flowservice.limits import Limits
 from flowservice.models import (
     Branch,
@@ -20,6 +28,7 @@ from flowservice.models import (
     TaskStub,
 )
 from flowservice.tasks import TaskContext, builtin_registry
+from flowservice.tasks.builtin import MAX_RECORDS
 from flowservice.validation import validate
 
 LIMITS = Limits()
@@ -267,7 +276,8 @@ async def test_evaluation_is_bounded_by_the_iteration_budget() -> None:
         tasks=(Task("a", params={"output": {"xs": list(range(200))}}),),
         conditions=(
             Condition(
-                "a", expression="result.output.xs.all(x, result.output.xs.all(y, x + y >= 0.0))"
+                "a",
+                expression="result.output.xs.all(x, result.output.xs.all(y, double(x) + y >= 0.0))",
             ),
         ),
     )
@@ -285,6 +295,94 @@ def test_a_constant_expression_is_recognised() -> None:
     variable = compile_expression("input.a < 2")
     assert isinstance(variable, CompiledExpression)
     assert variable.constant_value() is None
+
+
+@pytest.mark.parametrize(
+    ("source", "column"),
+    [
+        ("size(input.l.map(x, input.s + input.s)) > 0", 29),
+        ("input.l.all(x, x + input.offset > 0.0)", 18),
+        ("input.l.exists(x, bytes(input.s).size() > 0)", 24),
+        ("[input.s].map(a, [a + a]).size() > 0", 21),
+        ("input.l.filter(x, x in (input.l + input.l)).size() > 0", 33),
+        ("(input.l + input.l).exists(x, x > 0.0)", 10),
+    ],
+)
+def test_copying_inside_a_macro_does_not_compile(source: str, column: int) -> None:
+    (problem,) = compile_expression(source)  # type: ignore[misc]
+    assert (problem.line, problem.column) == (1, column)
+
+
+def test_a_concatenation_chain_is_bounded_by_its_weight() -> None:
+    longest = 1
+    while sum(range(2, longest + 2)) <= MAX_COPY_WEIGHT:
+        longest += 1
+    within = " + ".join(["input.s"] * longest)
+    beyond = " + ".join(["input.s"] * (longest + 1))
+
+    assert isinstance(compile_expression(f"size({within}) > 0"), CompiledExpression)
+    assert not isinstance(compile_expression(f"size({beyond}) > 0"), CompiledExpression)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "'user-' + input.name + '-' + string(input.id) == 'user-a-1'",
+        "input.l.map(x, x * 2.0).size() > 0",
+        "input.l.filter(x, x > 1.0).size() > 0",
+        "input.l.all(x, double(x) + input.offset > 0.0)",
+        "(input.l + input.l).size() > 0",
+        "[input.s + input.s, input.s].size() > 0",
+    ],
+)
+def test_ordinary_expressions_that_copy_little_still_compile(source: str) -> None:
+    assert isinstance(compile_expression(source), CompiledExpression)
+
+
+def test_a_value_larger_than_the_result_budget_fails_the_evaluation() -> None:
+    compiled = compile_expression("input.l.map(x, input.s)")
+    assert isinstance(compiled, CompiledExpression)
+    data = {"input": {"l": [1.0] * 5, "s": "s" * (MAX_RESULT_BYTES // 4)}}
+
+    with pytest.raises(ExpressionError, match="max_expression_result_bytes"):
+        compiled.evaluate(data)
+    assert (
+        compiled.evaluate({"input": {**data["input"], "l": [1.0] * 3}}) == [data["input"]["s"]] * 3
+    )
+
+
+def test_map_and_filter_refuse_data_with_longer_lists_than_the_bound() -> None:
+    appending = compile_expression("size(input.a.l.filter(x, x > 1.0)) > 0")
+    testing = compile_expression("input.a.l.exists(x, x < 0.0)")
+    assert isinstance(appending, CompiledExpression)
+    assert isinstance(testing, CompiledExpression)
+    within = {"input": {"a": {"l": [2.0] * MAX_LIST_ITEMS}, "other": [0.0] * 5000}}
+    beyond = {"input": {"a": {"l": [{"deep": [2.0] * (MAX_LIST_ITEMS + 1)}]}}}
+
+    assert appending.evaluate(within) is True  # a long list it does not read is fine
+    with pytest.raises(ExpressionError, match="max_expression_list_items"):
+        appending.evaluate(beyond)
+    assert testing.evaluate({"input": {"a": {"l": [1.0] * 5000}}}) is False  # no appending
+
+
+async def test_a_filter_reads_the_most_records_fetch_data_makes() -> None:
+    flow = Flow(
+        start_task="fetch",
+        tasks=(
+            Task("fetch", type="fetch_data", params={"count": MAX_RECORDS}),
+            Task(
+                "process",
+                type="process_data",
+                input_mapping={"records": "tasks.fetch.output.records.filter(r, r.id > 10.0)"},
+            ),
+        ),
+        conditions=(Condition("fetch", outcome="success", target_task_success="process"),),
+    )
+
+    summary = await Engine(builtin_registry()).execute(flow)
+
+    assert summary.status is ExecutionStatus.COMPLETED
+    assert summary.task_results[-1].output["count"] == MAX_RECORDS - 10
 
 
 async def test_a_stubbed_task_does_not_run_and_says_so() -> None:
