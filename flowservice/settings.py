@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flowservice.limits import Limits
+from flowservice.security import SecuritySettings
 
 __all__ = ["Settings"]
 
@@ -40,6 +41,27 @@ _LIMIT_FLAGS = (
         "executions at once; past it calls get RESOURCE_EXHAUSTED",
     ),
     ("--max-run-time", "max_run_time", "seconds any execution may run"),
+)
+
+# (flag, SecuritySettings field, help): TLS, authentication and exposure; see
+# docs/security.md. Each takes a path or a value; "" (the default) leaves it off.
+_SECURITY_FLAGS = (
+    ("--tls-cert", "tls_cert", "PEM certificate chain; with --tls-key, serve TLS"),
+    ("--tls-key", "tls_key", "PEM private key of --tls-cert"),
+    ("--tls-client-ca", "tls_client_ca", "PEM CA bundle; require client certificates it signs"),
+    ("--jwt-public-key", "jwt_public_key", "PEM public key that signs bearer JWTs"),
+    ("--jwt-jwks", "jwt_jwks", "JWKS file of public keys that sign bearer JWTs"),
+    ("--jwt-issuer", "jwt_issuer", "required JWT iss"),
+    ("--jwt-audience", "jwt_audience", "required JWT aud"),
+    ("--static-tokens", "static_tokens", "file of name:sha256hex bearer tokens"),
+    ("--auth-policy", "auth_policy", "YAML or JSON file: which identity may call which RPC"),
+    ("--metrics-tls-cert", "metrics_tls_cert", "PEM certificate chain; serve /metrics on HTTPS"),
+    ("--metrics-tls-key", "metrics_tls_key", "PEM private key of --metrics-tls-cert"),
+    (
+        "--metrics-tls-client-ca",
+        "metrics_tls_client_ca",
+        "PEM CA bundle; /metrics requires client certificates it signs",
+    ),
 )
 
 
@@ -77,6 +99,8 @@ class Settings:
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    """TLS, authentication, authorization, reflection; all open by default."""
 
     @classmethod
     def from_args(
@@ -161,6 +185,15 @@ class Settings:
         for flag, name, help_text in _LIMIT_FLAGS:
             value = getattr(defaults.limits, name)
             add(flag, value, type(value), help_text, dest=name)
+        for flag, name, help_text in _SECURITY_FLAGS:
+            add(flag, getattr(defaults.security, name), str, help_text, dest=name)
+        add(
+            "--reflection",
+            "on",
+            str,
+            "serve gRPC server reflection (grpcurl list/describe)",
+            choices=["on", "off"],
+        )
 
         args = parser.parse_args([*from_env, *(sys.argv[1:] if argv is None else argv)])
         limits = Limits(**{name: getattr(args, name) for _, name, _ in _LIMIT_FLAGS})
@@ -173,6 +206,12 @@ class Settings:
             parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
         if args.workers < 1:
             parser.error("--workers must be at least 1")
+        security = SecuritySettings(
+            **{name: getattr(args, name) for _, name, _ in _SECURITY_FLAGS},
+            reflection=args.reflection == "on",
+        )
+        for problem in security.problems():
+            parser.error(problem)
         return cls(
             address=args.address,
             grace_period=args.grace_period,
@@ -187,4 +226,5 @@ class Settings:
             reuse_port=args.reuse_port,
             otlp_endpoint=args.otlp_endpoint,
             limits=limits,
+            security=security,
         )

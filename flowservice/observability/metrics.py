@@ -72,10 +72,29 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, address: str) -> int:
-        """Serves /metrics over HTTP on `address` (host:port, port 0 picks one); the port."""
+    def serve(
+        self,
+        address: str,
+        *,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        client_cafile: str | None = None,
+    ) -> int:
+        """Serves /metrics on `address` (host:port, port 0 picks one); the port.
+
+        HTTPS with `certfile` and `keyfile`; with `client_cafile` too, a
+        client certificate signed by it is required.
+        """
         host, _, port = address.rpartition(":")
-        server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        server, _ = start_http_server(
+            int(port),
+            addr=host or "127.0.0.1",
+            registry=self.registry,
+            certfile=certfile,
+            keyfile=keyfile,
+            client_cafile=client_cafile,
+            client_auth_required=client_cafile is not None,
+        )
         return int(server.server_port)
 
     @contextlib.contextmanager
