@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
-SPIFFE_CLIENT = "spiffe://flowmanager.test/ns/ci/sa/scheduler"
+SPIFFE_CLIENT = "spiffe://example.org/ns/prod/sa/scheduler"
 """The URI SAN of the default client certificate."""
 
 

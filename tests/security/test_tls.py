@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from flowservice.observability import Metrics
 from flowservice.security import SecuritySettings
 from flowservice.server import FlowServer
 from tests.security.conftest import (
@@ -107,3 +112,29 @@ async def test_server_only_tls_serves_clients_without_certificates(pki: Pki) -> 
     async with running(security) as server, tls_channel(server.port, pki) as channel:
         await validate(channel)
         assert await health_check(channel) == SERVING
+
+
+def fetch_metrics(port: int, context: ssl.SSLContext | None, scheme: str = "https") -> str:
+    url = f"{scheme}://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_metrics_over_https_require_the_scrapers_certificate(pki: Pki) -> None:
+    metrics = Metrics()
+    metrics.rpc("/flowmanager.v1.FlowService/Execute", "OK")
+    port = metrics.serve(
+        "127.0.0.1:0",
+        certfile=str(pki.server.cert),
+        keyfile=str(pki.server.key),
+        client_cafile=str(pki.ca.path),
+    )
+    scraper = ssl.create_default_context(cafile=str(pki.ca.path))
+    scraper.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    anonymous = ssl.create_default_context(cafile=str(pki.ca.path))
+
+    assert "flowmanager_rpcs_total" in fetch_metrics(port, scraper)
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        fetch_metrics(port, anonymous)
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        fetch_metrics(port, None, scheme="http")
