@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health
 
+from flowservice.api.interceptors import REQUEST_ID_KEY
 from flowservice.api.status import status_for
 from flowservice.errors import AuthenticationError, PermissionDeniedError
-from flowservice.observability import Metrics, identity_var, peer_var
+from flowservice.observability import Metrics, identity_var, peer_var, request_id_var
 from flowservice.security import AccessGuard
 
 __all__ = ["AUTHORIZATION_KEY", "AccessControl", "peer_identity"]
@@ -93,10 +94,15 @@ class AccessControl(grpc.aio.ServerInterceptor):
                 refusal, identity = exc, None
         else:
             identity = None  # the certificate decides, once the call has a context
-        return _wrap(handler, self._admission(method, identity, refusal), refused=bool(refusal))
+        admission = self._admission(method, identity, refusal, handler_call_details)
+        return _wrap(handler, admission, refused=bool(refusal))
 
     def _admission(
-        self, method: str, identity: str | None, refusal: _Refusal | None
+        self,
+        method: str,
+        identity: str | None,
+        refusal: _Refusal | None,
+        details: grpc.HandlerCallDetails,
     ) -> Callable[[_Context], Awaitable[None]]:
         """What runs first in the call: ends it with the refusal, or records the identity."""
 
@@ -111,6 +117,9 @@ class AccessControl(grpc.aio.ServerInterceptor):
                 except (AuthenticationError, PermissionDeniedError) as exc:
                     refused = exc
             if refused is not None:
+                # RpcObserver never sees a refused call: its log line gets the request id here.
+                metadata = dict(details.invocation_metadata or ())
+                request_id_var.set(str(metadata.get(REQUEST_ID_KEY, "")))
                 await self._refuse(context, method, refused)
             identity_var.set(caller or "")
             logger.debug("%s allowed to call %s", caller, method)

@@ -6,21 +6,28 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
+from flowservice.observability import Metrics, configure_logging
 from flowservice.security import SecuritySettings
-from flowservice.server import FlowServer
+from flowservice.server import FlowServer, create_server
+from flowservice.settings import Settings
 from tests.security.conftest import (
     EXECUTE,
+    SEED_FLOW,
     VALIDATE,
     bearer,
     error_info,
@@ -242,3 +249,46 @@ async def test_a_jwks_key_is_chosen_by_kid(tmp_path: Path) -> None:
     ):
         await validate(channel, good)
         await assert_unauthenticated(channel, unknown_kid, "INVALID_TOKEN")
+
+
+async def test_a_stream_is_guarded_like_a_unary_call(
+    channel: grpc.aio.Channel, issuer: TokenIssuer
+) -> None:
+    stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+    request = json_format.ParseDict({"flow": SEED_FLOW}, flow_service_pb2.ExecuteStreamRequest())
+    token = issuer.token("ops-alice", aud="flowmanager")
+
+    events = [event async for event in stub.ExecuteStream(request, metadata=bearer(token))]
+    assert events[-1].HasField("execution_finished")
+    error = await refusal(lambda: _drain(stub.ExecuteStream(request, timeout=10)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def _drain(responses: Any) -> None:
+    async for _ in responses:
+        pass
+
+
+async def test_refusals_are_counted_and_logged_with_the_request_id(
+    issuer: TokenIssuer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metrics = Metrics()
+    security = SecuritySettings(jwt_public_key=str(issuer.public_key_path))
+    flow_server = create_server(Settings(address="127.0.0.1:0", security=security), metrics=metrics)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("INFO", "json")
+    await flow_server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{flow_server.port}") as channel:
+            call = channel.unary_unary(VALIDATE)
+            await refusal(lambda: call(b"", metadata=(("x-request-id", "req-42"),), timeout=10))
+    finally:
+        await flow_server.stop(grace=None)
+        root.handlers[:], root.level = saved[0], saved[1]
+
+    assert metrics.rpcs.labels(VALIDATE, "UNAUTHENTICATED")._value.get() == 1
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    refusals = [line for line in lines if line["logger"] == "flowservice.api.auth"]
+    assert [line.get("request_id") for line in refusals] == ["req-42"]
