@@ -186,7 +186,8 @@ class Settings:
             value = getattr(defaults.limits, name)
             add(flag, value, type(value), help_text, dest=name)
         for flag, name, help_text in _SECURITY_FLAGS:
-            add(flag, getattr(defaults.security, name), str, help_text, dest=name)
+            metavar = {"jwt_issuer": "ISS", "jwt_audience": "AUD"}.get(name, "PATH")
+            add(flag, getattr(defaults.security, name), str, help_text, dest=name, metavar=metavar)
         add(
             "--reflection",
             "on",

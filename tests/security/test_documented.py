@@ -155,3 +155,27 @@ def test_the_documented_static_token_recipe_makes_a_usable_line(tmp_path: Path) 
     assert token not in (tmp_path / "tokens.txt").read_text()
     tokens = StaticTokens.from_file(str(tmp_path / "tokens.txt"))
     assert tokens.identify(token) == "token:dashboard"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--tls-cert", "missing.crt", "--tls-key", "missing.key"],
+        ["--static-tokens", "missing.txt"],
+    ],
+)
+def test_a_file_the_server_cannot_use_stops_it_with_a_message(
+    flags: list[str], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flowservice", "--address", "127.0.0.1:0", *flags],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "cannot serve" in result.stderr  # the server's own log line, not argparse's usage
+    assert "Traceback" not in result.stderr
