@@ -28,7 +28,7 @@ from flowservice.errors import SecurityConfigError
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
-from flowservice.security.tls import TlsFiles
+from flowservice.security.tls import TlsFiles, TlsFilesWatch
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
 
@@ -147,14 +147,26 @@ def _interceptors(settings: Settings, metrics: Metrics | None) -> list[grpc.aio.
 
 def _credentials(security: SecuritySettings) -> grpc.ServerCredentials | None:
     """TLS credentials for the gRPC port, None for plaintext; with a client CA a
-    client certificate that it signs is required (mTLS)."""
+    client certificate that it signs is required (mTLS). grpc asks for new files
+    at each handshake, so renewed certificates are served without a restart."""
     if not security.tls:
         return None
-    files = TlsFiles.load(security.tls_cert, security.tls_key, security.tls_client_ca)
-    return grpc.ssl_server_credentials(
-        [(files.key, files.chain)],
-        root_certificates=files.client_ca,
-        require_client_auth=files.client_ca is not None,
+    watch = TlsFilesWatch(security.tls_cert, security.tls_key, security.tls_client_ca)
+
+    def configuration(files: TlsFiles) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(files.key, files.chain)], root_certificates=files.client_ca
+        )
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        files = watch.reload()
+        return configuration(files) if files is not None else None
+
+    # grpc documents None as "no change"; the stub's type leaves it out.
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(watch.files),
+        fetch,  # type: ignore[arg-type]
+        require_client_authentication=security.mtls,
     )
 
 

@@ -121,6 +121,8 @@ class Pki:
 
     ca: Authority
     """Signs the server's and the good client's certificates."""
+    rogue_ca: Authority
+    """Signs `rogue_client`; no server trusts it."""
     server: Issued
     """For 127.0.0.1 and localhost."""
     client: Issued
@@ -129,6 +131,10 @@ class Pki:
     """A client certificate with only the DNS SAN `other.flowmanager.test`."""
     rogue_client: Issued
     """A client certificate with `SPIFFE_CLIENT` signed by another CA."""
+
+    def rogue_ca_pem(self) -> bytes:
+        """The other CA's certificate, PEM."""
+        return self.rogue_ca.path.read_bytes()
 
     @classmethod
     def create(cls, directory: Path) -> Pki:
@@ -141,6 +147,7 @@ class Pki:
         spiffe = [x509.UniformResourceIdentifier(SPIFFE_CLIENT)]
         return cls(
             ca=ca,
+            rogue_ca=rogue,
             server=ca.issue("server", localhost, server=True),
             client=ca.issue("client", spiffe, server=False),
             other_client=ca.issue(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import ssl
 import urllib.error
 import urllib.request
@@ -138,3 +139,30 @@ def test_metrics_over_https_require_the_scrapers_certificate(pki: Pki) -> None:
         fetch_metrics(port, anonymous)
     with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
         fetch_metrics(port, None, scheme="http")
+
+
+async def test_renewed_files_are_served_without_a_restart(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_ca = tmp_path / "client-ca.pem"
+    client_ca.write_bytes(pki.ca.path.read_bytes())
+    security = SecuritySettings(
+        tls_cert=str(pki.server.cert), tls_key=str(pki.server.key), tls_client_ca=str(client_ca)
+    )
+    async with running(security) as server:
+        async with tls_channel(server.port, pki, pki.rogue_client.pem()) as channel:
+            assert (await refusal(lambda: health_check(channel))).code() == (
+                grpc.StatusCode.UNAVAILABLE
+            )
+
+        # A CA bundle that trusts the other CA too, as in a CA rotation.
+        client_ca.write_bytes(pki.ca.path.read_bytes() + pki.rogue_ca_pem())
+        async with tls_channel(server.port, pki, pki.rogue_client.pem()) as channel:
+            assert await health_check(channel) == SERVING
+
+        # A half-written file keeps the last good ones in service.
+        client_ca.write_bytes(b"-----BEGIN CERT")
+        with caplog.at_level(logging.ERROR, logger="flowservice.security.tls"):
+            async with tls_channel(server.port, pki, pki.rogue_client.pem()) as channel:
+                assert await health_check(channel) == SERVING
+        assert [record.levelname for record in caplog.records] == ["ERROR"]
