@@ -1,15 +1,19 @@
 """The interceptor that lets a call in only when its caller may make it.
 
-It runs before every other interceptor and before the request is parsed:
-the bearer token comes from the metadata (`authorization: Bearer <token>`),
-the client certificate's identity from the TLS session, and
-`AccessGuard` decides. A refused call ends with UNAUTHENTICATED or
-PERMISSION_DENIED (through `status_for`) and its request bytes are never
-decoded. Health stays open, so probes need no credentials.
+It runs before every other interceptor: the bearer token comes from the
+metadata (`authorization: Bearer <token>`), the client certificate's
+identity from the TLS session, and `AccessGuard` decides. A refused call
+ends with UNAUTHENTICATED or PERMISSION_DENIED (through `status_for`).
+Health stays open, so probes need no credentials.
+
+When the metadata decides (a token, or no credentials at all), a refused
+call's request bytes are never decoded. When the client certificate decides
+(mTLS, no token), grpc has read the request by the time the handler's
+context, which carries the certificate, exists; only holders of a
+certificate signed by the trusted CA get that far.
 
 The caller's identity goes into every log line of the call (`identity`),
-and the certificate's SAN (`peer`) too when the connection is mTLS.
-"""
+and the certificate's SAN (`peer`) too when the connection is mTLS."""
 
 from __future__ import annotations
 
