@@ -291,3 +291,29 @@ def test_security_flags_have_variables() -> None:
 
     assert (settings.security.tls_cert, settings.security.tls_key) == ("server.crt", "server.key")
     assert settings.security.reflection is False
+
+
+def test_a_key_embedded_in_the_token_is_ignored(tmp_path: Path) -> None:
+    trusted = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "ed.pem").write_bytes(public_pem(trusted))
+    verifier = JwtVerifier.from_files(public_key=str(tmp_path / "ed.pem"))
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    embedded = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(attacker.public_key()))
+    claims = {"sub": "admin", "exp": 4102444800}
+    token = jwt.encode(claims, attacker, algorithm="EdDSA", headers={"jwk": embedded})
+
+    with pytest.raises(AuthenticationError) as raised:
+        verifier.verify(token)
+    assert raised.value.reason == "INVALID_TOKEN"
+
+
+def test_without_an_audience_flag_any_audience_is_accepted(tmp_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "ed.pem").write_bytes(public_pem(key))
+    open_verifier = JwtVerifier.from_files(public_key=str(tmp_path / "ed.pem"))
+    strict = JwtVerifier.from_files(public_key=str(tmp_path / "ed.pem"), audience="flows")
+    token = jwt.encode({"sub": "svc", "exp": 4102444800, "aud": "billing"}, key, "EdDSA")
+
+    assert open_verifier.verify(token) == "jwt:svc"
+    with pytest.raises(AuthenticationError):
+        strict.verify(token)
