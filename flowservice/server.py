@@ -28,6 +28,7 @@ from flowservice.errors import SecurityConfigError
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
+from flowservice.security.https import server_ssl_context
 from flowservice.security.tls import TlsFiles, TlsFilesWatch
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
@@ -191,17 +192,13 @@ def _warn_if_exposed(settings: Settings) -> None:
 def _serve_metrics(metrics: Metrics, settings: Settings) -> None:
     """Serves /metrics on its own address, over HTTPS when it has a certificate."""
     security = settings.security
-    if security.metrics_tls_cert:  # a clear error now rather than an ssl one later
-        TlsFiles.load(
+    tls = None
+    if security.metrics_tls_cert:
+        tls = server_ssl_context(
             security.metrics_tls_cert, security.metrics_tls_key, security.metrics_tls_client_ca
         )
-    port = metrics.serve(
-        settings.metrics_address,
-        certfile=security.metrics_tls_cert or None,
-        keyfile=security.metrics_tls_key or None,
-        client_cafile=security.metrics_tls_client_ca or None,
-    )
-    scheme = "https" if security.metrics_tls_cert else "http"
+    port = metrics.serve(settings.metrics_address, tls)
+    scheme = "https" if tls else "http"
     host = settings.metrics_address.rsplit(":", 1)[0]
     logger.info("metrics on %s://%s:%d/metrics", scheme, host, port)
 

@@ -12,8 +12,11 @@ import json
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +182,27 @@ def test_a_file_the_server_cannot_use_stops_it_with_a_message(
     assert result.returncode == 2
     assert "cannot serve" in result.stderr  # the server's own log line, not argparse's usage
     assert "Traceback" not in result.stderr
+
+
+def wait_for_log(server: RunningServer, pattern: str) -> re.Match[str]:
+    """The first match of `pattern` in the server's log, waiting for it a bounded time."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if match := re.search(pattern, server.log()):
+            return match
+        time.sleep(0.05)
+    pytest.fail(f"no {pattern!r} in the log:\n{server.log()}")
+
+
+def test_the_documented_metrics_over_https_serve_the_scraper(files: Path, tmp_path: Path) -> None:
+    argv = command("metrics-https")
+    flags = [str(files / flag) if (files / flag).is_file() else flag for flag in argv[3:]]
+    flags[flags.index("--metrics-address") + 1] = "127.0.0.1:0"
+    scraper = ssl.create_default_context(cafile=str(files / "ca.pem"))
+    scraper.load_cert_chain(str(files / "client.crt"), str(files / "client.key"))
+
+    with serving(tmp_path / "server.log", flags) as running:
+        match = wait_for_log(running, r"metrics on https://127\.0\.0\.1:(\d+)/metrics")
+        url = f"https://localhost:{match.group(1)}/metrics"
+        with urllib.request.urlopen(url, context=scraper, timeout=TIMEOUT) as response:
+            assert b"flowmanager_rpcs_total" in response.read()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2
 
 from flowservice.observability import Metrics
 from flowservice.security import SecuritySettings
+from flowservice.security.https import server_ssl_context
 from flowservice.server import FlowServer
 from tests.security.conftest import (
     VALIDATE,
@@ -121,15 +123,17 @@ def fetch_metrics(port: int, context: ssl.SSLContext | None, scheme: str = "http
         return str(response.read().decode())
 
 
-def test_metrics_over_https_require_the_scrapers_certificate(pki: Pki) -> None:
+def serve_metrics_https(pki: Pki, client_ca: bool) -> int:
     metrics = Metrics()
     metrics.rpc("/flowmanager.v1.FlowService/Execute", "OK")
-    port = metrics.serve(
-        "127.0.0.1:0",
-        certfile=str(pki.server.cert),
-        keyfile=str(pki.server.key),
-        client_cafile=str(pki.ca.path),
+    ca = str(pki.ca.path) if client_ca else ""
+    return metrics.serve(
+        "127.0.0.1:0", server_ssl_context(str(pki.server.cert), str(pki.server.key), ca)
     )
+
+
+def test_metrics_over_https_require_the_scrapers_certificate(pki: Pki) -> None:
+    port = serve_metrics_https(pki, client_ca=True)
     scraper = ssl.create_default_context(cafile=str(pki.ca.path))
     scraper.load_cert_chain(str(pki.client.cert), str(pki.client.key))
     anonymous = ssl.create_default_context(cafile=str(pki.ca.path))
@@ -139,6 +143,16 @@ def test_metrics_over_https_require_the_scrapers_certificate(pki: Pki) -> None:
         fetch_metrics(port, anonymous)
     with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
         fetch_metrics(port, None, scheme="http")
+
+
+def test_a_silent_connection_does_not_stall_metrics_over_https(pki: Pki) -> None:
+    port = serve_metrics_https(pki, client_ca=False)
+    scraper = ssl.create_default_context(cafile=str(pki.ca.path))
+
+    # prometheus_client's own TLS handshakes in its accept loop: this socket,
+    # which never sends a ClientHello, would hold every scrape after it.
+    with socket.create_connection(("127.0.0.1", port)):
+        assert "flowmanager_rpcs_total" in fetch_metrics(port, scraper)
 
 
 async def test_renewed_files_are_served_without_a_restart(
