@@ -23,13 +23,13 @@ from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
 from flowservice.api.interceptors import RpcObserver
+from flowservice.api.tls import server_credentials
 from flowservice.engine import Engine
 from flowservice.errors import SecurityConfigError
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
-from flowservice.security.tls import TlsFiles, TlsFilesWatch
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
 
@@ -114,7 +114,7 @@ def create_server(
         reflection.enable_server_reflection(
             (FLOW_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-    credentials = _credentials(settings.security)
+    credentials = server_credentials(settings.security)
     if credentials is None:
         port = server.add_insecure_port(settings.address)
     else:
@@ -144,31 +144,6 @@ def _interceptors(settings: Settings, metrics: Metrics | None) -> list[grpc.aio.
         interceptors.append(AccessControl(guard, mtls=security.mtls, metrics=metrics))
     interceptors.append(RpcObserver(metrics))
     return interceptors
-
-
-def _credentials(security: SecuritySettings) -> grpc.ServerCredentials | None:
-    """TLS credentials for the gRPC port, None for plaintext; with a client CA a
-    client certificate that it signs is required (mTLS). grpc asks for new files
-    at each handshake, so renewed certificates are served without a restart."""
-    if not security.tls:
-        return None
-    watch = TlsFilesWatch(security.tls_cert, security.tls_key, security.tls_client_ca)
-
-    def configuration(files: TlsFiles) -> grpc.ServerCertificateConfiguration:
-        return grpc.ssl_server_certificate_configuration(
-            [(files.key, files.chain)], root_certificates=files.client_ca
-        )
-
-    def fetch() -> grpc.ServerCertificateConfiguration | None:
-        files = watch.reload()
-        return configuration(files) if files is not None else None
-
-    # grpc documents None as "no change"; the stub's type leaves it out.
-    return grpc.dynamic_ssl_server_credentials(
-        configuration(watch.files),
-        fetch,  # type: ignore[arg-type]
-        require_client_authentication=security.mtls,
-    )
 
 
 def _warn_if_exposed(settings: Settings) -> None:
