@@ -104,9 +104,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 # Debian packages the tests need, as command:package pairs: h2load (the
 # benchmark's load generator), nginx (the HTTP/2 proxy of tests/e2e/test_proxy.py;
-# Debian's `nginx` has HTTP/2 and grpc_pass) and Graphviz's dot (flowctl's SVG
-# and PNG output). The missing ones are installed in one apt-get run.
-DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz
+# Debian's `nginx` has HTTP/2 and grpc_pass), Graphviz's dot (flowctl's SVG
+# and PNG output) and openssl (docs/security.md's try-out certificates, made by
+# tests/security/test_documented.py). The missing ones are installed in one apt-get run.
+DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz openssl:openssl
 
 ## system-packages: install the Debian packages the tests need, if missing
 system-packages:

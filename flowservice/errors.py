@@ -10,7 +10,13 @@ Hierarchy::
     │                             may; the call is shed (RESOURCE_EXHAUSTED)
     ├── ExecutionTimedOutError    an execution ran out of time; carries its
     │                             summary (DEADLINE_EXCEEDED)
-    └── TaskRegistrationError     a task implementation cannot be registered
+    ├── TaskRegistrationError     a task implementation cannot be registered
+    │                             (raised at start-up, never during a call)
+    ├── AuthenticationError       the caller sent no usable credentials
+    │                             (UNAUTHENTICATED; `reason` says why)
+    ├── PermissionDeniedError     the caller is known but may not call the
+    │                             RPC (PERMISSION_DENIED)
+    └── SecurityConfigError       a TLS, token or policy file cannot be used
                                   (raised at start-up, never during a call)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
@@ -27,9 +33,12 @@ if TYPE_CHECKING:
     from flowservice.models import ExecutionSummary
 
 __all__ = [
+    "AuthenticationError",
     "ExecutionTimedOutError",
     "FlowServiceError",
     "InvalidFlowError",
+    "PermissionDeniedError",
+    "SecurityConfigError",
     "TaskRegistrationError",
     "TooManyExecutionsError",
     "Violation",
@@ -89,3 +98,30 @@ class ExecutionTimedOutError(FlowServiceError):
 
 class TaskRegistrationError(FlowServiceError):
     """A task implementation could not be registered."""
+
+
+class AuthenticationError(FlowServiceError):
+    """The call carries no credentials the server accepts.
+
+    `reason` is the ErrorInfo reason: `UNAUTHENTICATED` (none sent),
+    `INVALID_TOKEN`, `TOKEN_EXPIRED` or `TOKEN_NOT_YET_VALID`. The message
+    is written here, never taken from a library's exception.
+    """
+
+    def __init__(self, reason: str, message: str, method: str = "") -> None:
+        self.reason = reason
+        self.method = method
+        super().__init__(message)
+
+
+class PermissionDeniedError(FlowServiceError):
+    """`identity` is authenticated but the policy does not let it call `method`."""
+
+    def __init__(self, identity: str, method: str) -> None:
+        self.identity = identity
+        self.method = method
+        super().__init__(f"{identity} may not call {method}")
+
+
+class SecurityConfigError(FlowServiceError):
+    """A certificate, key, token or policy file cannot be used; the server does not start."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowservice.limits import Limits
+from flowservice.security import SecuritySettings
 
 __all__ = ["Settings"]
 
@@ -82,6 +83,28 @@ _LIMIT_FLAGS = (
 )
 
 
+# (flag, SecuritySettings field, help): TLS, authentication and exposure; see
+# docs/security.md. Each takes a path or a value; "" (the default) leaves it off.
+_SECURITY_FLAGS = (
+    ("--tls-cert", "tls_cert", "PEM certificate chain; with --tls-key, serve TLS"),
+    ("--tls-key", "tls_key", "PEM private key of --tls-cert"),
+    ("--tls-client-ca", "tls_client_ca", "PEM CA bundle; require client certificates it signs"),
+    ("--jwt-public-key", "jwt_public_key", "PEM public key that signs bearer JWTs"),
+    ("--jwt-jwks", "jwt_jwks", "JWKS file of public keys that sign bearer JWTs"),
+    ("--jwt-issuer", "jwt_issuer", "required JWT iss"),
+    ("--jwt-audience", "jwt_audience", "required JWT aud"),
+    ("--static-tokens", "static_tokens", "file of name:sha256hex bearer tokens"),
+    ("--auth-policy", "auth_policy", "YAML or JSON file: which identity may call which RPC"),
+    ("--metrics-tls-cert", "metrics_tls_cert", "PEM certificate chain; serve /metrics on HTTPS"),
+    ("--metrics-tls-key", "metrics_tls_key", "PEM private key of --metrics-tls-cert"),
+    (
+        "--metrics-tls-client-ca",
+        "metrics_tls_client_ca",
+        "PEM CA bundle; /metrics requires client certificates it signs",
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything an operator can set."""
@@ -129,6 +152,8 @@ class Settings:
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    """TLS, authentication and authorization (docs/security.md); all off by default."""
 
     @classmethod
     def from_args(
@@ -153,6 +178,10 @@ class Settings:
         limits = Limits(**{name: getattr(args, name) for _, name, _ in _LIMIT_FLAGS})
         settings = cls(
             limits=limits,
+            security=SecuritySettings(
+                **{name: getattr(args, name) for _, name, _ in _SECURITY_FLAGS},
+                reflection=args.reflection == "on",
+            ),
             **{name: getattr(args, name) for name in _setting_fields()},
         )
         _check(settings, parser)
@@ -176,6 +205,8 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
     if settings.workers < 1:
         parser.error("--workers must be at least 1")
+    for problem in settings.security.problems():
+        parser.error(problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,3 +273,10 @@ def _flags() -> Iterator[_Flag]:
     defaults = Limits()
     for flag, name, help_text in _LIMIT_FLAGS:
         yield _Flag(flag, name, getattr(defaults, name), _Option(help_text))
+    security = SecuritySettings()
+    for flag, name, help_text in _SECURITY_FLAGS:
+        yield _Flag(flag, name, getattr(security, name), _Option(help_text))
+    reflection = _Option(
+        "serve gRPC server reflection (grpcurl list/describe)", choices=("on", "off")
+    )
+    yield _Flag("--reflection", "reflection", "on", reflection)

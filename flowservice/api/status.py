@@ -10,7 +10,12 @@ server log; the exception's text never reaches the client.
 | InvalidFlowError         | INVALID_ARGUMENT   | INVALID_FLOW         |
 | TooManyExecutionsError   | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
 | ExecutionTimedOutError   | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
+| AuthenticationError      | UNAUTHENTICATED    | its `reason` (1)     |
+| PermissionDeniedError    | PERMISSION_DENIED  | PERMISSION_DENIED    |
 | anything else            | INTERNAL           | INTERNAL             |
+
+(1) UNAUTHENTICATED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED or
+TOKEN_NOT_YET_VALID; the auth errors' metadata carry the `method`.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from flowservice.errors import (
+    AuthenticationError,
     ExecutionTimedOutError,
     FlowServiceError,
     InvalidFlowError,
+    PermissionDeniedError,
     TooManyExecutionsError,
 )
 
@@ -66,6 +73,12 @@ def status_for(exc: Exception) -> grpc.Status:
                 executed_tasks=",".join(summary.executed_tasks)[:1024],
             )
             return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), info)
+        case AuthenticationError():
+            info = _error_info(exc.reason, method=exc.method)
+            return _status(code_pb2.UNAUTHENTICATED, str(exc), info)
+        case PermissionDeniedError():
+            info = _error_info("PERMISSION_DENIED", method=exc.method, identity=exc.identity)
+            return _status(code_pb2.PERMISSION_DENIED, str(exc), info)
         case FlowServiceError():
             logger.error("service error while handling a call", exc_info=exc)
             return _status(code_pb2.INTERNAL, str(exc), _error_info("SERVICE_ERROR"))

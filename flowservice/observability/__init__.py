@@ -4,8 +4,21 @@ Nothing here imports gRPC; the API layer adds RPC metrics with an interceptor.
 """
 
 from flowservice.observability.composite import CompositeObserver
-from flowservice.observability.logs import configure_logging, request_id_var
+from flowservice.observability.logs import (
+    configure_logging,
+    identity_var,
+    peer_var,
+    request_id_var,
+)
 from flowservice.observability.metrics import Metrics
 from flowservice.observability.tracing import Tracing
 
-__all__ = ["CompositeObserver", "Metrics", "Tracing", "configure_logging", "request_id_var"]
+__all__ = [
+    "CompositeObserver",
+    "Metrics",
+    "Tracing",
+    "configure_logging",
+    "identity_var",
+    "peer_var",
+    "request_id_var",
+]

@@ -5,6 +5,8 @@ Every record carries the execution, flow and task it concerns (from the
 `x-request-id` metadata by the API layer and kept in a context variable.
 A process started by `--workers` also names itself (`worker 1`), so the
 lines of several workers sharing one terminal or log stream tell apart.
+When authentication is on, the caller's identity and its client
+certificate's SAN (mTLS) are kept and logged the same way.
 """
 
 from __future__ import annotations
@@ -14,19 +16,40 @@ import json
 import logging
 from datetime import UTC, datetime
 
-__all__ = ["CONTEXT_FIELDS", "configure_logging", "request_id_var"]
+__all__ = [
+    "CONTEXT_FIELDS",
+    "configure_logging",
+    "identity_var",
+    "peer_var",
+    "request_id_var",
+]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 """The caller's request id for the call being handled ("" when it sent none)."""
 
-CONTEXT_FIELDS = ("request_id", "execution_id", "flow_id", "task", "status")
+identity_var: contextvars.ContextVar[str] = contextvars.ContextVar("identity", default="")
+"""Who makes the call being handled (`jwt:<sub>`, `token:<name>`, `mtls:<SAN>`); "" when
+authentication is off."""
+
+peer_var: contextvars.ContextVar[str] = contextvars.ContextVar("peer", default="")
+"""The SAN of the client certificate of the call being handled ("" without mTLS)."""
+
+CONTEXT_FIELDS = ("request_id", "identity", "peer", "execution_id", "flow_id", "task", "status")
 """Fields copied from a record (or the request context) into every log line that has them."""
+
+
+_CONTEXT_VARIABLES = (
+    ("request_id", request_id_var),
+    ("identity", identity_var),
+    ("peer", peer_var),
+)
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "request_id", ""):
-            record.request_id = request_id_var.get()
+        for name, variable in _CONTEXT_VARIABLES:
+            if not getattr(record, name, ""):
+                setattr(record, name, variable.get())
         return True
 
 

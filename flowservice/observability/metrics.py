@@ -8,12 +8,21 @@ growing the metric without limit.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+    start_http_server,
+)
 
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
 from flowservice.models import Flow, Task
+from flowservice.security.https import serve_https
 
 __all__ = ["Metrics"]
 
@@ -72,10 +81,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def serve(self, address: str) -> int:
-        """Serves /metrics over HTTP on `address` (host:port, port 0 picks one); the port."""
+    def serve(self, address: str, tls: ssl.SSLContext | None = None) -> int:
+        """Serves /metrics on `address` (host:port, port 0 picks one); the port.
+
+        Over HTTPS with `tls` (see `flowservice.security.https` for why not
+        prometheus_client's own TLS).
+        """
         host, _, port = address.rpartition(":")
-        server, _ = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        host = host or "127.0.0.1"
+        if tls is not None:
+            return serve_https(make_wsgi_app(self.registry), host.strip("[]"), int(port), tls)
+        server, _ = start_http_server(int(port), addr=host, registry=self.registry)
         return int(server.server_port)
 
     @contextlib.contextmanager

@@ -1,0 +1,196 @@
+"""The interceptor that lets a call in only when its caller may make it.
+
+It runs before every other interceptor: the bearer token comes from the
+metadata (`authorization: Bearer <token>`), the client certificate's
+identity from the TLS session, and `AccessGuard` decides. A refused call
+ends with UNAUTHENTICATED or PERMISSION_DENIED (through `status_for`).
+Health stays open, so probes need no credentials.
+
+When the metadata decides (a token, or no credentials at all), a refused
+call's request bytes are never decoded. When the client certificate decides
+(mTLS, no token), grpc has read the request by the time the handler's
+context, which carries the certificate, exists; only holders of a
+certificate signed by the trusted CA get that far.
+
+The caller's identity goes into every log line of the call (`identity`),
+and the certificate's SAN (`peer`) too when the connection is mTLS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health
+
+from flowservice.api.interceptors import REQUEST_ID_KEY
+from flowservice.api.status import status_for
+from flowservice.errors import AuthenticationError, PermissionDeniedError
+from flowservice.observability import Metrics, identity_var, peer_var, request_id_var
+from flowservice.security import AccessGuard
+
+__all__ = ["AUTHORIZATION_KEY", "AccessControl", "peer_identity"]
+
+AUTHORIZATION_KEY = "authorization"
+"""The metadata key of the bearer token."""
+
+_BEARER = "bearer "
+_OPEN_PREFIX = f"/{health.SERVICE_NAME}/"
+# The certificate fields that name a client, in the order they are preferred:
+# a URI SAN (a SPIFFE id) over a DNS SAN.
+_PEER_PROPERTIES = ("peer_uri", "peer_dns")
+
+logger = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Context = grpc.aio.ServicerContext[Any, Any]
+_Refusal = AuthenticationError | PermissionDeniedError
+
+
+def peer_identity(context: _Context) -> str | None:
+    """`mtls:<SAN>` of the client certificate, None without one (or without a SAN)."""
+    auth_context = context.auth_context()
+    for name in _PEER_PROPERTIES:
+        first = next(iter(auth_context.get(name, ())), None)
+        if first is not None:
+            return "mtls:" + first.decode("utf-8", errors="replace")
+    return None
+
+
+def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == AUTHORIZATION_KEY and isinstance(value, str):
+            if value[: len(_BEARER)].lower() == _BEARER:
+                return value[len(_BEARER) :].strip()
+            return ""  # another scheme: a credential the server cannot use
+    return None
+
+
+class AccessControl(grpc.aio.ServerInterceptor):
+    """Authenticates and authorizes every call except Health's."""
+
+    def __init__(self, guard: AccessGuard, *, mtls: bool, metrics: Metrics | None = None) -> None:
+        self._guard = guard
+        self._mtls = mtls
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails],
+            Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None],
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_PREFIX):
+            return handler
+        token = _bearer_token(handler_call_details.invocation_metadata)
+        refusal: _Refusal | None = None
+        if token is not None or not self._mtls:
+            # The metadata decides: refuse now, and never decode the request.
+            try:
+                identity: str | None = self._guard.check(method, token, None)
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                refusal, identity = exc, None
+        else:
+            identity = None  # the certificate decides, once the call has a context
+        admission = self._admission(method, identity, refusal, handler_call_details)
+        return _wrap(handler, admission, refused=bool(refusal))
+
+    def _admission(
+        self,
+        method: str,
+        identity: str | None,
+        refusal: _Refusal | None,
+        details: grpc.HandlerCallDetails,
+    ) -> Callable[[_Context], Awaitable[None]]:
+        """What runs first in the call: ends it with the refusal, or records the identity."""
+
+        async def admit(context: _Context) -> None:
+            peer = peer_identity(context) if self._mtls else None
+            if peer is not None:
+                peer_var.set(peer.removeprefix("mtls:"))
+            caller, refused = identity, refusal
+            if caller is None and refused is None:
+                try:
+                    caller = self._guard.check(method, None, peer)
+                except (AuthenticationError, PermissionDeniedError) as exc:
+                    refused = exc
+            if refused is not None:
+                # RpcObserver never sees a refused call: its log line gets the request id here.
+                metadata = dict(details.invocation_metadata or ())
+                request_id_var.set(str(metadata.get(REQUEST_ID_KEY, "")))
+                await self._refuse(context, method, refused)
+            identity_var.set(caller or "")
+            logger.debug("%s allowed to call %s", caller, method)
+
+        return admit
+
+    async def _refuse(self, context: _Context, method: str, refusal: _Refusal) -> None:
+        if isinstance(refusal, PermissionDeniedError):
+            identity_var.set(refusal.identity)
+        logger.info("refused a call to %s: %s", method, refusal)
+        status = status_for(refusal)
+        if self._metrics is not None:
+            self._metrics.rpc(method, status.code.name)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _discard(_: bytes) -> None:
+    """The deserializer of a refused call: its bytes are never parsed."""
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    admit: Callable[[_Context], Awaitable[None]],
+    *,
+    refused: bool,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with `admit` run before its behaviour, whatever its kind; a call
+    already `refused` keeps its request bytes unparsed."""
+    deserializer = _discard if refused else handler.request_deserializer
+    if handler.unary_unary is not None:
+        unary_unary: Callable[..., Awaitable[Any]] = handler.unary_unary
+
+        async def unary(request: Any, context: _Context) -> Any:
+            await admit(context)
+            return await unary_unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _streaming(handler.unary_stream, admit), deserializer, handler.response_serializer
+        )
+    if handler.stream_unary is not None:
+        stream_unary: Callable[..., Awaitable[Any]] = handler.stream_unary
+
+        async def client_stream(requests: Any, context: _Context) -> Any:
+            await admit(context)
+            return await stream_unary(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            client_stream, deserializer, handler.response_serializer
+        )
+    assert handler.stream_stream is not None
+    return grpc.stream_stream_rpc_method_handler(
+        _streaming(handler.stream_stream, admit), deserializer, handler.response_serializer
+    )
+
+
+def _streaming(
+    behavior: Callable[..., Any], admit: Callable[[_Context], Awaitable[None]]
+) -> Callable[[Any, _Context], AsyncIterator[Any]]:
+    async def streamed(request: Any, context: _Context) -> AsyncIterator[Any]:
+        await admit(context)
+        responses = behavior(request, context)
+        if hasattr(responses, "__aiter__"):
+            async for response in responses:
+                yield response
+        else:  # a handler that writes with context.write
+            await responses
+
+    return streamed
