@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from flowservice.engine import Engine
+from flowservice.engine._validation import validate
 from flowservice.events import ConditionEvaluated, Event
 from flowservice.expressions import ITERATION_BUDGET, CompiledExpression, compile_expression
 from flowservice.limits import Limits
@@ -20,7 +21,6 @@ from flowservice.models import (
     TaskStub,
 )
 from flowservice.tasks import TaskContext, builtin_registry
-from flowservice.validation import validate
 
 LIMITS = Limits()
 

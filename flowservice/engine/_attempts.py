@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowservice.deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import TaskOutcome, TaskStub

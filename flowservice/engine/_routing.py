@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flowservice.engine._validation import Link
 from flowservice.expressions import ExpressionError
 from flowservice.models import END, Branch, Decision, TaskResult
-from flowservice.validation import Link
 
 __all__ = ["Scope", "decide", "route_target"]
 

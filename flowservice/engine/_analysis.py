@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from flowservice.engine._validation import CheckedFlow, Link
 from flowservice.errors import Violation
 from flowservice.models import END
-from flowservice.validation import CheckedFlow, Link
 
 __all__ = ["flow_warnings"]
 

@@ -17,8 +17,11 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from flowservice.attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
-from flowservice.deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
+from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._retry import backoff_delay, should_retry
+from flowservice.engine._routing import Scope, decide, route_target
+from flowservice.engine._validation import CheckedFlow
 from flowservice.errors import TooManyExecutionsError
 from flowservice.events import (
     ConditionEvaluated,
@@ -42,10 +45,7 @@ from flowservice.models import (
     TimeLimit,
 )
 from flowservice.observer import Observer
-from flowservice.retry import backoff_delay, should_retry
-from flowservice.routing import Scope, decide, route_target
 from flowservice.tasks import RegisteredTask, TaskContext, TaskRegistry
-from flowservice.validation import CheckedFlow
 
 __all__ = ["Admission", "Execution", "Plan"]
 

@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flowservice.analysis import flow_warnings
-from flowservice.attempts import AttemptRunner
+from flowservice.engine._analysis import flow_warnings
+from flowservice.engine._attempts import AttemptRunner
+from flowservice.engine._execution import Admission, Execution, Plan
+from flowservice.engine._validation import check_flow, validate
 from flowservice.errors import Violation
 from flowservice.events import Event, ExecutionFinished
-from flowservice.execution import Admission, Execution, Plan
 from flowservice.limits import Limits
 from flowservice.models import ExecutionSummary, Flow, TaskStub
 from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskRegistry
-from flowservice.validation import check_flow, validate
 
 __all__ = ["Engine", "ValidationReport"]
 
