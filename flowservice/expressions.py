@@ -7,7 +7,7 @@ evaluation by its comprehension iteration budget. docs/cel.md records the
 comparison with the other implementations.
 
 Expressions see three variables, all dynamically typed: `input`, `tasks` and
-`result` (see `ExpressionContext`).
+`result` (see `VARIABLES`; the engine keeps their values up to date).
 """
 
 from __future__ import annotations

@@ -5,12 +5,15 @@ plus `BadRequest` field violations for an invalid flow). Anything unexpected
 becomes INTERNAL with a plain message and an incident id that is also in the
 server log; the exception's text never reaches the client.
 
-| error                    | code               | ErrorInfo reason     |
-|--------------------------|--------------------|----------------------|
-| InvalidFlowError         | INVALID_ARGUMENT   | INVALID_FLOW         |
-| TooManyExecutionsError   | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
-| ExecutionTimedOutError   | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
-| anything else            | INTERNAL           | INTERNAL             |
+| what                          | code               | ErrorInfo reason     |
+|-------------------------------|--------------------|----------------------|
+| InvalidFlowError              | INVALID_ARGUMENT   | INVALID_FLOW         |
+| TooManyExecutionsError        | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
+| a TIMED_OUT execution summary | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
+| anything else                 | INTERNAL           | INTERNAL             |
+
+A timed-out execution is not an error the domain raises: it is a summary,
+which `timed_out_status` turns into the call's status.
 """
 
 from __future__ import annotations
@@ -24,14 +27,10 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from flowservice.errors import (
-    ExecutionTimedOutError,
-    FlowServiceError,
-    InvalidFlowError,
-    TooManyExecutionsError,
-)
+from flowservice.errors import InvalidFlowError, TooManyExecutionsError
+from flowservice.models import ExecutionSummary
 
-__all__ = ["ERROR_DOMAIN", "status_for"]
+__all__ = ["ERROR_DOMAIN", "status_for", "timed_out_status"]
 
 ERROR_DOMAIN = "flowmanager"
 """The `ErrorInfo.domain` of every error this service raises."""
@@ -55,20 +54,6 @@ def status_for(exc: Exception) -> grpc.Status:
                 limit_value=str(exc.limit),
             )
             return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
-        case ExecutionTimedOutError():
-            summary = exc.summary
-            limit = summary.time_limit
-            info = _error_info(
-                "DEADLINE_EXCEEDED",
-                limit=limit.name if limit else "",
-                limit_value=f"{limit.seconds:.3g}s" if limit else "",
-                execution_id=summary.execution_id,
-                executed_tasks=",".join(summary.executed_tasks)[:1024],
-            )
-            return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), info)
-        case FlowServiceError():
-            logger.error("service error while handling a call", exc_info=exc)
-            return _status(code_pb2.INTERNAL, str(exc), _error_info("SERVICE_ERROR"))
     incident = str(uuid.uuid4())
     logger.error("unexpected error while handling a call; incident %s", incident, exc_info=exc)
     return _status(
@@ -76,6 +61,19 @@ def status_for(exc: Exception) -> grpc.Status:
         f"internal error; the server logged it as incident {incident}",
         _error_info("INTERNAL", incident_id=incident),
     )
+
+
+def timed_out_status(summary: ExecutionSummary) -> grpc.Status:
+    """DEADLINE_EXCEEDED for an execution that ran out of time, saying which limit and how far."""
+    limit = summary.time_limit
+    info = _error_info(
+        "DEADLINE_EXCEEDED",
+        limit=limit.name if limit else "",
+        limit_value=f"{limit.seconds:.3g}s" if limit else "",
+        execution_id=summary.execution_id,
+        executed_tasks=",".join(summary.executed_tasks)[:1024],
+    )
+    return _status(code_pb2.DEADLINE_EXCEEDED, summary.error or "deadline exceeded", info)
 
 
 def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:

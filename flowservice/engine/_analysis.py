@@ -10,53 +10,56 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from flowservice.engine._validation import CheckedFlow, Link
+from flowservice.engine._plan import Plan
+from flowservice.engine.routing import Link, taken_target, unrouted_targets
 from flowservice.errors import Violation
 from flowservice.models import END
 
 __all__ = ["flow_warnings"]
 
 
-def flow_warnings(checked: CheckedFlow) -> list[Violation]:
-    """Every warning about `checked`, in field order."""
-    flow = checked.flow
+def flow_warnings(plan: Plan) -> list[Violation]:
+    """Every warning about `plan`'s flow: tasks first, then conditions, each by index."""
+    flow = plan.flow
     # Fates evaluate constant expressions: computed once, used twice.
-    fates = {source: _fates(chain) for source, chain in checked.chains.items()}
-    edges = _edges(checked, fates)
+    fates = {source: _fates(chain) for source, chain in plan.chains.items()}
+    edges = _edges(plan, fates)
     reachable = _reachable(flow.start_task, edges)
-    warnings: list[Violation] = []
-    for index, task in enumerate(flow.tasks):
-        if task.name not in reachable:
-            warnings.append(
-                Violation(
-                    f"flow.tasks[{index}]",
-                    f"task {task.name!r} can never run: no path from start_task "
-                    f"{flow.start_task!r} reaches it",
-                    "UNREACHABLE_TASK",
-                )
-            )
     reverse: dict[str, set[str]] = {}
     for source, targets in edges.items():
         for target in targets:
             reverse.setdefault(target, set()).add(source)
     can_end = _reachable(END, reverse)
-    trapped = sorted(
-        (index, task.name)
-        for index, task in enumerate(flow.tasks)
-        if task.name in reachable and task.name not in can_end
-    )
-    for index, name in trapped:
-        warnings.append(
-            Violation(
-                f"flow.tasks[{index}]",
-                f"task {name!r} is in a loop with no way out: no path from it reaches the "
-                "end, so only the step limit stops the flow (as FAILED)",
-                "LOOP_WITHOUT_EXIT",
-            )
-        )
+    # (0, task index) or (1, condition index), then the field: the order a reader fixes them in.
+    keyed: list[tuple[tuple[int, int, str], Violation]] = []
+    for index, task in enumerate(flow.tasks):
+        warning = _task_warning(index, task.name, flow.start_task, reachable, can_end)
+        if warning is not None:
+            keyed.append(((0, index, warning.field), warning))
     for source, chain_fates in fates.items():
-        warnings.extend(_chain_warnings(source, chain_fates, source in reachable))
-    return sorted(warnings, key=lambda warning: _field_order(warning.field))
+        for index, warning in _chain_warnings(source, chain_fates, source in reachable):
+            keyed.append(((1, index, warning.field), warning))
+    keyed.sort(key=lambda pair: pair[0])
+    return [warning for _, warning in keyed]
+
+
+def _task_warning(
+    index: int, name: str, start_task: str, reachable: set[str], can_end: set[str]
+) -> Violation | None:
+    if name not in reachable:
+        return Violation(
+            f"flow.tasks[{index}]",
+            f"task {name!r} can never run: no path from start_task {start_task!r} reaches it",
+            "UNREACHABLE_TASK",
+        )
+    if name not in can_end:
+        return Violation(
+            f"flow.tasks[{index}]",
+            f"task {name!r} is in a loop with no way out: no path from it reaches the "
+            "end, so only the step limit stops the flow (as FAILED)",
+            "LOOP_WITHOUT_EXIT",
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,25 +108,22 @@ def _fates(chain: tuple[Link, ...]) -> list[_Fate]:
     return fates
 
 
-def _edges(checked: CheckedFlow, fates: dict[str, list[_Fate]]) -> dict[str, set[str]]:
+def _edges(plan: Plan, fates: dict[str, list[_Fate]]) -> dict[str, set[str]]:
     """Where the flow may go after each task, over every outcome and test value."""
-    tasks = checked.flow.tasks
     edges: dict[str, set[str]] = {}
-    for position, task in enumerate(tasks):
-        chain_fates = fates.get(task.name)
+    for position, name in enumerate(plan.names):
+        chain_fates = fates.get(name)
         if chain_fates:
             targets = {
-                fate.link.condition.target_task_success or END
+                taken_target(fate.link.condition, held=True)
                 for fate in chain_fates
                 if fate.can_apply and not fate.never_holds
             }
             if not any(fate.always_holds for fate in chain_fates):
-                targets.add(chain_fates[-1].link.condition.target_task_failure or END)
+                targets.add(taken_target(chain_fates[-1].link.condition, held=False))
         else:
-            # Success goes on in list order (or ends after the last); failure stops.
-            following = tasks[position + 1].name if position + 1 < len(tasks) else END
-            targets = {following, END}
-        edges[task.name] = targets
+            targets = set(unrouted_targets(plan.names, position))
+        edges[name] = targets
     return edges
 
 
@@ -138,39 +138,42 @@ def _reachable(start: str, edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _chain_warnings(source: str, fates: list[_Fate], reachable: bool) -> Iterator[Violation]:
+def _chain_warnings(
+    source: str, fates: list[_Fate], reachable: bool
+) -> Iterator[tuple[int, Violation]]:
+    """The warnings about one chain's links, each with its condition's index."""
     for fate in fates:
-        path = f"flow.conditions[{fate.link.index}]"
-        if not reachable:
-            yield Violation(
-                path,
-                f"this condition can never apply: its source task {source!r} never runs",
-                "CONDITION_NEVER_APPLIES",
-            )
-        elif fate.shadowed_by is not None:
-            yield Violation(
-                path,
-                f"this condition can never apply: flow.conditions[{fate.shadowed_by}] before it "
-                f"on task {source!r} always decides",
-                "CONDITION_NEVER_APPLIES",
-            )
-        elif fate.repeats_outcome:
-            yield Violation(
-                path,
-                f"this condition can never apply: an earlier condition on {source!r} "
-                f"already tests outcome {fate.link.condition.outcome!r}",
-                "CONDITION_NEVER_APPLIES",
-            )
-        elif fate.never_holds:
-            yield Violation(
-                f"{path}.expression",
-                "the expression is always false: target_task_success is never taken",
-                "CONDITION_NEVER_HOLDS",
-            )
+        warning = _link_warning(source, fate, reachable)
+        if warning is not None:
+            yield fate.link.index, warning
 
 
-def _field_order(field: str) -> tuple[int, int, str]:
-    """Sorts tasks before conditions, each by index."""
-    kind = 0 if field.startswith("flow.tasks") else 1
-    index = int(field.split("[", 1)[1].split("]", 1)[0]) if "[" in field else -1
-    return (kind, index, field)
+def _link_warning(source: str, fate: _Fate, reachable: bool) -> Violation | None:
+    path = f"flow.conditions[{fate.link.index}]"
+    if not reachable:
+        return Violation(
+            path,
+            f"this condition can never apply: its source task {source!r} never runs",
+            "CONDITION_NEVER_APPLIES",
+        )
+    if fate.shadowed_by is not None:
+        return Violation(
+            path,
+            f"this condition can never apply: flow.conditions[{fate.shadowed_by}] before it "
+            f"on task {source!r} always decides",
+            "CONDITION_NEVER_APPLIES",
+        )
+    if fate.repeats_outcome:
+        return Violation(
+            path,
+            f"this condition can never apply: an earlier condition on {source!r} "
+            f"already tests outcome {fate.link.condition.outcome!r}",
+            "CONDITION_NEVER_APPLIES",
+        )
+    if fate.never_holds:
+        return Violation(
+            f"{path}.expression",
+            "the expression is always false: target_task_success is never taken",
+            "CONDITION_NEVER_HOLDS",
+        )
+    return None

@@ -1,8 +1,12 @@
-"""One execution of a checked flow: its state, and the loop that yields its events.
+"""One execution of a plan: its state, and the loop that yields its events.
 
-The loop is the engine's hot path, so it is one async generator (each layer
-of generator would cost a hop per event) and its per-step work is kept to
-the few objects a step must produce: two events and a `TaskResult`.
+`Execution.events` is the one generator: it holds only the parts that yield
+(each layer of generator would cost a hop per event). The work between the
+yields is in plain methods named for what they do: `_admit` a step,
+`_attempt` a task, `_record` its result (deciding where the flow goes first,
+so a result is built once), `_route` to the next task, `_summary` at the end.
+A step produces two events and one `TaskResult`, the same object in its
+`TaskFinished` event and in the summary.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any
 
 from flowservice.engine._attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
 from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._plan import Plan
 from flowservice.engine._retry import backoff_delay, should_retry
-from flowservice.engine._routing import Scope, decide, route_target
-from flowservice.engine._validation import CheckedFlow
+from flowservice.engine._scope import ExpressionBudgetSpent, Scope
+from flowservice.engine.routing import decide, stops, unrouted_next
 from flowservice.errors import TooManyExecutionsError
 from flowservice.events import (
     ConditionEvaluated,
@@ -32,10 +37,11 @@ from flowservice.events import (
     TaskRetrying,
     TaskStarted,
 )
-from flowservice.expressions import ExpressionError
+from flowservice.expressions import CompiledExpression, ExpressionError
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import (
+    Decision,
     ExecutionStatus,
     ExecutionSummary,
     Task,
@@ -45,9 +51,9 @@ from flowservice.models import (
     TimeLimit,
 )
 from flowservice.observer import Observer
-from flowservice.tasks import RegisteredTask, TaskContext, TaskRegistry
+from flowservice.tasks import TaskContext
 
-__all__ = ["Admission", "Execution", "Plan"]
+__all__ = ["Admission", "Execution"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,73 +62,12 @@ logger = logging.getLogger(__name__)
 # deadline, not the caller going away.
 _DEADLINE_TOLERANCE = 0.05
 
-_LIMIT_NAMES = {
-    "deadline": "the caller's deadline",
-    "flow.timeout": "the flow's timeout",
-    "max_run_time": "the server's maximum run time (max_run_time)",
-}
+# Tasks that return at once never give the event loop up: past this many
+# seconds without a pause, the loop is given a turn (health checks, other calls).
+_MAX_HOLD = 0.005
 
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything one execution needs, computed once so that each step is O(1)."""
-
-    checked: CheckedFlow
-    """The validated flow, with its compiled expressions and condition chains."""
-    tasks: Mapping[str, Task]
-    """Tasks by name."""
-    registered: Mapping[str, RegisteredTask]
-    """The implementation of each task type the flow uses."""
-    next_in_list: Mapping[str, str | None]
-    """The task after each one in list order (None after the last)."""
-    max_steps: int
-    """Task runs allowed."""
-    time_limit: TimeLimit
-    """The earliest of the time limits that apply."""
-    flow_input: Mapping[str, Any]
-    """The request's input."""
-    stubs: Mapping[str, TaskStub]
-    """What-if results by task name."""
-
-    @classmethod
-    def of(
-        cls,
-        checked: CheckedFlow,
-        registry: TaskRegistry,
-        limits: Limits,
-        time_allowed: float | None,
-        flow_input: Mapping[str, Any],
-        stubs: Mapping[str, TaskStub],
-    ) -> Plan:
-        """The plan of `checked`, under the earliest of its time limits."""
-        flow = checked.flow
-        names = [task.name for task in flow.tasks]
-        time_limits = [TimeLimit("max_run_time", limits.max_run_time)]
-        if flow.timeout is not None:
-            time_limits.append(TimeLimit("flow.timeout", flow.timeout.total_seconds()))
-        if time_allowed is not None:
-            time_limits.append(TimeLimit("deadline", max(time_allowed, 0.0)))
-        registered = {}
-        for task in flow.tasks:
-            implementation = registry.get(task.type)
-            assert implementation is not None  # validation rejected unknown types
-            registered[task.type] = implementation
-        return cls(
-            checked=checked,
-            tasks={task.name: task for task in flow.tasks},
-            registered=registered,
-            next_in_list=dict(zip(names, [*names[1:], None], strict=True)),
-            max_steps=flow.max_steps or limits.default_max_steps,
-            time_limit=min(time_limits, key=lambda limit: limit.seconds),
-            flow_input=flow_input,
-            stubs=stubs,
-        )
-
-    def out_of_time(self, when: str) -> str:
-        """The error of an execution stopped by its time limit `when`."""
-        limit = self.time_limit
-        seconds = f"{limit.seconds:.3g}"
-        return f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {seconds} s passed {when}"
+RESULTS_TOO_LARGE = "ResultsTooLarge"
+"""The error type of the task run whose output took the execution past `max_results_bytes`."""
 
 
 class Admission:
@@ -148,19 +93,30 @@ class Admission:
 
 
 class _Stop(Exception):
-    """Ends an execution early with a status and an error."""
+    """Ends an execution early with a status, an error and its type."""
 
-    def __init__(self, status: ExecutionStatus, error: str) -> None:
+    def __init__(
+        self, status: ExecutionStatus, error: str, error_type: str, failed_task: str = ""
+    ) -> None:
         self.status = status
         self.error = error
+        self.error_type = error_type
+        self.failed_task = failed_task
+
+
+_COMPLETED = _Stop(ExecutionStatus.COMPLETED, "", "")
 
 
 @dataclass(slots=True)
 class Execution:
-    """One run of a plan; `events()` runs it."""
+    """One run of a plan with one request's input and stubs; `events()` runs it."""
 
     plan: Plan
     execution_id: str
+    time_limit: TimeLimit
+    flow_input: Mapping[str, Any]
+    stubs: Mapping[str, TaskStub]
+    limits: Limits
     admission: Admission
     attempts: AttemptRunner
     observer: Observer
@@ -169,6 +125,17 @@ class Execution:
     rng: random.Random
     _sequence: int = 0
     _results: list[TaskResult] = field(default_factory=list)
+    # The latest run per task, in the order they last ran; tasks read it
+    # through a read-only view, only the engine writes it.
+    _latest: dict[str, TaskResult] = field(default_factory=dict)
+    _scope: Scope | None = None
+    _results_bytes: int = 0
+    _held_since: float = 0.0
+    _pending: _Stop | None = None  # a stop found while recording, raised after TaskFinished
+
+    def _emit(self, event: Event) -> Event:
+        self.observer.event(event)
+        return event
 
     def _next(self) -> int:
         self._sequence += 1
@@ -177,246 +144,339 @@ class Execution:
     async def events(self) -> AsyncGenerator[Event, None]:
         """Runs the execution, yielding its events; the last is `ExecutionFinished`."""
         self.admission.enter()
-        plan, execution_id, clock, emit = (
-            self.plan,
-            self.execution_id,
-            self.clock,
-            self.observer.event,
-        )
-        checked = plan.checked
-        flow = checked.flow
-        loop = asyncio.get_running_loop()
-        deadline = DeadlineTimer(loop.time() + plan.time_limit.seconds)
-        results = self._results
-        latest: dict[str, TaskResult] = {}  # latest run per task, in the order they last ran
-        latest_view = MappingProxyType(latest)  # tasks read it, only the engine writes
-        scope = Scope(plan.flow_input) if checked.uses_expressions else None
-        started_at = clock()
-        started = time.perf_counter()
-        status, failed_task, error = ExecutionStatus.COMPLETED, "", ""
-        current: str | None = flow.start_task
+        execution_id, clock = self.execution_id, self.clock
+        deadline = DeadlineTimer(self.time_limit)
         finished = False
         try:
-            with self.observer.execution(flow, execution_id):
-                event: Event = ExecutionStarted(
-                    execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
-                )
-                emit(event)
-                yield event
+            with self.observer.execution(self.plan.flow, execution_id):
+                started_at, started = clock(), time.perf_counter()
+                yield self._emit(self._execution_started(started_at))
+                end = _COMPLETED
                 try:
+                    current: str | None = self.plan.flow.start_task
                     while current is not None:
-                        if len(results) >= plan.max_steps:
-                            raise _Stop(
-                                ExecutionStatus.FAILED,
-                                f"step limit reached: the flow ran {plan.max_steps} tasks "
-                                f"(max_steps) and was stopped before running {current!r} again",
+                        if self._held_too_long():
+                            await asyncio.sleep(0)  # a turn for health checks and other calls
+                        task, step, params, inputs = self._admit(current, deadline)
+                        step_started_at, step_started = clock(), time.perf_counter()
+                        yield self._emit(
+                            TaskStarted(
+                                execution_id,
+                                self._next(),
+                                step_started_at,
+                                task.name,
+                                task.type,
+                                step,
                             )
-                        if deadline.passed:
-                            raise _Stop(
-                                ExecutionStatus.TIMED_OUT,
-                                plan.out_of_time(f"before task {current!r} could start"),
+                        )
+                        stub = self.stubs.get(task.name) if self.stubs else None
+                        number = 1
+                        attempt = await self._attempt(task, stub, params, step, number, deadline)
+                        while (retrying := self._retrying(task, stub, attempt, number)) is not None:
+                            yield self._emit(retrying)
+                            attempt = await self._wait_to_retry(task, attempt, retrying, deadline)
+                            if attempt.deadline_error:
+                                break
+                            number += 1
+                            attempt = await self._attempt(
+                                task, stub, params, step, number, deadline
                             )
-                        task = plan.tasks[current]
-                        step = len(results) + 1
-                        inputs = self._inputs(task, scope) if checked.input_mappings else {}
-                        task_started_at = clock()
-                        task_started = time.perf_counter()
-                        event = TaskStarted(
-                            execution_id, self._next(), task_started_at, task.name, task.type, step
+                        result = self._record(
+                            task, step, step_started_at, step_started, attempt, number, stub, inputs
                         )
-                        emit(event)
-                        yield event
-
-                        stub = plan.stubs.get(task.name) if plan.stubs else None
-                        attempt_number = 1
-                        if stub is not None:
-                            attempt = self.attempts.stubbed(stub)
-                        else:
-                            params = {**task.params, **inputs} if inputs else task.params
-                            registered = plan.registered[task.type]
-                            while True:
-                                ctx = TaskContext(
-                                    execution_id,
-                                    flow.id,
-                                    task,
-                                    params,
-                                    plan.flow_input,
-                                    step,
-                                    attempt_number,
-                                    latest_view,
-                                )
-                                with self.observer.attempt(task, step, attempt_number):
-                                    attempt = await self.attempts.run(
-                                        registered, ctx, deadline, plan
-                                    )
-                                if (
-                                    not attempt.error
-                                    or attempt.out_of_time
-                                    or not should_retry(
-                                        task.retry, attempt_number, attempt.error_type
-                                    )
-                                ):
-                                    break
-                                delay = backoff_delay(task.retry, attempt_number, self.rng)
-                                event = TaskRetrying(
-                                    execution_id,
-                                    self._next(),
-                                    clock(),
-                                    task.name,
-                                    attempt_number,
-                                    attempt.error,
-                                    attempt.error_type,
-                                    delay,
-                                )
-                                emit(event)
-                                yield event
-                                attempt = await self._wait_to_retry(
-                                    task.name, attempt, delay, deadline
-                                )
-                                if attempt.out_of_time:
-                                    break
-                                attempt_number += 1
-
-                        result = TaskResult(
-                            task.name,
-                            TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS,
-                            step,
-                            task_started_at,
-                            timedelta(seconds=time.perf_counter() - task_started),
-                            attempt.output,
-                            attempt.error,
-                            attempt.error_type,
-                            attempt_number,
-                            stub is not None,
-                            inputs,
-                        )
-                        results.append(result)
-                        latest.pop(task.name, None)
-                        latest[task.name] = result
-                        if scope is not None:
-                            scope.record(result)
                         finished_at = clock()
-                        event = TaskFinished(execution_id, self._next(), finished_at, result)
-                        emit(event)
-                        yield event
-                        if attempt.out_of_time:
-                            # The task's error says it was cancelled; the flow's, why.
-                            error = attempt.error.removeprefix("cancelled: ")
-                            raise _Stop(ExecutionStatus.TIMED_OUT, error)
-
-                        chain = checked.chains.get(task.name)
-                        if chain:
-                            try:
-                                decision = decide(chain, result, scope)
-                            except ExpressionError as exc:
-                                raise _Stop(ExecutionStatus.FAILED, str(exc)) from None
-                            results[-1] = result.with_decision(decision)
+                        yield self._emit(
+                            TaskFinished(execution_id, self._next(), finished_at, result)
+                        )
+                        if result.decision is not None:
                             # Deciding takes no time worth a clock read: the
                             # decision shares its task's finish time.
-                            event = ConditionEvaluated(
-                                execution_id, self._next(), finished_at, decision
+                            yield self._emit(
+                                ConditionEvaluated(
+                                    execution_id, self._next(), finished_at, result.decision
+                                )
                             )
-                            emit(event)
-                            yield event
-                            current = route_target(decision.next_task)
-                        elif result.outcome is TaskOutcome.SUCCESS:
-                            current = plan.next_in_list[task.name]
-                        else:
-                            current = None  # fail-fast: an unrouted failure stops the flow
-
-                        if current is None and result.outcome is TaskOutcome.FAILURE:
-                            status = ExecutionStatus.FAILED
-                            failed_task = task.name
-                            error = f"task {task.name!r} failed: {result.error}"
+                        current = self._route(result)
                 except _Stop as stop:
-                    status, error = stop.status, stop.error
-
-                summary = self._summary(status, failed_task, error, started_at, started, scope)
-                self._log_end(status)
-                event = ExecutionFinished(execution_id, self._next(), clock(), summary)
-                emit(event)
+                    end = stop
+                summary = self._summary(end, started_at, started)
+                self._log_end(summary.status)
+                event = self._emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
                 finished = True
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The caller cancelled, went away, or its deadline passed: record
             # which, and let the cancellation propagate.
             if not finished:
-                late = loop.time() >= deadline.when - _DEADLINE_TOLERANCE
-                self._log_end(ExecutionStatus.TIMED_OUT if late else ExecutionStatus.CANCELLED)
+                self._log_cancelled(deadline)
             raise
         finally:
             deadline.cancel()
             self.admission.leave()
 
-    async def _wait_to_retry(
-        self, task_name: str, attempt: Attempt, delay: timedelta, deadline: DeadlineTimer
+    def _execution_started(self, started_at: datetime) -> ExecutionStarted:
+        flow = self.plan.flow
+        if self.plan.uses_expressions:
+            self._scope = Scope(self.flow_input, self.limits.max_expression_seconds)
+        self._held_since = time.perf_counter()
+        return ExecutionStarted(
+            self.execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
+        )
+
+    def _held_too_long(self) -> bool:
+        """Whether the execution has run `_MAX_HOLD` seconds since it last gave the loop up.
+
+        Not knowing when a task suspended, it counts from its last own pause:
+        a pause costs one loop turn, so one each few milliseconds is nothing.
+        """
+        now = time.perf_counter()
+        if now - self._held_since <= _MAX_HOLD:
+            return False
+        self._held_since = now
+        return True
+
+    def _admit(
+        self, name: str, deadline: DeadlineTimer
+    ) -> tuple[Task, int, Mapping[str, Any], dict[str, Any]]:
+        """The task to run next, its step, params and mapped inputs; `_Stop` if it may not run."""
+        results = self._results
+        if len(results) >= self.plan.max_steps:
+            raise _Stop(
+                ExecutionStatus.FAILED,
+                f"step limit reached: the flow ran {self.plan.max_steps} tasks "
+                f"(max_steps) and was stopped before running {name!r} again",
+                "StepLimitReached",
+            )
+        if deadline.passed:
+            raise _Stop(
+                ExecutionStatus.TIMED_OUT,
+                deadline.out_of_time(f"before task {name!r} could start"),
+                DEADLINE_EXCEEDED,
+            )
+        task = self.plan.tasks[name]
+        mapping = self.plan.input_mappings.get(name)
+        if not mapping:
+            return task, len(results) + 1, task.params, {}
+        inputs = self._inputs(task, mapping)
+        return task, len(results) + 1, {**task.params, **inputs}, inputs
+
+    async def _attempt(
+        self,
+        task: Task,
+        stub: TaskStub | None,
+        params: Mapping[str, Any],
+        step: int,
+        number: int,
+        deadline: DeadlineTimer,
     ) -> Attempt:
-        """Sleeps `delay` before the next try; an out-of-time attempt if the deadline cuts it."""
+        """Attempt `number` of `task` at `step` (what its what-if `stub` says, if it has one)."""
+        if stub is not None:
+            return self.attempts.stubbed(stub)
+        ctx = TaskContext(
+            self.execution_id,
+            self.plan.flow.id,
+            task,
+            params,
+            self.flow_input,
+            step,
+            number,
+            MappingProxyType(self._latest),
+        )
+        with self.observer.attempt(task, step, number):
+            return await self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+
+    def _retrying(
+        self, task: Task, stub: TaskStub | None, attempt: Attempt, number: int
+    ) -> TaskRetrying | None:
+        """The event announcing a retry of a failed `attempt`, or None when it is not retried."""
+        if (
+            stub is not None
+            or not attempt.error
+            or attempt.deadline_error
+            or not should_retry(task.retry, number, attempt.error_type)
+        ):
+            return None
+        return TaskRetrying(
+            self.execution_id,
+            self._next(),
+            self.clock(),
+            task.name,
+            number,
+            attempt.error,
+            attempt.error_type,
+            backoff_delay(task.retry, number, self.rng),
+        )
+
+    async def _wait_to_retry(
+        self, task: Task, attempt: Attempt, retrying: TaskRetrying, deadline: DeadlineTimer
+    ) -> Attempt:
+        """Sleeps the retry's delay; `attempt` made out of time if the deadline cuts it."""
         try:
             with deadline.interruptible():
-                await self.sleep(delay.total_seconds())
+                await self.sleep(retrying.delay.total_seconds())
         except DeadlinePassed:
+            why = deadline.out_of_time(f"while {task.name!r} was waiting to retry")
             return Attempt(
-                output=attempt.output,
-                error=self.plan.out_of_time(f"while {task_name!r} was waiting to retry"),
-                error_type=DEADLINE_EXCEEDED,
-                out_of_time=True,
+                attempt.output, why, DEADLINE_EXCEEDED, deadline_error=why, size=attempt.size
             )
         return attempt
 
-    def _inputs(self, task: Task, scope: Scope | None) -> dict[str, Any]:
+    def _record(
+        self,
+        task: Task,
+        step: int,
+        started_at: datetime,
+        started: float,
+        attempt: Attempt,
+        attempts: int,
+        stub: TaskStub | None,
+        inputs: Mapping[str, Any],
+    ) -> TaskResult:
+        """Keeps the result of a finished run, with the decision routing after it.
+
+        A stop this run causes (its deadline, its output past `max_results_bytes`,
+        a condition that cannot be evaluated) is kept in `_pending`, raised by
+        `_route` once `TaskFinished` is out.
+        """
+        if attempt.deadline_error:
+            self._pending = _Stop(
+                ExecutionStatus.TIMED_OUT, attempt.deadline_error, DEADLINE_EXCEEDED
+            )
+        attempt = self._within_results_budget(task.name, attempt)
+        outcome = TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS
+        if self._scope is not None:
+            self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
+        decision = None if self._pending else self._decide(task.name, outcome)
+        result = TaskResult(
+            task.name,
+            outcome,
+            step,
+            started_at,
+            timedelta(seconds=time.perf_counter() - started),
+            attempt.output,
+            attempt.error,
+            attempt.error_type,
+            attempts,
+            stub is not None,
+            inputs,
+            decision,
+        )
+        self._results.append(result)
+        self._latest.pop(task.name, None)
+        self._latest[task.name] = result
+        return result
+
+    def _within_results_budget(self, task_name: str, attempt: Attempt) -> Attempt:
+        """`attempt`, or a failure when its output takes the results past `max_results_bytes`."""
+        self._results_bytes += attempt.size
+        limit = self.limits.max_results_bytes
+        if self._results_bytes <= limit:
+            return attempt
+        error = (
+            f"the execution's task outputs reached {self._results_bytes} bytes, above the "
+            f"limit of {limit} (max_results_bytes); this output was dropped"
+        )
+        self._results_bytes -= attempt.size
+        self._pending = _Stop(
+            ExecutionStatus.FAILED,
+            f"task {task_name!r} failed: {error}",
+            RESULTS_TOO_LARGE,
+            failed_task=task_name,
+        )
+        return Attempt(error=error, error_type=RESULTS_TOO_LARGE)
+
+    def _decide(self, task_name: str, outcome: TaskOutcome) -> Decision | None:
+        """The decision of `task_name`'s conditions, if it has any."""
+        chain = self.plan.chains.get(task_name)
+        if not chain:
+            return None
+        try:
+            return decide(chain, task_name, outcome, self._scope)
+        except ExpressionBudgetSpent as exc:
+            self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
+        except ExpressionError as exc:
+            self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
+        return None
+
+    def _route(self, result: TaskResult) -> str | None:
+        """The task that runs after `result`, None when the flow completes; `_Stop` otherwise."""
+        if self._pending is not None:
+            raise self._pending
+        if result.decision is not None:
+            target = result.decision.next_task
+            following = None if stops(target) else target
+        else:
+            position = self.plan.positions[result.task]
+            succeeded = result.outcome is TaskOutcome.SUCCESS
+            following = unrouted_next(self.plan.names, position, succeeded)
+        if following is None and result.outcome is TaskOutcome.FAILURE:
+            raise _Stop(
+                ExecutionStatus.FAILED,
+                f"task {result.task!r} failed: {result.error}",
+                result.error_type,
+                failed_task=result.task,
+            )
+        return following
+
+    def _inputs(
+        self, task: Task, mapping: tuple[tuple[str, CompiledExpression], ...]
+    ) -> dict[str, Any]:
         """The params `task`'s input mapping produces now; `_Stop` when one fails."""
-        mapping = self.plan.checked.input_mappings.get(task.name)
-        if not mapping:
-            return {}
-        assert scope is not None
-        variables = scope.variables(self._results[-1] if self._results else None)
+        assert self._scope is not None
+        variables = self._scope.variables(self._results[-1].task if self._results else None)
         inputs: dict[str, Any] = {}
         for name, expression in mapping:
             try:
-                inputs[name] = to_json(expression.evaluate(variables))
+                inputs[name] = to_json(self._scope.evaluate(expression, variables))
+            except ExpressionBudgetSpent as exc:
+                raise _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type) from None
             except (ExpressionError, NotJsonError) as exc:
                 raise _Stop(
                     ExecutionStatus.FAILED,
                     f"input_mapping {name!r} of task {task.name!r} could not be evaluated: {exc}",
+                    "ExpressionError",
                 ) from None
         return inputs
 
-    def _summary(
-        self,
-        status: ExecutionStatus,
-        failed_task: str,
-        error: str,
-        started_at: datetime,
-        started: float,
-        scope: Scope | None,
-    ) -> ExecutionSummary:
+    def _summary(self, end: _Stop, started_at: datetime, started: float) -> ExecutionSummary:
         results = self._results
-        checked = self.plan.checked
+        status, error, error_type = end.status, end.error, end.error_type
         output: Any = results[-1].output if results else None
-        if checked.output is not None and status is not ExecutionStatus.TIMED_OUT:
-            assert scope is not None
+        if self.plan.output is not None and status is not ExecutionStatus.TIMED_OUT:
+            assert self._scope is not None
             try:
-                last = results[-1] if results else None
-                output = to_json(checked.output.evaluate(scope.variables(last)))
+                last = results[-1].task if results else None
+                output = to_json(
+                    self._scope.evaluate(self.plan.output, self._scope.variables(last))
+                )
             except (ExpressionError, NotJsonError) as exc:
                 output = None
                 if status is ExecutionStatus.COMPLETED:
                     status = ExecutionStatus.FAILED
                     error = f"flow.output could not be evaluated: {exc}"
+                    error_type = (
+                        exc.error_type
+                        if isinstance(exc, ExpressionBudgetSpent)
+                        else "ExpressionError"
+                    )
         return ExecutionSummary(
             execution_id=self.execution_id,
-            flow_id=checked.flow.id,
+            flow_id=self.plan.flow.id,
             status=status,
             executed_tasks=tuple(result.task for result in results),
             task_results=tuple(results),
             started_at=started_at,
             duration=timedelta(seconds=time.perf_counter() - started),
-            failed_task=failed_task,
+            failed_task=end.failed_task,
             error=error,
-            time_limit=self.plan.time_limit if status is ExecutionStatus.TIMED_OUT else None,
+            time_limit=self.time_limit if status is ExecutionStatus.TIMED_OUT else None,
             output=output,
+            error_type=error_type,
         )
+
+    def _log_cancelled(self, deadline: DeadlineTimer) -> None:
+        late = asyncio.get_running_loop().time() >= deadline.when - _DEADLINE_TOLERANCE
+        self._log_end(ExecutionStatus.TIMED_OUT if late else ExecutionStatus.CANCELLED)
 
     def _log_end(self, status: ExecutionStatus) -> None:
         # A completed execution is the common case and metrics count it; a log
@@ -424,7 +484,7 @@ class Execution:
         level = logging.DEBUG if status is ExecutionStatus.COMPLETED else logging.INFO
         if not logger.isEnabledFor(level):
             return
-        flow_id = self.plan.checked.flow.id
+        flow_id = self.plan.flow.id
         logger.log(
             level,
             "execution %s of flow %r %s after %d task runs",
