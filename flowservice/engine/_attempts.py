@@ -29,7 +29,8 @@ TASK_TIMEOUT = "TaskTimeout"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """The error type of an attempt cut short by the execution's deadline."""
 
-logger = logging.getLogger(__name__)
+# The name log filters and the README know, from before the engine was a package.
+logger = logging.getLogger("flowservice.attempts")
 
 
 @dataclass(frozen=True, slots=True)

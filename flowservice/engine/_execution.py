@@ -55,7 +55,8 @@ from flowservice.tasks import TaskContext
 
 __all__ = ["Admission", "Execution"]
 
-logger = logging.getLogger(__name__)
+# The name log filters and the README know, from before the engine was a package.
+logger = logging.getLogger("flowservice.execution")
 
 # grpc cancels a handler at the caller's deadline by its own timer, which may
 # fire a moment before ours; a cancellation this close to the deadline is the
@@ -131,6 +132,7 @@ class Execution:
     _scope: Scope | None = None
     _results_bytes: int = 0
     _held_since: float = 0.0
+    _step_started: float = 0.0  # perf_counter() when the current step started
     _pending: _Stop | None = None  # a stop found while recording, raised after TaskFinished
 
     def _emit(self, event: Event) -> Event:
@@ -146,7 +148,7 @@ class Execution:
         self.admission.enter()
         execution_id, clock = self.execution_id, self.clock
         deadline = DeadlineTimer(self.time_limit)
-        finished = False
+        ended = False
         try:
             with self.observer.execution(self.plan.flow, execution_id):
                 started_at, started = clock(), time.perf_counter()
@@ -158,17 +160,8 @@ class Execution:
                         if self._held_too_long():
                             await asyncio.sleep(0)  # a turn for health checks and other calls
                         task, step, params, inputs = self._admit(current, deadline)
-                        step_started_at, step_started = clock(), time.perf_counter()
-                        yield self._emit(
-                            TaskStarted(
-                                execution_id,
-                                self._next(),
-                                step_started_at,
-                                task.name,
-                                task.type,
-                                step,
-                            )
-                        )
+                        task_started = self._task_started(task, step)
+                        yield self._emit(task_started)
                         stub = self.stubs.get(task.name) if self.stubs else None
                         number = 1
                         attempt = await self._attempt(task, stub, params, step, number, deadline)
@@ -181,33 +174,23 @@ class Execution:
                             attempt = await self._attempt(
                                 task, stub, params, step, number, deadline
                             )
-                        result = self._record(
-                            task, step, step_started_at, step_started, attempt, number, stub, inputs
-                        )
-                        finished_at = clock()
-                        yield self._emit(
-                            TaskFinished(execution_id, self._next(), finished_at, result)
-                        )
+                        result = self._record(task_started, task, attempt, number, stub, inputs)
+                        finished = TaskFinished(execution_id, self._next(), clock(), result)
+                        yield self._emit(finished)
                         if result.decision is not None:
-                            # Deciding takes no time worth a clock read: the
-                            # decision shares its task's finish time.
-                            yield self._emit(
-                                ConditionEvaluated(
-                                    execution_id, self._next(), finished_at, result.decision
-                                )
-                            )
+                            yield self._emit(self._condition_evaluated(finished, result.decision))
                         current = self._route(result)
                 except _Stop as stop:
                     end = stop
                 summary = self._summary(end, started_at, started)
                 self._log_end(summary.status)
                 event = self._emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
-                finished = True
+                ended = True
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
             # The caller cancelled, went away, or its deadline passed: record
             # which, and let the cancellation propagate.
-            if not finished:
+            if not ended:
                 self._log_cancelled(deadline)
             raise
         finally:
@@ -222,6 +205,17 @@ class Execution:
         return ExecutionStarted(
             self.execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
         )
+
+    def _task_started(self, task: Task, step: int) -> TaskStarted:
+        self._step_started = time.perf_counter()
+        return TaskStarted(
+            self.execution_id, self._next(), self.clock(), task.name, task.type, step
+        )
+
+    def _condition_evaluated(self, finished: TaskFinished, decision: Decision) -> Event:
+        # Deciding takes no time worth a clock read: the decision shares its
+        # task's finish time.
+        return ConditionEvaluated(self.execution_id, self._next(), finished.time, decision)
 
     def _held_too_long(self) -> bool:
         """Whether the execution has run `_MAX_HOLD` seconds since it last gave the loop up.
@@ -323,10 +317,8 @@ class Execution:
 
     def _record(
         self,
+        started: TaskStarted,
         task: Task,
-        step: int,
-        started_at: datetime,
-        started: float,
         attempt: Attempt,
         attempts: int,
         stub: TaskStub | None,
@@ -350,9 +342,9 @@ class Execution:
         result = TaskResult(
             task.name,
             outcome,
-            step,
-            started_at,
-            timedelta(seconds=time.perf_counter() - started),
+            started.step,
+            started.time,
+            timedelta(seconds=time.perf_counter() - self._step_started),
             attempt.output,
             attempt.error,
             attempt.error_type,
