@@ -1,4 +1,4 @@
-"""Task implementations and the registry that maps a task `type` to one."""
+"""Task implementations, the registry that maps a task `type` to one, and `FakeTask` for tests."""
 
 from flowservice.tasks.base import (
     Implementation,
