@@ -8,8 +8,6 @@ Hierarchy::
     │                             (INVALID_ARGUMENT with BadRequest details)
     ├── TooManyExecutionsError    the server runs as many executions as it
     │                             may; the call is shed (RESOURCE_EXHAUSTED)
-    ├── ExecutionTimedOutError    an execution ran out of time; carries its
-    │                             summary (DEADLINE_EXCEEDED)
     ├── TaskRegistrationError     a task implementation cannot be registered
     │                             (raised at start-up, never during a call)
     ├── AuthenticationError       the caller sent no usable credentials
@@ -20,21 +18,18 @@ Hierarchy::
                                   (raised at start-up, never during a call)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
-recorded in its `TaskResult`. Tasks may raise `flowservice.tasks.TaskFailure`
-to fail with a message and an output.
+recorded in its `TaskResult`; nor is an execution that fails or runs out of
+time: its `ExecutionSummary` says so (`status`, `error`, `error_type`).
+Tasks may raise `flowservice.tasks.TaskFailure` to fail with a message and
+an output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from flowservice.models import ExecutionSummary
 
 __all__ = [
     "AuthenticationError",
-    "ExecutionTimedOutError",
     "FlowServiceError",
     "InvalidFlowError",
     "PermissionDeniedError",
@@ -86,14 +81,6 @@ class TooManyExecutionsError(FlowServiceError):
             f"the server is running its limit of {limit} concurrent executions "
             "(max_concurrent_executions); retry later"
         )
-
-
-class ExecutionTimedOutError(FlowServiceError):
-    """An execution ran out of time; `summary` says how far it got."""
-
-    def __init__(self, summary: ExecutionSummary) -> None:
-        self.summary = summary
-        super().__init__(summary.error or "deadline exceeded")
 
 
 class TaskRegistrationError(FlowServiceError):

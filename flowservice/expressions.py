@@ -16,7 +16,7 @@ longer than `MAX_LIST_ITEMS`; and a value is converted to Python only up to
 CEL, not once copied out).
 
 Expressions see three variables, all dynamically typed: `input`, `tasks` and
-`result` (see `ExpressionContext`).
+`result` (see `VARIABLES`; the engine keeps their values up to date).
 """
 
 from __future__ import annotations

@@ -39,3 +39,9 @@ class Limits:
     """Executions running at once in one server process; past it, calls are shed."""
     max_run_time: float = 60.0
     """Seconds any execution may run, whatever its caller's deadline."""
+    max_results_bytes: int = 16 * 1024 * 1024
+    """Bytes of all the task outputs of one execution together, as compact JSON; past it
+    the execution fails at once (below the server's 64 MiB response limit)."""
+    max_expression_seconds: float = 1.0
+    """Seconds one execution may spend evaluating expressions, all evaluations together;
+    past it the execution fails (one evaluation is bounded by CEL's iteration budget)."""

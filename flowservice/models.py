@@ -212,24 +212,6 @@ class TaskResult:
     decision: Decision | None = None
     """The routing decision taken after this run, when a condition took it."""
 
-    def with_decision(self, decision: Decision) -> TaskResult:
-        """This result with `decision` recorded (a direct constructor call:
-        `dataclasses.replace` costs twice as much on the engine's hot path)."""
-        return TaskResult(
-            self.task,
-            self.outcome,
-            self.step,
-            self.started_at,
-            self.duration,
-            self.output,
-            self.error,
-            self.error_type,
-            self.attempts,
-            self.stubbed,
-            self.inputs,
-            decision,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class TimeLimit:
@@ -267,3 +249,7 @@ class ExecutionSummary:
     """The time limit that ended the execution, when its status is TIMED_OUT."""
     output: Any = None
     """The flow's output (JSON data): `Flow.output`'s value, else the last task's output."""
+    error_type: str = ""
+    """Why the flow did not complete, for programs: the failed task's error type, or
+    `StepLimitReached`, `ResultsTooLarge`, `ExpressionBudgetSpent`, `ExpressionError`,
+    `DeadlineExceeded`; empty when it completed."""

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,15 @@ def serving(
     workers: int = 1,
     pin: bool = False,
     graceful_stop: bool = False,
+    address_space: int | None = None,
 ) -> Iterator[RunningServer]:
     """Runs the server with `flags` (and `variables` in its environment) until the block exits.
 
     At the end the server is killed, or with `graceful_stop` sent SIGTERM and
     given `STOP_TIMEOUT` to drain (the benchmark stops it as an operator would).
+    `address_space` caps the server's address space (`RLIMIT_AS`, in bytes),
+    so a request that makes it allocate without bound fails inside it (a
+    `MemoryError`, or the process dies) instead of exhausting the machine.
     """
     command = [sys.executable, "-m", "flowservice", *flags]
     if workers == 1:
@@ -101,6 +106,8 @@ def serving(
             command.append("--no-pin-workers")
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_ENV_PREFIXES)}
     env.update(variables or {})
+    if address_space is not None:
+        env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves 64 MiB of address space per thread arena
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -109,6 +116,7 @@ def serving(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            preexec_fn=None if address_space is None else _address_space_cap(address_space),
         )
     try:
         port = _wait_listening(process, log_path, workers)
@@ -118,6 +126,13 @@ def serving(
         yield RunningServer(process, port, log_path, pids)
     finally:
         _stop(process, _children(process.pid) if workers > 1 else (), graceful_stop)
+
+
+def _address_space_cap(size: int) -> Callable[[], None]:
+    def cap() -> None:  # runs in the child, before exec
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return cap
 
 
 def _free_port() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 
@@ -24,9 +25,9 @@ from flowservice.api.convert import (
     summary_to_proto,
     validation_to_proto,
 )
-from flowservice.api.status import status_for
+from flowservice.api.status import status_for, timed_out_status
 from flowservice.engine import Engine, ValidationReport
-from flowservice.errors import ExecutionTimedOutError, InvalidFlowError
+from flowservice.errors import InvalidFlowError
 from flowservice.events import ExecutionFinished
 from flowservice.models import ExecutionStatus, ExecutionSummary
 
@@ -52,16 +53,18 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                 stubs=stubs_from_request(request),
                 time_allowed=_time_allowed(context),
             )
-            _raise_if_timed_out(summary)
-            return summary_to_proto(summary)
+            if summary.status is not ExecutionStatus.TIMED_OUT:
+                return summary_to_proto(summary)
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+        await _abort_timed_out(context, summary)
 
     async def ExecuteStream(
         self, request: flow_service_pb2.ExecuteStreamRequest, context: _Context
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
         """Runs the flow and streams its events as they happen."""
+        summary: ExecutionSummary | None = None
         try:
             events = self._engine.run(
                 flow_from_request(request),
@@ -73,11 +76,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
                 async for event in events:
                     yield event_to_proto(event)
                     if isinstance(event, ExecutionFinished):
-                        # The finished event went out first, so the caller sees
-                        # how far the flow got; the status says it ran out of time.
-                        _raise_if_timed_out(event.summary)
+                        summary = event.summary
         except Exception as exc:
             await _abort(context, exc)
+        if summary is not None and summary.status is ExecutionStatus.TIMED_OUT:
+            # The finished event went out first, so the caller sees how far
+            # the flow got; the status says it ran out of time.
+            await _abort_timed_out(context, summary)
 
     async def Validate(
         self, request: flow_service_pb2.ValidateRequest, context: _Context
@@ -96,10 +101,10 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             raise  # unreachable: abort raises
 
 
-def _raise_if_timed_out(summary: ExecutionSummary) -> None:
-    """A timed-out execution ends the call with DEADLINE_EXCEEDED (via `status_for`)."""
-    if summary.status is ExecutionStatus.TIMED_OUT:
-        raise ExecutionTimedOutError(summary)
+async def _abort_timed_out(context: _Context, summary: ExecutionSummary) -> NoReturn:
+    """Ends the call of a timed-out execution with DEADLINE_EXCEEDED (see `timed_out_status`)."""
+    status = timed_out_status(summary)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 # The execution ends this long before the caller's deadline (or a tenth of the

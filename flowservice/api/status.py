@@ -5,14 +5,17 @@ plus `BadRequest` field violations for an invalid flow). Anything unexpected
 becomes INTERNAL with a plain message and an incident id that is also in the
 server log; the exception's text never reaches the client.
 
-| error                    | code               | ErrorInfo reason     |
-|--------------------------|--------------------|----------------------|
-| InvalidFlowError         | INVALID_ARGUMENT   | INVALID_FLOW         |
-| TooManyExecutionsError   | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
-| ExecutionTimedOutError   | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
-| AuthenticationError      | UNAUTHENTICATED    | its `reason` (1)     |
-| PermissionDeniedError    | PERMISSION_DENIED  | PERMISSION_DENIED    |
-| anything else            | INTERNAL           | INTERNAL             |
+| what                          | code               | ErrorInfo reason     |
+|-------------------------------|--------------------|----------------------|
+| InvalidFlowError              | INVALID_ARGUMENT   | INVALID_FLOW         |
+| TooManyExecutionsError        | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
+| a TIMED_OUT execution summary | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
+| AuthenticationError           | UNAUTHENTICATED    | its `reason` (1)     |
+| PermissionDeniedError         | PERMISSION_DENIED  | PERMISSION_DENIED    |
+| anything else                 | INTERNAL           | INTERNAL             |
+
+A timed-out execution is not an error the domain raises: it is a summary,
+which `timed_out_status` turns into the call's status.
 
 (1) UNAUTHENTICATED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED or
 TOKEN_NOT_YET_VALID; the auth errors' metadata carry the `method`.
@@ -31,14 +34,13 @@ from grpc_status import rpc_status
 
 from flowservice.errors import (
     AuthenticationError,
-    ExecutionTimedOutError,
-    FlowServiceError,
     InvalidFlowError,
     PermissionDeniedError,
     TooManyExecutionsError,
 )
+from flowservice.models import ExecutionSummary
 
-__all__ = ["ERROR_DOMAIN", "status_for"]
+__all__ = ["ERROR_DOMAIN", "status_for", "timed_out_status"]
 
 ERROR_DOMAIN = "flowmanager"
 """The `ErrorInfo.domain` of every error this service raises."""
@@ -62,26 +64,12 @@ def status_for(exc: Exception) -> grpc.Status:
                 limit_value=str(exc.limit),
             )
             return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
-        case ExecutionTimedOutError():
-            summary = exc.summary
-            limit = summary.time_limit
-            info = _error_info(
-                "DEADLINE_EXCEEDED",
-                limit=limit.name if limit else "",
-                limit_value=f"{limit.seconds:.3g}s" if limit else "",
-                execution_id=summary.execution_id,
-                executed_tasks=",".join(summary.executed_tasks)[:1024],
-            )
-            return _status(code_pb2.DEADLINE_EXCEEDED, str(exc), info)
         case AuthenticationError():
             info = _error_info(exc.reason, method=exc.method)
             return _status(code_pb2.UNAUTHENTICATED, str(exc), info)
         case PermissionDeniedError():
             info = _error_info("PERMISSION_DENIED", method=exc.method, identity=exc.identity)
             return _status(code_pb2.PERMISSION_DENIED, str(exc), info)
-        case FlowServiceError():
-            logger.error("service error while handling a call", exc_info=exc)
-            return _status(code_pb2.INTERNAL, str(exc), _error_info("SERVICE_ERROR"))
     incident = str(uuid.uuid4())
     logger.error("unexpected error while handling a call; incident %s", incident, exc_info=exc)
     return _status(
@@ -89,6 +77,19 @@ def status_for(exc: Exception) -> grpc.Status:
         f"internal error; the server logged it as incident {incident}",
         _error_info("INTERNAL", incident_id=incident),
     )
+
+
+def timed_out_status(summary: ExecutionSummary) -> grpc.Status:
+    """DEADLINE_EXCEEDED for an execution that ran out of time, saying which limit and how far."""
+    limit = summary.time_limit
+    info = _error_info(
+        "DEADLINE_EXCEEDED",
+        limit=limit.name if limit else "",
+        limit_value=f"{limit.seconds:.3g}s" if limit else "",
+        execution_id=summary.execution_id,
+        executed_tasks=",".join(summary.executed_tasks)[:1024],
+    )
+    return _status(code_pb2.DEADLINE_EXCEEDED, summary.error or "deadline exceeded", info)
 
 
 def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:

@@ -1,6 +1,7 @@
 """Drawing a flow: its routes as a graph, written as Mermaid or Graphviz DOT.
 
-The edges follow the routing rules of `flow.proto`:
+The edges follow the routing rules of `flow.proto`, as the engine's routing
+module states them (and this module asks it):
 
 * a condition's `target_task_success`, labelled with its test (`outcome ==
   success` or the CEL expression) and `true`; in a chain of conditions on one
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 
 from flowmanager.v1 import flow_pb2, flow_service_pb2
 from flowservice.cli.errors import CliError
+from flowservice.engine.routing import chains_of, stops, taken_target, unrouted_targets
 from flowservice.models import END
 
 __all__ = [
@@ -115,7 +117,7 @@ class FlowGraph:
         missing: dict[str, Node] = {}
 
         def target(name: str) -> str:
-            if name in ("", END):
+            if stops(name):
                 return _END_ID
             if name not in known and name not in missing:
                 missing[name] = Node(
@@ -124,18 +126,19 @@ class FlowGraph:
             return ids.of(name)
 
         edges = [Edge(_START_ID, target(flow.start_task), "", ("start", "", True))]
-        chains: dict[str, list[tuple[int, flow_pb2.Condition]]] = {}
-        for index, condition in enumerate(flow.conditions):
-            chains.setdefault(condition.source_task, []).append((index, condition))
-        for position, task in enumerate(flow.tasks):
-            source = ids.of(task.name)
-            chain = chains.pop(task.name, [])
+        chains = chains_of(flow.conditions)
+        names = [task.name for task in flow.tasks]
+        for position, name in enumerate(names):
+            source = ids.of(name)
+            chain = chains.pop(name, [])
             if chain:
                 edges.extend(_chain_edges(source, chain, target))
                 continue
-            following = flow.tasks[position + 1].name if position + 1 < len(flow.tasks) else END
-            edges.append(Edge(source, target(following), "success", ("next", task.name, True)))
-            edges.append(Edge(source, _END_ID, "failure", ("stop", task.name, False), dashed=True))
+            on_success, on_failure = unrouted_targets(names, position)
+            edges.append(Edge(source, target(on_success), "success", ("next", name, True)))
+            edges.append(
+                Edge(source, target(on_failure), "failure", ("stop", name, False), dashed=True)
+            )
         for name, chain in chains.items():  # conditions on a task that does not exist
             edges.extend(_chain_edges(target(name), chain, target))
         nodes.extend(missing.values())
@@ -302,14 +305,14 @@ def _chain_edges(
         prefix = f"{link}. " if numbered else ""
         yield Edge(
             source,
-            target(condition.target_task_success),
+            target(taken_target(condition, held=True)),
             f"{prefix}{test}: true",
             ("condition", index, True),
         )
         if link == len(chain):
             yield Edge(
                 source,
-                target(condition.target_task_failure),
+                target(taken_target(condition, held=False)),
                 f"{prefix}{test}: false",
                 ("condition", index, False),
                 dashed=True,

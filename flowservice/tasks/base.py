@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from flowservice.models import Task, TaskResult
 
 __all__ = [
+    "Implementation",
     "TaskContext",
     "TaskFailure",
+    "TaskFunction",
     "TaskImplementation",
     "TaskOutput",
 ]
@@ -73,3 +75,11 @@ class TaskImplementation(Protocol):
     def run(self, ctx: TaskContext) -> TaskOutput | Awaitable[TaskOutput]:
         """Carries out the task."""
         ...
+
+
+TaskFunction = Callable[[TaskContext], TaskOutput | Awaitable[TaskOutput]]
+"""A task written as a function, sync (run in a thread) or async."""
+
+Implementation = TaskFunction | TaskImplementation | type[TaskImplementation]
+"""What `TaskRegistry.register` accepts: a function, an object with `run`, or a class
+whose instances have one (constructed once, with no arguments)."""

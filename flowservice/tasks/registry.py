@@ -9,12 +9,14 @@ with a `run` method of either kind.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from flowservice.errors import TaskRegistrationError
-from flowservice.tasks.base import TaskContext, TaskOutput
+from flowservice.tasks.base import Implementation, TaskContext, TaskOutput
+
+_I = TypeVar("_I", bound=Implementation)
 
 __all__ = ["RegisteredTask", "TaskRegistry"]
 
@@ -34,10 +36,13 @@ class RegisteredTask:
 class TaskRegistry:
     """Maps task type names to implementations, adapted to one async shape."""
 
-    def __init__(self) -> None:
+    def __init__(self, implementations: Mapping[str, Implementation] | None = None) -> None:
+        """A registry holding `implementations` by type name (none by default)."""
         self._tasks: dict[str, RegisteredTask] = {}
+        for type_name, implementation in (implementations or {}).items():
+            self.register(type_name, implementation)
 
-    def register(self, type_name: str, implementation: Any) -> None:
+    def register(self, type_name: str, implementation: Implementation) -> None:
         """Registers `implementation` under `type_name`.
 
         Raises `TaskRegistrationError` for an empty or taken name, or for
@@ -49,10 +54,10 @@ class TaskRegistry:
             raise TaskRegistrationError(f"task type {type_name!r} is already registered")
         self._tasks[type_name] = _adapt(type_name, implementation)
 
-    def task(self, type_name: str) -> Callable[[Any], Any]:
+    def task(self, type_name: str) -> Callable[[_I], _I]:
         """Decorator form of `register`."""
 
-        def decorate(implementation: Any) -> Any:
+        def decorate(implementation: _I) -> _I:
             self.register(type_name, implementation)
             return implementation
 
@@ -72,24 +77,27 @@ class TaskRegistry:
         return len(self._tasks)
 
 
-def _adapt(type_name: str, implementation: Any) -> RegisteredTask:
-    if inspect.isclass(implementation):
+def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
+    # Checked at run time too: callers without a type checker pass anything.
+    target: object = implementation
+    if inspect.isclass(target):
         try:
-            implementation = implementation()
+            target = target()
         except TypeError as exc:
             raise TaskRegistrationError(
                 f"task class for {type_name!r} must be constructible with no arguments: {exc}"
             ) from exc
-    run = getattr(implementation, "run", None)
+    run = getattr(target, "run", None)
     if callable(run):
-        implementation = run
-    if not callable(implementation):
+        target = run
+    if not callable(target):
         raise TaskRegistrationError(
             f"task {type_name!r} must be a callable or have a run method, "
-            f"got {type(implementation).__name__}"
+            f"got {type(target).__name__}"
         )
+    function: Callable[[TaskContext], TaskOutput | Awaitable[TaskOutput]] = target
     return RegisteredTask(
         type_name=type_name,
-        function=implementation,
-        is_async=inspect.iscoroutinefunction(implementation),
+        function=function,
+        is_async=inspect.iscoroutinefunction(function),
     )

@@ -26,7 +26,7 @@ from flowservice.models import (
     Task,
     TaskOutcome,
 )
-from flowservice.tasks import TaskContext, TaskFailure, builtin_registry
+from flowservice.tasks import FakeTask, TaskContext, TaskFailure, TaskRegistry, builtin_registry
 
 SEED = Flow(
     id="flow123",
@@ -44,8 +44,22 @@ SEED = Flow(
 )
 
 
+def _fail(ctx: TaskContext) -> None:
+    raise TaskFailure(str(ctx.params["error"]))
+
+
 def failing(name: str, error: str = "boom") -> Task:
-    return Task(name, params={"fail": True, "error": error})
+    """A task that fails with `error` (a fake: the test says what it does)."""
+    return Task(name, type="fails", params={"error": error})
+
+
+def registry_with(**fakes: FakeTask) -> TaskRegistry:
+    """The built-in tasks, a task type `fails`, and the test's own fakes."""
+    registry = builtin_registry()
+    registry.register("fails", FakeTask(_fail))
+    for type_name, fake in fakes.items():
+        registry.register(type_name, fake)
+    return registry
 
 
 async def collect(engine: Engine, flow: Flow) -> list[Event]:
@@ -54,7 +68,7 @@ async def collect(engine: Engine, flow: Flow) -> list[Event]:
 
 @pytest.fixture
 def engine() -> Engine:
-    return Engine(builtin_registry())
+    return Engine(registry_with())
 
 
 async def test_seed_flow_completes_with_every_task_in_order(engine: Engine) -> None:
@@ -215,8 +229,7 @@ async def test_a_loop_is_stopped_by_the_flows_step_limit(engine: Engine) -> None
 
     assert summary.status is ExecutionStatus.FAILED
     assert summary.executed_tasks == ("a", "b", "a", "b", "a", "b", "a")
-    assert "step limit" in summary.error
-    assert "7" in summary.error
+    assert summary.error_type == "StepLimitReached"
     assert summary.failed_task == ""
 
 
@@ -233,17 +246,13 @@ async def test_the_servers_default_step_limit_applies_when_the_flow_sets_none() 
 
 
 async def test_a_bounded_loop_repeats_tasks_and_lists_every_run() -> None:
-    registry = builtin_registry()
-    attempts = 0
+    def flaky(ctx: TaskContext) -> dict[str, int]:
+        if len(fake.calls) < 3:
+            raise TaskFailure(f"attempt {len(fake.calls)} failed")
+        return {"attempts": len(fake.calls)}
 
-    async def flaky(ctx: TaskContext) -> dict[str, int]:
-        nonlocal attempts
-        attempts += 1
-        if attempts < 3:
-            raise TaskFailure(f"attempt {attempts} failed")
-        return {"attempts": attempts}
-
-    registry.register("flaky", flaky)
+    fake = FakeTask(flaky)
+    registry = registry_with(flaky=fake)
     flow = Flow(
         start_task="try",
         tasks=(Task("try", type="flaky"), Task("done")),
@@ -262,33 +271,29 @@ async def test_a_bounded_loop_repeats_tasks_and_lists_every_run() -> None:
 
 
 async def test_an_exception_inside_a_task_is_that_tasks_failure() -> None:
-    registry = builtin_registry()
-
     def broken(ctx: TaskContext) -> None:
         raise ZeroDivisionError("division by zero")
 
-    registry.register("broken", broken)
+    registry = registry_with(broken=FakeTask(broken))
     flow = Flow(start_task="a", tasks=(Task("a", type="broken"), Task("b")))
 
     summary = await Engine(registry).execute(flow)
 
     assert summary.status is ExecutionStatus.FAILED
     assert summary.failed_task == "a"
+    assert summary.error_type == "ZeroDivisionError"
+    assert summary.task_results[0].error_type == "ZeroDivisionError"
     assert summary.task_results[0].error == "ZeroDivisionError: division by zero"
 
 
 async def test_a_task_output_that_is_not_json_like_fails_the_task() -> None:
-    registry = builtin_registry()
-
-    async def returns_a_set(ctx: TaskContext) -> dict[str, object]:
-        return {"ids": {1, 2}}
-
-    registry.register("bad_output", returns_a_set)
+    registry = registry_with(bad_output=FakeTask(lambda ctx: {"ids": {1, 2}}))
     flow = Flow(start_task="a", tasks=(Task("a", type="bad_output"),))
 
     summary = await Engine(registry).execute(flow)
 
     assert summary.status is ExecutionStatus.FAILED
+    assert summary.task_results[0].error_type == "InvalidOutput"
     assert "output.ids" in summary.task_results[0].error
     assert "set" in summary.task_results[0].error
 
@@ -362,13 +367,12 @@ async def test_mock_task_rejects_a_negative_sleep(engine: Engine) -> None:
 
 
 async def test_tasks_see_the_input_their_params_and_earlier_results() -> None:
-    registry = builtin_registry()
     seen: list[tuple[TaskContext, dict[str, object]]] = []
 
-    async def spy(ctx: TaskContext) -> None:
+    def spy(ctx: TaskContext) -> None:
         seen.append((ctx, {name: r.output for name, r in ctx.results.items()}))
 
-    registry.register("spy", spy)
+    registry = registry_with(spy=FakeTask(spy))
     flow = Flow(
         id="f",
         start_task="a",

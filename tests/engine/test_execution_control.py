@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from flowservice.attempts import TASK_TIMEOUT
 from flowservice.engine import Engine
+from flowservice.engine._attempts import TASK_TIMEOUT
+from flowservice.engine._retry import backoff_delay, should_retry
 from flowservice.errors import TooManyExecutionsError
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskRetrying, TaskStarted
 from flowservice.limits import Limits
 from flowservice.models import Condition, ExecutionStatus, Flow, RetryPolicy, Task, TaskOutcome
-from flowservice.retry import backoff_delay, should_retry
 from flowservice.tasks import TaskContext, TaskFailure, TaskRegistry, builtin_registry
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=1))

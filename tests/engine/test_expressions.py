@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from flowservice.engine import Engine
+from flowservice.engine._validation import validate
 from flowservice.events import ConditionEvaluated, Event
 from flowservice.expression_bounds import MAX_COPY_WEIGHT
 from flowservice.expressions import (
@@ -29,7 +30,6 @@ from flowservice.models import (
 )
 from flowservice.tasks import TaskContext, builtin_registry
 from flowservice.tasks.builtin import MAX_RECORDS
-from flowservice.validation import validate
 
 LIMITS = Limits()
 

@@ -7,7 +7,7 @@ import pytest
 from flowservice.engine import Engine
 from flowservice.errors import TaskRegistrationError
 from flowservice.models import ExecutionStatus, Flow, Task
-from flowservice.tasks import TaskContext, TaskRegistry, builtin_registry
+from flowservice.tasks import FakeTask, TaskContext, TaskFailure, TaskRegistry, builtin_registry
 
 
 class SyncClassTask:
@@ -74,3 +74,29 @@ def test_bad_registrations_are_refused_at_start_up(
 ) -> None:
     with pytest.raises(TaskRegistrationError, match=message):
         builtin_registry().register(name, implementation)
+
+
+async def test_a_fake_task_runs_the_behaviour_the_test_passes_in_and_records_its_calls() -> None:
+    fake = FakeTask(lambda ctx: {"doubled": ctx.params["n"] * 2})
+    engine = Engine(TaskRegistry({"double": fake}))
+
+    summary = await engine.execute(
+        Flow(start_task="a", tasks=(Task("a", type="double", params={"n": 21}),))
+    )
+
+    assert summary.status is ExecutionStatus.COMPLETED
+    assert summary.task_results[0].output == {"doubled": 42}
+    assert [ctx.task.name for ctx in fake.calls] == ["a"]
+
+
+async def test_a_fake_task_may_be_async_and_fail() -> None:
+    async def refuse(ctx: TaskContext) -> None:
+        raise TaskFailure("card declined", error_type="CardDeclined")
+
+    engine = Engine(TaskRegistry({"charge": FakeTask(refuse)}))
+
+    summary = await engine.execute(Flow(start_task="a", tasks=(Task("a", type="charge"),)))
+
+    assert summary.status is ExecutionStatus.FAILED
+    assert summary.error_type == "CardDeclined"
+    assert summary.task_results[0].error_type == "CardDeclined"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from flowservice.engine import Engine
+from flowservice.engine._validation import validate
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.limits import Limits
 from flowservice.models import Condition, Flow, Task
 from flowservice.tasks import builtin_registry
-from flowservice.validation import validate
 
 TYPES = builtin_registry()
 LIMITS = Limits(max_steps_ceiling=100)

@@ -21,16 +21,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flowservice.analysis import flow_warnings
-from flowservice.attempts import AttemptRunner
-from flowservice.errors import Violation
+from flowservice.engine._analysis import flow_warnings
+from flowservice.engine._attempts import AttemptRunner
+from flowservice.engine._deadline import earliest_limit
+from flowservice.engine._execution import Admission, Execution
+from flowservice.engine._plan import Plan, compile_flow
+from flowservice.engine._validation import validate
+from flowservice.errors import InvalidFlowError, Violation
 from flowservice.events import Event, ExecutionFinished
-from flowservice.execution import Admission, Execution, Plan
 from flowservice.limits import Limits
 from flowservice.models import ExecutionSummary, Flow, TaskStub
 from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskRegistry
-from flowservice.validation import check_flow, validate
 
 __all__ = ["Engine", "ValidationReport"]
 
@@ -92,9 +94,10 @@ class Engine:
     ) -> ValidationReport:
         """The errors `run` would raise for `flow` and `stubs`, and warnings that would not."""
         validation = validate(flow, self._registry, self._limits, stubs)
-        if validation.checked is None:
+        if validation.violations:
             return ValidationReport(validation.violations, ())
-        return ValidationReport((), tuple(flow_warnings(validation.checked)))
+        plan = compile_flow(flow, validation.expressions, self._registry, self._limits)
+        return ValidationReport((), tuple(flow_warnings(plan)))
 
     def run(
         self,
@@ -116,11 +119,13 @@ class Engine:
         closes the iterator (`contextlib.aclosing`) so the execution ends at once.
         """
         stubs = stubs or {}
-        checked = check_flow(flow, self._registry, self._limits, stubs)
-        plan = Plan.of(checked, self._registry, self._limits, time_allowed, flow_input or {}, stubs)
         execution = Execution(
-            plan=plan,
+            plan=self._plan(flow, stubs),
             execution_id=self._new_execution_id(),
+            time_limit=earliest_limit(flow, self._limits, time_allowed),
+            flow_input=flow_input or {},
+            stubs=stubs,
+            limits=self._limits,
             admission=self._admission,
             attempts=self._attempts,
             observer=self._observer,
@@ -129,6 +134,13 @@ class Engine:
             rng=self._rng,
         )
         return execution.events()
+
+    def _plan(self, flow: Flow, stubs: Mapping[str, TaskStub]) -> Plan:
+        """The plan of `flow`; `InvalidFlowError` with every violation when it is invalid."""
+        validation = validate(flow, self._registry, self._limits, stubs)
+        if validation.violations:
+            raise InvalidFlowError(validation.violations)
+        return compile_flow(flow, validation.expressions, self._registry, self._limits)
 
     async def execute(
         self,

@@ -3,9 +3,9 @@
 `validate` walks the whole definition once, compiles every expression, and
 reports every problem it finds, each as a `Violation` with the request field
 path (`flow.conditions[2].expression`) and an UPPER_SNAKE_CASE reason, so a
-caller can fix them all in one go. A valid flow comes back as a `CheckedFlow`
-holding the compiled expressions and the routing tables the engine uses, so
-nothing is compiled or looked up twice.
+caller can fix them all in one go. It only reports: turning a valid flow
+into what the engine runs is `_plan.compile_flow`'s job, which reuses the
+expressions compiled here (compiling an expression is how it is checked).
 """
 
 from __future__ import annotations
@@ -14,73 +14,27 @@ from collections.abc import Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flowservice.errors import InvalidFlowError, Violation
+from flowservice.engine.routing import chains_of, stops
+from flowservice.errors import Violation
 from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
 from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, TaskStub
 
-__all__ = ["OUTCOMES", "CheckedFlow", "Link", "Validation", "check_flow", "validate"]
+__all__ = ["Validation", "validate"]
 
-OUTCOMES = ("success", "failure")
+_OUTCOMES = ("success", "failure")
 """The values a condition's `outcome` may take."""
 
 
 @dataclass(frozen=True, slots=True)
-class Link:
-    """One condition of a chain, with its compiled expression when it tests one."""
-
-    index: int
-    """The condition's index in `Flow.conditions`."""
-    condition: Condition
-    """The condition."""
-    expression: CompiledExpression | None
-    """The compiled `condition.expression`, or None when it tests `outcome`."""
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedFlow:
-    """A flow that passed validation, with everything compiled for the engine."""
-
-    flow: Flow
-    """The flow as defined."""
-    chains: Mapping[str, tuple[Link, ...]]
-    """The conditions of each source task, in declared order."""
-    input_mappings: Mapping[str, tuple[tuple[str, CompiledExpression], ...]]
-    """Each task's compiled input mapping: (param name, expression) pairs."""
-    output: CompiledExpression | None
-    """The compiled `Flow.output`, or None for the last task's output."""
-
-    @property
-    def uses_expressions(self) -> bool:
-        """Whether any expression is evaluated during a run."""
-        return (
-            self.output is not None
-            or bool(self.input_mappings)
-            or any(link.expression for chain in self.chains.values() for link in chain)
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Validation:
-    """What `validate` found: every violation, and the checked flow when there is none."""
+    """What `validate` found: every violation, and the expressions it compiled to check them."""
 
     violations: tuple[Violation, ...]
-    """Every problem, in field order."""
-    checked: CheckedFlow | None
-    """The flow ready to run, when `violations` is empty."""
-
-
-def check_flow(
-    flow: Flow,
-    task_types: Collection[str],
-    limits: Limits,
-    stubs: Mapping[str, TaskStub] | None = None,
-) -> CheckedFlow:
-    """The checked flow; `InvalidFlowError` with every violation when it is invalid."""
-    validation = validate(flow, task_types, limits, stubs)
-    if validation.checked is None:
-        raise InvalidFlowError(validation.violations)
-    return validation.checked
+    """Every problem, in field order; empty for a valid flow."""
+    expressions: Mapping[str, CompiledExpression]
+    """Every expression that compiled, by its text: compiling is the check, so the
+    compilation of the plan reuses them instead of compiling twice."""
 
 
 def validate(
@@ -89,20 +43,10 @@ def validate(
     limits: Limits,
     stubs: Mapping[str, TaskStub] | None = None,
 ) -> Validation:
-    """Checks `flow` (and any what-if `stubs`) and compiles its expressions."""
+    """Checks `flow` (and any what-if `stubs`), reporting every problem found."""
     checker = _Checker(flow, task_types, limits)
     violations = [*checker.violations(), *_stub_violations(flow, stubs or {})]
-    if violations:
-        return Validation(tuple(violations), None)
-    return Validation(
-        (),
-        CheckedFlow(
-            flow=flow,
-            chains=checker.chains,
-            input_mappings=checker.input_mappings,
-            output=checker.output,
-        ),
-    )
+    return Validation(tuple(violations), checker.expressions)
 
 
 @dataclass
@@ -111,11 +55,7 @@ class _Checker:
     task_types: Collection[str]
     limits: Limits
     task_names: dict[str, int] = field(default_factory=dict)
-    chains: dict[str, tuple[Link, ...]] = field(default_factory=dict)
-    input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = field(
-        default_factory=dict
-    )
-    output: CompiledExpression | None = None
+    expressions: dict[str, CompiledExpression] = field(default_factory=dict)
 
     def violations(self) -> Iterator[Violation]:
         flow, limits = self.flow, self.limits
@@ -147,8 +87,7 @@ class _Checker:
             )
         yield from _positive("flow.timeout", flow.timeout)
         if flow.output:
-            compiled = yield from self._compile("flow.output", flow.output, needs_bool=False)
-            self.output = compiled
+            yield from self._compile("flow.output", flow.output, needs_bool=False)
 
     def _tasks(self) -> Iterator[Violation]:
         flow, limits = self.flow, self.limits
@@ -190,18 +129,11 @@ class _Checker:
                 yield from _positive(f"{path}.timeout", task.timeout)
             if task.retry is not NO_RETRY:
                 yield from _retry(f"{path}.retry", task.retry, limits)
-            if not task.input_mapping:
-                continue
-            mapping: list[tuple[str, CompiledExpression]] = []
             for name, source in task.input_mapping.items():
                 mapping_path = f'{path}.input_mapping["{name}"]'
                 if not name:
                     yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
-                compiled = yield from self._compile(mapping_path, source, needs_bool=False)
-                if compiled is not None:
-                    mapping.append((name, compiled))
-            if mapping:
-                self.input_mappings[task.name] = tuple(mapping)
+                yield from self._compile(mapping_path, source, needs_bool=False)
 
     def _conditions(self) -> Iterator[Violation]:
         limits = self.limits
@@ -214,62 +146,54 @@ class _Checker:
                 "max_conditions",
                 limits.max_conditions,
             )
-        links: dict[str, list[Link]] = {}
         for index, condition in enumerate(conditions):
-            path = f"flow.conditions[{index}]"
-            source = condition.source_task
-            if len(condition.name) > limits.max_name_length:
-                yield from self._names((f"{path}.name", condition.name))
-            if not source:
-                yield Violation(
-                    f"{path}.source_task", "source_task is required", "MISSING_SOURCE_TASK"
-                )
-            elif source not in self.task_names:
-                yield Violation(
-                    f"{path}.source_task",
-                    f"source_task {source!r} is not the name of a task in flow.tasks",
-                    "UNKNOWN_SOURCE_TASK",
-                )
-            expression: CompiledExpression | None = None
-            if condition.expression and condition.outcome:
-                yield Violation(
-                    path,
-                    "a condition tests either an outcome or an expression, not both",
-                    "AMBIGUOUS_TEST",
-                )
-            elif condition.expression:
-                expression = yield from self._compile(f"{path}.expression", condition.expression)
-            elif condition.outcome not in OUTCOMES:
-                yield Violation(
-                    f"{path}.outcome",
-                    f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
-                    "INVALID_OUTCOME",
-                )
-            # A quick test first: this runs once per condition of every request,
-            # and the detailed check builds paths and tuples.
-            known = self.task_names
-            success, failure = condition.target_task_success, condition.target_task_failure
-            if (success and success != END and success not in known) or (
-                failure and failure != END and failure not in known
-            ):
-                yield from _unknown_targets(path, success, failure, known)
-            chain = links.get(source)
-            if chain is None:
-                links[source] = [Link(index, condition, expression)]
-            else:
-                chain.append(Link(index, condition, expression))
-        for chain in links.values():
-            for link in chain[:-1]:
-                if link.condition.target_task_failure:
-                    later = chain[-1].index
+            yield from self._condition(f"flow.conditions[{index}]", condition)
+        for chain in chains_of(conditions).values():
+            last = chain[-1][0]
+            for index, condition in chain[:-1]:
+                if condition.target_task_failure:
                     yield Violation(
-                        f"flow.conditions[{link.index}].target_task_failure",
-                        f"only the last condition on task {link.condition.source_task!r} "
-                        f"(flow.conditions[{later}]) may set target_task_failure: an earlier "
+                        f"flow.conditions[{index}].target_task_failure",
+                        f"only the last condition on task {condition.source_task!r} "
+                        f"(flow.conditions[{last}]) may set target_task_failure: an earlier "
                         "link that does not hold passes to the next",
                         "FAILURE_TARGET_NOT_LAST",
                     )
-        self.chains = {source: tuple(chain) for source, chain in links.items()}
+
+    def _condition(self, path: str, condition: Condition) -> Iterator[Violation]:
+        source = condition.source_task
+        if len(condition.name) > self.limits.max_name_length:
+            yield from self._names((f"{path}.name", condition.name))
+        if not source:
+            yield Violation(f"{path}.source_task", "source_task is required", "MISSING_SOURCE_TASK")
+        elif source not in self.task_names:
+            yield Violation(
+                f"{path}.source_task",
+                f"source_task {source!r} is not the name of a task in flow.tasks",
+                "UNKNOWN_SOURCE_TASK",
+            )
+        if condition.expression and condition.outcome:
+            yield Violation(
+                path,
+                "a condition tests either an outcome or an expression, not both",
+                "AMBIGUOUS_TEST",
+            )
+        elif condition.expression:
+            yield from self._compile(f"{path}.expression", condition.expression)
+        elif condition.outcome not in _OUTCOMES:
+            yield Violation(
+                f"{path}.outcome",
+                f"outcome must be 'success' or 'failure', got {condition.outcome!r}",
+                "INVALID_OUTCOME",
+            )
+        # A quick test first: this runs once per condition of every request,
+        # and the detailed check builds paths and tuples.
+        known = self.task_names
+        success, failure = condition.target_task_success, condition.target_task_failure
+        if (not stops(success) and success not in known) or (
+            not stops(failure) and failure not in known
+        ):
+            yield from _unknown_targets(path, success, failure, known)
 
     def _compile(
         self, path: str, source: str, *, needs_bool: bool = True
@@ -295,6 +219,7 @@ class _Checker:
                 "EXPRESSION_NOT_BOOL",
             )
             return None
+        self.expressions[source] = compiled
         return compiled
 
     def _names(self, *fields: tuple[str, str]) -> Iterator[Violation]:
@@ -313,7 +238,7 @@ def _unknown_targets(
     path: str, success: str, failure: str, known: Collection[str]
 ) -> Iterator[Violation]:
     for field_name, target in (("target_task_success", success), ("target_task_failure", failure)):
-        if target and target != END and target not in known:
+        if not stops(target) and target not in known:
             yield Violation(
                 f"{path}.{field_name}",
                 f"{field_name} {target!r} is not the name of a task in flow.tasks "

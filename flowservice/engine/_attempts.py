@@ -3,7 +3,7 @@
 An attempt ends in one of four ways, all reported as an `Attempt`: success
 (with its output normalised to JSON), failure (an exception, `TaskFailure`,
 a bad or oversized output), its own timeout (`TaskTimeout`), or the
-execution's deadline (`out_of_time`). Cancellation from outside propagates.
+execution's deadline (`deadline_error`). Cancellation from outside propagates.
 """
 
 from __future__ import annotations
@@ -14,30 +14,23 @@ import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from flowservice.deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import TaskOutcome, TaskStub
 from flowservice.tasks import RegisteredTask, TaskContext, TaskFailure
 
-__all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner", "DeadlineDescription"]
+__all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner"]
 
 TASK_TIMEOUT = "TaskTimeout"
 """The error type of an attempt that ran past its task's `timeout`."""
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 """The error type of an attempt cut short by the execution's deadline."""
 
-logger = logging.getLogger(__name__)
-
-
-class DeadlineDescription(Protocol):
-    """Says which time limit an execution ran into."""
-
-    def out_of_time(self, when: str) -> str:
-        """The error of an execution stopped by its time limit `when`."""
-        ...
+# The name log filters and the README know, from before the engine was a package.
+logger = logging.getLogger("flowservice.attempts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +43,10 @@ class Attempt:
     """Why it failed; empty on success."""
     error_type: str = ""
     """The kind of failure, matched by `RetryPolicy.non_retryable_errors`."""
-    out_of_time: bool = False
-    """The execution's deadline passed during the attempt."""
+    deadline_error: str = ""
+    """The execution's error when its deadline passed during the attempt; empty otherwise."""
+    size: int = 0
+    """Bytes of `output` as compact JSON (0 when empty), measured by the output check."""
 
 
 class AttemptRunner:
@@ -74,12 +69,8 @@ class AttemptRunner:
         registered: RegisteredTask,
         ctx: TaskContext,
         deadline: DeadlineTimer,
-        limit: DeadlineDescription,
     ) -> Attempt:
-        """One attempt, bounded by the task's timeout and the execution's `deadline`.
-
-        `limit` describes the deadline for the error of an attempt it cuts short.
-        """
+        """One attempt, bounded by the task's timeout and the execution's `deadline`."""
         task = ctx.task
         try:
             with deadline.interruptible():
@@ -97,10 +88,10 @@ class AttemptRunner:
             seconds = task.timeout.total_seconds()
             return Attempt(error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT)
         except DeadlinePassed:
+            # The task's error says it was cancelled; the execution's, why.
+            why = deadline.out_of_time(f"while task {task.name!r} ran")
             return Attempt(
-                error=f"cancelled: {limit.out_of_time(f'while task {task.name!r} ran')}",
-                error_type=DEADLINE_EXCEEDED,
-                out_of_time=True,
+                error=f"cancelled: {why}", error_type=DEADLINE_EXCEEDED, deadline_error=why
             )
         except Exception as exc:
             # A task's own bug is that task's failure, never the server's.
@@ -134,7 +125,7 @@ class AttemptRunner:
             return Attempt(
                 error=f"{error} (its output was dropped: {checked.error})", error_type=error_type
             )
-        return Attempt(checked.output, error, error_type)
+        return Attempt(checked.output, error, error_type, size=checked.size)
 
     def _checked(self, returned: object) -> Attempt:
         if returned is None:
@@ -149,12 +140,13 @@ class AttemptRunner:
             output = to_json(returned)
         except NotJsonError as exc:
             return Attempt(error=f"task output is not JSON-like: {exc}", error_type="InvalidOutput")
-        if output:
-            size = len(json.dumps(output, separators=(",", ":")).encode())
-            if size > self._limits.max_output_bytes:
-                return Attempt(
-                    error=f"task output is {size} bytes, above the limit of "
-                    f"{self._limits.max_output_bytes} (max_output_bytes)",
-                    error_type="OutputTooLarge",
-                )
-        return Attempt(output)
+        if not output:
+            return Attempt(output)
+        size = len(json.dumps(output, separators=(",", ":")).encode())
+        if size > self._limits.max_output_bytes:
+            return Attempt(
+                error=f"task output is {size} bytes, above the limit of "
+                f"{self._limits.max_output_bytes} (max_output_bytes)",
+                error_type="OutputTooLarge",
+            )
+        return Attempt(output, size=size)

@@ -1,0 +1,488 @@
+"""One execution of a plan: its state, and the loop that yields its events.
+
+`Execution.events` is the one generator: it holds only the parts that yield
+(each layer of generator would cost a hop per event). The work between the
+yields is in plain methods named for what they do: `_admit` a step,
+`_attempt` a task, `_record` its result (deciding where the flow goes first,
+so a result is built once), `_route` to the next task, `_summary` at the end.
+A step produces two events and one `TaskResult`, the same object in its
+`TaskFinished` event and in the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from flowservice.engine._attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
+from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._plan import Plan
+from flowservice.engine._retry import backoff_delay, should_retry
+from flowservice.engine._scope import ExpressionBudgetSpent, Scope
+from flowservice.engine.routing import decide, stops, unrouted_next
+from flowservice.errors import TooManyExecutionsError
+from flowservice.events import (
+    ConditionEvaluated,
+    Event,
+    ExecutionFinished,
+    ExecutionStarted,
+    TaskFinished,
+    TaskRetrying,
+    TaskStarted,
+)
+from flowservice.expressions import CompiledExpression, ExpressionError
+from flowservice.json_values import NotJsonError, to_json
+from flowservice.limits import Limits
+from flowservice.models import (
+    Decision,
+    ExecutionStatus,
+    ExecutionSummary,
+    Task,
+    TaskOutcome,
+    TaskResult,
+    TaskStub,
+    TimeLimit,
+)
+from flowservice.observer import Observer
+from flowservice.tasks import TaskContext
+
+__all__ = ["Admission", "Execution"]
+
+# The name log filters and the README know, from before the engine was a package.
+logger = logging.getLogger("flowservice.execution")
+
+# grpc cancels a handler at the caller's deadline by its own timer, which may
+# fire a moment before ours; a cancellation this close to the deadline is the
+# deadline, not the caller going away.
+_DEADLINE_TOLERANCE = 0.05
+
+# Tasks that return at once never give the event loop up: past this many
+# seconds without a pause, the loop is given a turn (health checks, other calls).
+_MAX_HOLD = 0.005
+
+RESULTS_TOO_LARGE = "ResultsTooLarge"
+"""The error type of the task run whose output took the execution past `max_results_bytes`."""
+
+
+class Admission:
+    """Counts executions in progress and refuses new ones past the limit."""
+
+    __slots__ = ("limit", "running")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        """The most executions at once."""
+        self.running = 0
+        """Executions in progress."""
+
+    def enter(self) -> None:
+        """Admits one execution; `TooManyExecutionsError` when at the limit."""
+        if self.running >= self.limit:
+            raise TooManyExecutionsError(self.limit)
+        self.running += 1
+
+    def leave(self) -> None:
+        """One execution ended."""
+        self.running -= 1
+
+
+class _Stop(Exception):
+    """Ends an execution early with a status, an error and its type."""
+
+    def __init__(
+        self, status: ExecutionStatus, error: str, error_type: str, failed_task: str = ""
+    ) -> None:
+        self.status = status
+        self.error = error
+        self.error_type = error_type
+        self.failed_task = failed_task
+
+
+_COMPLETED = _Stop(ExecutionStatus.COMPLETED, "", "")
+
+
+@dataclass(slots=True)
+class Execution:
+    """One run of a plan with one request's input and stubs; `events()` runs it."""
+
+    plan: Plan
+    execution_id: str
+    time_limit: TimeLimit
+    flow_input: Mapping[str, Any]
+    stubs: Mapping[str, TaskStub]
+    limits: Limits
+    admission: Admission
+    attempts: AttemptRunner
+    observer: Observer
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], Awaitable[None]]
+    rng: random.Random
+    _sequence: int = 0
+    _results: list[TaskResult] = field(default_factory=list)
+    # The latest run per task, in the order they last ran; tasks read it
+    # through a read-only view, only the engine writes it.
+    _latest: dict[str, TaskResult] = field(default_factory=dict)
+    _scope: Scope | None = None
+    _results_bytes: int = 0
+    _held_since: float = 0.0
+    _step_started: float = 0.0  # perf_counter() when the current step started
+    _pending: _Stop | None = None  # a stop found while recording, raised after TaskFinished
+
+    def _emit(self, event: Event) -> Event:
+        self.observer.event(event)
+        return event
+
+    def _next(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    async def events(self) -> AsyncGenerator[Event, None]:
+        """Runs the execution, yielding its events; the last is `ExecutionFinished`."""
+        self.admission.enter()
+        execution_id, clock = self.execution_id, self.clock
+        deadline = DeadlineTimer(self.time_limit)
+        ended = False
+        try:
+            with self.observer.execution(self.plan.flow, execution_id):
+                started_at, started = clock(), time.perf_counter()
+                yield self._emit(self._execution_started(started_at))
+                end = _COMPLETED
+                try:
+                    current: str | None = self.plan.flow.start_task
+                    while current is not None:
+                        if self._held_too_long():
+                            await asyncio.sleep(0)  # a turn for health checks and other calls
+                        task, step, params, inputs = self._admit(current, deadline)
+                        task_started = self._task_started(task, step)
+                        yield self._emit(task_started)
+                        stub = self.stubs.get(task.name) if self.stubs else None
+                        number = 1
+                        attempt = await self._attempt(task, stub, params, step, number, deadline)
+                        while (retrying := self._retrying(task, stub, attempt, number)) is not None:
+                            yield self._emit(retrying)
+                            attempt = await self._wait_to_retry(task, attempt, retrying, deadline)
+                            if attempt.deadline_error:
+                                break
+                            number += 1
+                            attempt = await self._attempt(
+                                task, stub, params, step, number, deadline
+                            )
+                        result = self._record(task_started, task, attempt, number, stub, inputs)
+                        finished = TaskFinished(execution_id, self._next(), clock(), result)
+                        yield self._emit(finished)
+                        if result.decision is not None:
+                            yield self._emit(self._condition_evaluated(finished, result.decision))
+                        current = self._route(result)
+                except _Stop as stop:
+                    end = stop
+                summary = self._summary(end, started_at, started)
+                self._log_end(summary.status)
+                event = self._emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
+                ended = True
+                yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller cancelled, went away, or its deadline passed: record
+            # which, and let the cancellation propagate.
+            if not ended:
+                self._log_cancelled(deadline)
+            raise
+        finally:
+            deadline.cancel()
+            self.admission.leave()
+
+    def _execution_started(self, started_at: datetime) -> ExecutionStarted:
+        flow = self.plan.flow
+        if self.plan.uses_expressions:
+            self._scope = Scope(self.flow_input, self.limits.max_expression_seconds)
+        self._held_since = time.perf_counter()
+        return ExecutionStarted(
+            self.execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
+        )
+
+    def _task_started(self, task: Task, step: int) -> TaskStarted:
+        self._step_started = time.perf_counter()
+        return TaskStarted(
+            self.execution_id, self._next(), self.clock(), task.name, task.type, step
+        )
+
+    def _condition_evaluated(self, finished: TaskFinished, decision: Decision) -> Event:
+        # Deciding takes no time worth a clock read: the decision shares its
+        # task's finish time.
+        return ConditionEvaluated(self.execution_id, self._next(), finished.time, decision)
+
+    def _held_too_long(self) -> bool:
+        """Whether the execution has run `_MAX_HOLD` seconds since it last gave the loop up.
+
+        Not knowing when a task suspended, it counts from its last own pause:
+        a pause costs one loop turn, so one each few milliseconds is nothing.
+        """
+        now = time.perf_counter()
+        if now - self._held_since <= _MAX_HOLD:
+            return False
+        self._held_since = now
+        return True
+
+    def _admit(
+        self, name: str, deadline: DeadlineTimer
+    ) -> tuple[Task, int, Mapping[str, Any], dict[str, Any]]:
+        """The task to run next, its step, params and mapped inputs; `_Stop` if it may not run."""
+        results = self._results
+        if len(results) >= self.plan.max_steps:
+            raise _Stop(
+                ExecutionStatus.FAILED,
+                f"step limit reached: the flow ran {self.plan.max_steps} tasks "
+                f"(max_steps) and was stopped before running {name!r} again",
+                "StepLimitReached",
+            )
+        if deadline.passed:
+            raise _Stop(
+                ExecutionStatus.TIMED_OUT,
+                deadline.out_of_time(f"before task {name!r} could start"),
+                DEADLINE_EXCEEDED,
+            )
+        task = self.plan.tasks[name]
+        mapping = self.plan.input_mappings.get(name)
+        if not mapping:
+            return task, len(results) + 1, task.params, {}
+        inputs = self._inputs(task, mapping)
+        return task, len(results) + 1, {**task.params, **inputs}, inputs
+
+    async def _attempt(
+        self,
+        task: Task,
+        stub: TaskStub | None,
+        params: Mapping[str, Any],
+        step: int,
+        number: int,
+        deadline: DeadlineTimer,
+    ) -> Attempt:
+        """Attempt `number` of `task` at `step` (what its what-if `stub` says, if it has one)."""
+        if stub is not None:
+            return self.attempts.stubbed(stub)
+        ctx = TaskContext(
+            self.execution_id,
+            self.plan.flow.id,
+            task,
+            params,
+            self.flow_input,
+            step,
+            number,
+            MappingProxyType(self._latest),
+        )
+        with self.observer.attempt(task, step, number):
+            return await self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+
+    def _retrying(
+        self, task: Task, stub: TaskStub | None, attempt: Attempt, number: int
+    ) -> TaskRetrying | None:
+        """The event announcing a retry of a failed `attempt`, or None when it is not retried."""
+        if (
+            stub is not None
+            or not attempt.error
+            or attempt.deadline_error
+            or not should_retry(task.retry, number, attempt.error_type)
+        ):
+            return None
+        return TaskRetrying(
+            self.execution_id,
+            self._next(),
+            self.clock(),
+            task.name,
+            number,
+            attempt.error,
+            attempt.error_type,
+            backoff_delay(task.retry, number, self.rng),
+        )
+
+    async def _wait_to_retry(
+        self, task: Task, attempt: Attempt, retrying: TaskRetrying, deadline: DeadlineTimer
+    ) -> Attempt:
+        """Sleeps the retry's delay; `attempt` made out of time if the deadline cuts it."""
+        try:
+            with deadline.interruptible():
+                await self.sleep(retrying.delay.total_seconds())
+        except DeadlinePassed:
+            why = deadline.out_of_time(f"while {task.name!r} was waiting to retry")
+            return Attempt(
+                attempt.output, why, DEADLINE_EXCEEDED, deadline_error=why, size=attempt.size
+            )
+        return attempt
+
+    def _record(
+        self,
+        started: TaskStarted,
+        task: Task,
+        attempt: Attempt,
+        attempts: int,
+        stub: TaskStub | None,
+        inputs: Mapping[str, Any],
+    ) -> TaskResult:
+        """Keeps the result of a finished run, with the decision routing after it.
+
+        A stop this run causes (its deadline, its output past `max_results_bytes`,
+        a condition that cannot be evaluated) is kept in `_pending`, raised by
+        `_route` once `TaskFinished` is out.
+        """
+        if attempt.deadline_error:
+            self._pending = _Stop(
+                ExecutionStatus.TIMED_OUT, attempt.deadline_error, DEADLINE_EXCEEDED
+            )
+        attempt = self._within_results_budget(task.name, attempt)
+        outcome = TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS
+        if self._scope is not None:
+            self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
+        decision = None if self._pending else self._decide(task.name, outcome)
+        result = TaskResult(
+            task.name,
+            outcome,
+            started.step,
+            started.time,
+            timedelta(seconds=time.perf_counter() - self._step_started),
+            attempt.output,
+            attempt.error,
+            attempt.error_type,
+            attempts,
+            stub is not None,
+            inputs,
+            decision,
+        )
+        self._results.append(result)
+        self._latest.pop(task.name, None)
+        self._latest[task.name] = result
+        return result
+
+    def _within_results_budget(self, task_name: str, attempt: Attempt) -> Attempt:
+        """`attempt`, or a failure when its output takes the results past `max_results_bytes`."""
+        self._results_bytes += attempt.size
+        limit = self.limits.max_results_bytes
+        if self._results_bytes <= limit:
+            return attempt
+        error = (
+            f"the execution's task outputs reached {self._results_bytes} bytes, above the "
+            f"limit of {limit} (max_results_bytes); this output was dropped"
+        )
+        self._results_bytes -= attempt.size
+        self._pending = _Stop(
+            ExecutionStatus.FAILED,
+            f"task {task_name!r} failed: {error}",
+            RESULTS_TOO_LARGE,
+            failed_task=task_name,
+        )
+        return Attempt(error=error, error_type=RESULTS_TOO_LARGE)
+
+    def _decide(self, task_name: str, outcome: TaskOutcome) -> Decision | None:
+        """The decision of `task_name`'s conditions, if it has any."""
+        chain = self.plan.chains.get(task_name)
+        if not chain:
+            return None
+        try:
+            return decide(chain, task_name, outcome, self._scope)
+        except ExpressionBudgetSpent as exc:
+            self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
+        except ExpressionError as exc:
+            self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
+        return None
+
+    def _route(self, result: TaskResult) -> str | None:
+        """The task that runs after `result`, None when the flow completes; `_Stop` otherwise."""
+        if self._pending is not None:
+            raise self._pending
+        if result.decision is not None:
+            target = result.decision.next_task
+            following = None if stops(target) else target
+        else:
+            position = self.plan.positions[result.task]
+            succeeded = result.outcome is TaskOutcome.SUCCESS
+            following = unrouted_next(self.plan.names, position, succeeded)
+        if following is None and result.outcome is TaskOutcome.FAILURE:
+            raise _Stop(
+                ExecutionStatus.FAILED,
+                f"task {result.task!r} failed: {result.error}",
+                result.error_type,
+                failed_task=result.task,
+            )
+        return following
+
+    def _inputs(
+        self, task: Task, mapping: tuple[tuple[str, CompiledExpression], ...]
+    ) -> dict[str, Any]:
+        """The params `task`'s input mapping produces now; `_Stop` when one fails."""
+        assert self._scope is not None
+        variables = self._scope.variables(self._results[-1].task if self._results else None)
+        inputs: dict[str, Any] = {}
+        for name, expression in mapping:
+            try:
+                inputs[name] = to_json(self._scope.evaluate(expression, variables))
+            except ExpressionBudgetSpent as exc:
+                raise _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type) from None
+            except (ExpressionError, NotJsonError) as exc:
+                raise _Stop(
+                    ExecutionStatus.FAILED,
+                    f"input_mapping {name!r} of task {task.name!r} could not be evaluated: {exc}",
+                    "ExpressionError",
+                ) from None
+        return inputs
+
+    def _summary(self, end: _Stop, started_at: datetime, started: float) -> ExecutionSummary:
+        results = self._results
+        status, error, error_type = end.status, end.error, end.error_type
+        output: Any = results[-1].output if results else None
+        if self.plan.output is not None and status is not ExecutionStatus.TIMED_OUT:
+            assert self._scope is not None
+            try:
+                last = results[-1].task if results else None
+                output = to_json(
+                    self._scope.evaluate(self.plan.output, self._scope.variables(last))
+                )
+            except (ExpressionError, NotJsonError) as exc:
+                output = None
+                if status is ExecutionStatus.COMPLETED:
+                    status = ExecutionStatus.FAILED
+                    error = f"flow.output could not be evaluated: {exc}"
+                    error_type = (
+                        exc.error_type
+                        if isinstance(exc, ExpressionBudgetSpent)
+                        else "ExpressionError"
+                    )
+        return ExecutionSummary(
+            execution_id=self.execution_id,
+            flow_id=self.plan.flow.id,
+            status=status,
+            executed_tasks=tuple(result.task for result in results),
+            task_results=tuple(results),
+            started_at=started_at,
+            duration=timedelta(seconds=time.perf_counter() - started),
+            failed_task=end.failed_task,
+            error=error,
+            time_limit=self.time_limit if status is ExecutionStatus.TIMED_OUT else None,
+            output=output,
+            error_type=error_type,
+        )
+
+    def _log_cancelled(self, deadline: DeadlineTimer) -> None:
+        late = asyncio.get_running_loop().time() >= deadline.when - _DEADLINE_TOLERANCE
+        self._log_end(ExecutionStatus.TIMED_OUT if late else ExecutionStatus.CANCELLED)
+
+    def _log_end(self, status: ExecutionStatus) -> None:
+        # A completed execution is the common case and metrics count it; a log
+        # line for each would cost more than the rest of a small flow's run.
+        level = logging.DEBUG if status is ExecutionStatus.COMPLETED else logging.INFO
+        if not logger.isEnabledFor(level):
+            return
+        flow_id = self.plan.flow.id
+        logger.log(
+            level,
+            "execution %s of flow %r %s after %d task runs",
+            self.execution_id,
+            flow_id,
+            status.value,
+            len(self._results),
+            extra={"execution_id": self.execution_id, "flow_id": flow_id, "status": status.value},
+        )
