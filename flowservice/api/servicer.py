@@ -5,7 +5,8 @@ it yields. The caller's gRPC deadline is handed to the engine as the
 execution's time limit; an execution that runs out of time ends the call with
 DEADLINE_EXCEEDED (after the finished event, on a stream). Every exception
 goes through `status_for`, the one mapping from errors to status codes. Only
-two modules call `abort`, both with what `status_for` chose: this one, and
+two modules call `abort`, both with a status `flowservice.api.status` built:
+this one, and
 `flowservice.api.auth`, whose interceptor refuses a call before the servicer
 sees it.
 """
