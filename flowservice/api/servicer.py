@@ -6,9 +6,8 @@ execution's time limit; an execution that runs out of time ends the call with
 DEADLINE_EXCEEDED (after the finished event, on a stream). Every exception
 goes through `status_for`, the one mapping from errors to status codes. Only
 two modules call `abort`, both with a status `flowservice.api.status` built:
-this one, and
-`flowservice.api.auth`, whose interceptor refuses a call before the servicer
-sees it.
+this one, and `flowservice.api.auth`, whose interceptor refuses a call
+before the servicer sees it.
 """
 
 from __future__ import annotations
