@@ -80,6 +80,16 @@ _LIMIT_FLAGS = (
         "executions at once; past it calls get RESOURCE_EXHAUSTED",
     ),
     ("--max-run-time", "max_run_time", "seconds any execution may run"),
+    (
+        "--max-results-bytes",
+        "max_results_bytes",
+        "bytes of all task outputs of one execution (compact JSON)",
+    ),
+    (
+        "--max-expression-seconds",
+        "max_expression_seconds",
+        "seconds one execution may spend evaluating expressions",
+    ),
 )
 
 

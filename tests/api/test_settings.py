@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from flowservice.limits import Limits
 from flowservice.settings import Settings
 
 
@@ -95,3 +98,22 @@ def test_help_names_every_variable_and_never_an_empty_default(
         "--max-run-time": "FLOWMANAGER_MAX_RUN_TIME",
     }
     assert switches_and_a_limit.items() <= Settings.variables().items()
+
+
+def test_every_limit_is_set_by_its_flag() -> None:
+    """A limit added to `Limits` without a line in `_LIMIT_FLAGS` keeps its default: caught here."""
+    flags = {f"--{field.name.replace('_', '-')}": "7" for field in dataclasses.fields(Limits)}
+    del flags["--default-max-steps"], flags["--max-steps-ceiling"]
+    flags |= {"--step-limit": "9", "--step-limit-ceiling": "99", "--max-expression-seconds": "0.25"}
+
+    limits = Settings.from_args([word for pair in flags.items() for word in pair], {}).limits
+
+    assert limits.max_results_bytes == 7
+    assert limits.max_expression_seconds == 0.25
+    assert (limits.default_max_steps, limits.max_steps_ceiling) == (9, 99)
+    unchanged = [
+        f.name
+        for f in dataclasses.fields(Limits)
+        if getattr(limits, f.name) == getattr(Limits(), f.name)
+    ]
+    assert unchanged == []
