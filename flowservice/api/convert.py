@@ -230,6 +230,7 @@ def summary_to_proto(summary: ExecutionSummary) -> flow_service_pb2.ExecuteRespo
         error=summary.error,
         start_time=_timestamp(summary.started_at),
         duration=_duration(summary.duration),
+        error_type=summary.error_type,
     )
     if summary.output is not None:
         _set_value(message.output, summary.output)

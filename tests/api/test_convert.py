@@ -89,6 +89,7 @@ def test_a_summary_becomes_the_execute_response() -> None:
         duration=timedelta(milliseconds=1500),
         output={"partial": [1, "two"]},
         error="bad",
+        error_type="CardDeclined",
     )
     summary = ExecutionSummary(
         execution_id="e",
@@ -100,6 +101,7 @@ def test_a_summary_becomes_the_execute_response() -> None:
         duration=timedelta(seconds=2),
         failed_task="a",
         error="task 'a' failed: bad",
+        error_type="CardDeclined",
     )
 
     message = summary_to_proto(summary)
@@ -111,6 +113,7 @@ def test_a_summary_becomes_the_execute_response() -> None:
         "executed_tasks": ["a"],
         "failed_task": "a",
         "error": "task 'a' failed: bad",
+        "error_type": "CardDeclined",
         "start_time": "2026-01-02T03:04:05.600Z",
         "duration": "2s",
         "task_results": [
@@ -122,6 +125,7 @@ def test_a_summary_becomes_the_execute_response() -> None:
                 "duration": "1.500s",
                 "output": {"partial": [1.0, "two"]},
                 "error": "bad",
+                "error_type": "CardDeclined",
                 "attempts": 1,
             }
         ],

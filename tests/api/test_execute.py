@@ -29,6 +29,7 @@ async def test_the_seed_example_sent_unchanged_completes(stub: Stub) -> None:
     assert list(response.executed_tasks) == ["task1", "task2", "task3"]
     assert response.flow_id == "flow123"
     assert response.failed_task == ""
+    assert response.error_type == ""
     assert response.execution_id
     assert [r.task for r in response.task_results] == ["task1", "task2", "task3"]
     assert all(r.outcome == pb.TASK_OUTCOME_SUCCESS for r in response.task_results)
@@ -45,6 +46,7 @@ async def test_the_seed_failure_case_is_a_failed_result_not_an_rpc_error(stub: S
     assert list(response.executed_tasks) == ["task1", "task2"]
     assert response.failed_task == "task2"
     assert "processing broke" in response.error
+    assert response.error_type == "TaskFailure"
     assert response.task_results[1].outcome == pb.TASK_OUTCOME_FAILURE
     assert response.task_results[1].error == "processing broke"
 
@@ -92,7 +94,7 @@ async def test_a_loop_that_hits_the_step_limit_fails_with_a_reason(stub: Stub) -
 
     assert response.status == pb.EXECUTION_STATUS_FAILED
     assert list(response.executed_tasks) == ["poll"] * 25
-    assert "step limit" in response.error
+    assert response.error_type == "StepLimitReached"
 
 
 async def test_an_exception_inside_a_task_fails_the_flow_and_the_server_carries_on(

@@ -27,6 +27,8 @@ LIMITS = Limits(
     max_output_bytes=1_000,
     max_request_bytes=20_000,
     max_concurrent_executions=2,
+    max_results_bytes=3_000,
+    max_expression_seconds=0.001,
 )
 
 
@@ -137,7 +139,7 @@ async def test_an_output_over_the_limit_fails_the_task_with_a_clear_reason(stub:
     assert response.status == pb.EXECUTION_STATUS_FAILED
     result = response.task_results[0]
     assert result.error_type == "OutputTooLarge"
-    assert "above the limit of 1000 (max_output_bytes)" in result.error
+    assert response.error_type == "OutputTooLarge"
 
 
 async def test_the_default_step_limit_comes_from_the_settings(stub: Stub) -> None:
@@ -155,6 +157,57 @@ async def test_the_default_step_limit_comes_from_the_settings(stub: Stub) -> Non
 
     assert len(response.executed_tasks) == 10
     assert response.status == pb.EXECUTION_STATUS_FAILED
+    assert response.error_type == "StepLimitReached"
+    assert response.failed_task == ""
+
+
+async def test_outputs_past_the_results_limit_fail_the_execution(stub: Stub) -> None:
+    body = {
+        "flow": {
+            "start_task": "t0",
+            "max_steps": 50,
+            "tasks": [{"name": "t0", "params": {"output": {"b": "x" * 900}}}],
+            "conditions": [
+                {"source_task": "t0", "outcome": "success", "target_task_success": "t0"}
+            ],
+        }
+    }
+
+    response = await stub.Execute(execute_request(body))
+
+    # Three outputs of about 910 bytes fit in 3,000; the fourth does not.
+    assert list(response.executed_tasks) == ["t0"] * 4
+    assert response.status == pb.EXECUTION_STATUS_FAILED
+    assert response.failed_task == "t0"
+    assert response.error_type == "ResultsTooLarge"
+    assert response.task_results[-1].error_type == "ResultsTooLarge"
+    assert not response.task_results[-1].HasField("output")
+
+
+async def test_expressions_past_the_time_budget_fail_the_execution(stub: Stub) -> None:
+    body = {
+        "flow": {
+            "start_task": "t0",
+            "max_steps": 50,
+            "tasks": [{"name": "t0"}],
+            "conditions": [
+                {
+                    "source_task": "t0",
+                    "expression": "input.l.all(x, input.l.all(y, true))",
+                    "target_task_success": "t0",
+                }
+            ],
+        },
+        "input": {"l": list(range(99))},
+    }
+
+    response = await stub.Execute(execute_request(body))
+
+    # 50 evaluations of 9,801 iterations each take far more than 1 ms.
+    assert response.status == pb.EXECUTION_STATUS_FAILED
+    assert response.error_type == "ExpressionBudgetSpent"
+    assert response.failed_task == ""
+    assert len(response.executed_tasks) < 50
 
 
 async def test_past_the_concurrency_limit_calls_are_shed_at_once(stub: Stub, gate: Gate) -> None:

@@ -2,7 +2,7 @@
 
 Each request is small next to what the expression would build from it (at
 least twice the cap of `ADDRESS_SPACE`): without the bounds of
-`flowservice.expression_copies` and `MAX_RESULT_BYTES` the capped server
+`flowservice.expression_bounds` and `MAX_RESULT_BYTES` the capped server
 runs out of memory (an INTERNAL status or a dead process) and the test fails.
 """
 

@@ -62,7 +62,7 @@ class ExecuteRequest(_message.Message):
     def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration", "output")
+    __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration", "output", "error_type")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     EXECUTED_TASKS_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class ExecuteResponse(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     flow_id: str
     status: ExecutionStatus
     executed_tasks: _containers.RepeatedScalarFieldContainer[str]
@@ -83,7 +84,8 @@ class ExecuteResponse(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
     output: _struct_pb2.Value
-    def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    error_type: str
+    def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_type: _Optional[str] = ...) -> None: ...
 
 class ExecuteStreamRequest(_message.Message):
     __slots__ = ("flow", "input", "stubs")
