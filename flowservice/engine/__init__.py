@@ -6,7 +6,8 @@ everything else here is private, one module per concern:
     _engine      the entry: `Engine.run`/`execute`/`validate`
     _validation  the rules a flow must follow, reported as violations
     _plan        compiling a valid flow into the plan an execution runs
-    _routing     what runs after a task, and the targets a task can reach
+    routing      what runs after a task, and the targets a task can reach
+                 (public: `flowctl graph` asks it too)
     _analysis    warnings about a valid flow (unreachable tasks, endless loops)
     _execution   one execution: the loop that yields its events
     _attempts    one attempt of one task: timeout, output checks
