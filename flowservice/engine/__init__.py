@@ -1,7 +1,7 @@
 """The engine: checks a flow, compiles it into a plan, and runs it step by step.
 
 Its public face is `Engine` (and the `ValidationReport` of `Engine.validate`);
-everything else here is private, one module per concern:
+everything else here but `routing` is private, one module per concern:
 
     _engine      the entry: `Engine.run`/`execute`/`validate`
     _validation  the rules a flow must follow, reported as violations
