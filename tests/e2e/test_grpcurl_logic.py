@@ -422,3 +422,24 @@ def test_int_and_double_mix_after_a_conversion(server: RunningServer) -> None:
 
     assert summary["status"] == "EXECUTION_STATUS_COMPLETED"
     assert summary["task_results"][1]["inputs"] == {"next": 3, "later": 3}
+
+
+def test_a_sum_inside_map_runs_once_its_operands_are_numbers(server: RunningServer) -> None:
+    refused = "input.prices.map(p, p + input.shipping)"
+    fixed = "double(p) + input.shipping"
+    readme = docs_text()
+    assert refused in readme
+    assert f"With `{fixed}` the flow is valid, and its output is\n`[15, 25]`" in readme
+    request = {
+        "flow": {
+            "start_task": "quote",
+            "tasks": [{"name": "quote"}],
+            "output": refused.replace("p + input.shipping", fixed),
+        },
+        "input": {"prices": [10, 20], "shipping": 5},
+    }
+
+    summary = response(run_in_shell(execute_command(request), server))
+
+    assert summary["status"] == "EXECUTION_STATUS_COMPLETED"
+    assert summary["output"] == [15, 25]
