@@ -104,6 +104,7 @@ def test_map_over_a_long_list_fails_the_execution_not_the_server(server: CappedS
 
     assert response.status == flow_service_pb2.EXECUTION_STATUS_FAILED
     assert list(response.executed_tasks) == ["a"]  # the task ran; its condition failed
+    assert response.error_type == "ExpressionError"
 
 
 def test_exists_over_a_long_list_still_runs(server: CappedServer) -> None:
@@ -129,6 +130,7 @@ def test_a_huge_flow_output_fails_the_execution_not_the_server(server: CappedSer
 
     assert response.status == flow_service_pb2.EXECUTION_STATUS_FAILED
     assert not response.HasField("output")
+    assert response.error_type == "ExpressionError"
 
 
 def test_a_huge_input_mapping_fails_the_execution_not_the_server(server: CappedServer) -> None:
@@ -142,6 +144,7 @@ def test_a_huge_input_mapping_fails_the_execution_not_the_server(server: CappedS
 
     assert response.status == flow_service_pb2.EXECUTION_STATUS_FAILED
     assert not response.task_results  # the task never ran
+    assert response.error_type == "ExpressionError"
 
 
 def test_ordinary_concatenation_still_runs(server: CappedServer) -> None:
