@@ -10,8 +10,14 @@ Hierarchy::
     │                             may; the call is shed (RESOURCE_EXHAUSTED)
     ├── ExecutionTimedOutError    an execution ran out of time; carries its
     │                             summary (DEADLINE_EXCEEDED)
-    └── TaskRegistrationError     a task implementation cannot be registered
-                                  (raised at start-up, never during a call)
+    ├── TaskRegistrationError     a task implementation cannot be registered
+    │                             (raised at start-up, never during a call)
+    ├── MalformedRequestError     the request bytes are not the message the
+    │                             method takes (INVALID_ARGUMENT)
+    ├── TooManyCallsError         the server handles as many calls as it may;
+    │                             the call is shed (RESOURCE_EXHAUSTED)
+    └── ServerShuttingDownError   the server is draining and ends a call that
+                                  would otherwise never end (UNAVAILABLE)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
 recorded in its `TaskResult`. Tasks may raise `flowservice.tasks.TaskFailure`
@@ -30,7 +36,10 @@ __all__ = [
     "ExecutionTimedOutError",
     "FlowServiceError",
     "InvalidFlowError",
+    "MalformedRequestError",
+    "ServerShuttingDownError",
     "TaskRegistrationError",
+    "TooManyCallsError",
     "TooManyExecutionsError",
     "Violation",
 ]
@@ -89,3 +98,33 @@ class ExecutionTimedOutError(FlowServiceError):
 
 class TaskRegistrationError(FlowServiceError):
     """A task implementation could not be registered."""
+
+
+class MalformedRequestError(FlowServiceError):
+    """The request bytes do not parse as the method's request message.
+
+    Raised for bytes that are not protobuf at all and for messages nested
+    deeper than protobuf's recursion limit (100), e.g. in a `params` Struct.
+    """
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+        super().__init__(f"the request is not a valid {message_type} message")
+
+
+class TooManyCallsError(FlowServiceError):
+    """The server already handles `limit` calls; new ones are refused until some end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the server is handling its limit of {limit} concurrent calls "
+            "(max_concurrent_rpcs); retry later"
+        )
+
+
+class ServerShuttingDownError(FlowServiceError):
+    """The server is shutting down; a call that never ends by itself (a health watch) ends."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; reconnect to another instance")

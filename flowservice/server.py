@@ -22,6 +22,7 @@ from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api import FlowServicer
 from flowservice.api.interceptors import RpcObserver
 from flowservice.engine import Engine
+from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.settings import Settings
@@ -47,6 +48,8 @@ class FlowServer:
     """Its health service, flipped to NOT_SERVING on drain."""
     engine: Engine
     """The engine that runs its executions."""
+    observer: RpcObserver
+    """The interceptor every call goes through; told when the server drains."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -63,6 +66,7 @@ class FlowServer:
         await self.health.enter_graceful_shutdown()
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
+        self.observer.drain()  # open health watches end now; they would hold the grace period
         await self.server.stop(grace)
         self.engine.close()
 
@@ -88,8 +92,9 @@ def create_server(
     )
     if tracing is not None:
         tracing.instrument_grpc_server()  # must precede grpc.aio.server()
+    observer = RpcObserver(metrics, limits.max_concurrent_rpcs)
     server = grpc.aio.server(
-        interceptors=[RpcObserver(metrics)],
+        interceptors=[observer],
         options=[
             # Larger requests get RESOURCE_EXHAUSTED from grpc before any handler runs.
             ("grpc.max_receive_message_length", limits.max_request_bytes),
@@ -98,6 +103,7 @@ def create_server(
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
             # grpc shares ports by default on Linux; only --workers wants that.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            *transport_options(limits),
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
@@ -107,7 +113,43 @@ def create_server(
         (FLOW_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.address)
-    return FlowServer(server=server, port=port, health=health_servicer, engine=engine)
+    return FlowServer(
+        server=server, port=port, health=health_servicer, engine=engine, observer=observer
+    )
+
+
+def transport_options(limits: Limits) -> list[tuple[str, int]]:
+    """grpc channel arguments for the HTTP/2 limits and keepalive policy in `limits`.
+
+    Set explicitly rather than left to grpc's defaults (no stream limit at
+    all, connections that live forever), as the HTTP/2 rapid-reset advisories
+    (CVE-2023-44487) recommend. docs/security.md lists them.
+    """
+    seconds = 1000  # grpc takes milliseconds
+    most_streams = limits.max_concurrent_streams * limits.max_connections
+    return [
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        # grpc queues the calls the server has not picked up yet and, past
+        # 1,000 of them, cancels new ones at random: the caller sees CANCELLED,
+        # which it neither tells from its own cancel nor retries. Every call
+        # the connection limits let in may wait instead; the server then picks
+        # it up and sheds it itself (RESOURCE_EXHAUSTED with RetryInfo).
+        ("grpc.server.max_pending_requests", most_streams),
+        ("grpc.server.max_pending_requests_hard_limit", most_streams),
+        ("grpc.max_connection_idle_ms", round(limits.max_connection_idle * seconds)),
+        ("grpc.max_connection_age_ms", round(limits.max_connection_age * seconds)),
+        # After GOAWAY for age, calls in flight may run to their longest.
+        ("grpc.max_connection_age_grace_ms", round((limits.max_run_time + 5) * seconds)),
+        ("grpc.keepalive_time_ms", round(limits.keepalive_time * seconds)),
+        ("grpc.keepalive_timeout_ms", 20 * seconds),
+        ("grpc.keepalive_permit_without_calls", 0),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            round(limits.min_ping_interval * seconds),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 async def serve(settings: Settings) -> None:
@@ -115,11 +157,13 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics() if settings.metrics_address else None
     tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
     flow_server = create_server(settings, metrics=metrics, tracing=tracing)
+    # Both ports are bound before "listening" is logged, so a taken one is a
+    # clean start-up error (RuntimeError, as grpc raises for its own port).
+    metrics_port = _serve_metrics(metrics, settings.metrics_address) if metrics else 0
     await flow_server.start()
     host = settings.address.rsplit(":", 1)[0]
     logger.info("Flow Manager listening on %s:%d", host, flow_server.port)
     if metrics is not None:
-        metrics_port = metrics.serve(settings.metrics_address)
         metrics_host = settings.metrics_address.rsplit(":", 1)[0]
         logger.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     if tracing is not None:
@@ -139,3 +183,13 @@ async def serve(settings: Settings) -> None:
     if tracing is not None:
         tracing.shutdown()
     logger.info("stopped")
+
+
+def _serve_metrics(metrics: Metrics, address: str) -> int:
+    """Serves /metrics on `address`; its port. RuntimeError, without a traceback, if taken."""
+    try:
+        return metrics.serve(address)
+    except OSError as exc:
+        raise RuntimeError(
+            f"Failed to bind metrics to address {address}: {exc.strerror or exc}"
+        ) from None

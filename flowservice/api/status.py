@@ -1,7 +1,8 @@
 """The one place that turns an exception into the gRPC status a client sees.
 
 Domain errors map to their status code with AIP-193 details (`ErrorInfo`,
-plus `BadRequest` field violations for an invalid flow). Anything unexpected
+plus `BadRequest` field violations for an invalid flow, and `RetryInfo` on
+the calls the server sheds under load, which a retry may well get through). Anything unexpected
 becomes INTERNAL with a plain message and an incident id that is also in the
 server log; the exception's text never reaches the client.
 
@@ -10,6 +11,9 @@ server log; the exception's text never reaches the client.
 | InvalidFlowError         | INVALID_ARGUMENT   | INVALID_FLOW         |
 | TooManyExecutionsError   | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
 | ExecutionTimedOutError   | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
+| MalformedRequestError    | INVALID_ARGUMENT   | MALFORMED_REQUEST    |
+| TooManyCallsError        | RESOURCE_EXHAUSTED | TOO_MANY_CALLS       |
+| ServerShuttingDownError  | UNAVAILABLE        | SERVER_SHUTTING_DOWN |
 | anything else            | INTERNAL           | INTERNAL             |
 """
 
@@ -19,7 +23,7 @@ import logging
 import uuid
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -28,6 +32,9 @@ from flowservice.errors import (
     ExecutionTimedOutError,
     FlowServiceError,
     InvalidFlowError,
+    MalformedRequestError,
+    ServerShuttingDownError,
+    TooManyCallsError,
     TooManyExecutionsError,
 )
 
@@ -39,6 +46,10 @@ ERROR_DOMAIN = "flowmanager"
 # Error details travel in trailing metadata, which clients cap (8 KiB by
 # default in grpc); field violations beyond this many bytes are counted, not sent.
 _MAX_VIOLATION_BYTES = 4 * 1024
+
+# The RetryInfo delay of a shed call: long enough for some executions to end,
+# short against a typical deadline. Clients add their own backoff and jitter.
+_SHED_RETRY_DELAY = duration_pb2.Duration(seconds=1)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +65,17 @@ def status_for(exc: Exception) -> grpc.Status:
                 limit="max_concurrent_executions",
                 limit_value=str(exc.limit),
             )
-            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info, _retry_info())
+        case TooManyCallsError():
+            info = _error_info(
+                "TOO_MANY_CALLS", limit="max_concurrent_rpcs", limit_value=str(exc.limit)
+            )
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info, _retry_info())
+        case MalformedRequestError():
+            info = _error_info("MALFORMED_REQUEST", message_type=exc.message_type)
+            return _status(code_pb2.INVALID_ARGUMENT, str(exc), info)
+        case ServerShuttingDownError():
+            return _status(code_pb2.UNAVAILABLE, str(exc), _error_info("SERVER_SHUTTING_DOWN"))
         case ExecutionTimedOutError():
             summary = exc.summary
             limit = summary.time_limit
@@ -107,6 +128,10 @@ def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
 
 def _error_info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+
+
+def _retry_info() -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=_SHED_RETRY_DELAY)
 
 
 def _status(code: int, message: str, *details: Message) -> grpc.Status:
