@@ -2,7 +2,8 @@
 
 It rebuilds each handler so that the call:
 
-- parses its own request bytes: grpc would answer bytes that do not parse
+- parses its own request bytes (of every method, streams of requests too,
+  so reflection is covered): grpc would answer bytes that do not parse
   (or a message nested deeper than protobuf's recursion limit of 100) with
   UNKNOWN and the Python exception's text; here they get INVALID_ARGUMENT,
   reason MALFORMED_REQUEST, and a plain message;
@@ -73,51 +74,46 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         call = _Call(method, str(metadata.get(REQUEST_ID_KEY, "")))
         serializer = handler.response_serializer
+        one = _RequestParser(handler.request_deserializer)  # grpc then hands over bytes
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(call, handler.unary_unary, handler.request_deserializer),
-                response_serializer=serializer,
+                self._unary(call, handler.unary_unary, one.parse), response_serializer=serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(call, handler.unary_stream, handler.request_deserializer),
-                response_serializer=serializer,
+                self._stream(call, handler.unary_stream, one.parse), response_serializer=serializer
             )
-        # Client-streaming and bidi calls (reflection) keep grpc's parsing.
-        deserializer = handler.request_deserializer
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(call, handler.stream_unary, None),
-                request_deserializer=deserializer,
+                self._unary(call, handler.stream_unary, one.parse_each),
                 response_serializer=serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(call, handler.stream_stream, None),
-                request_deserializer=deserializer,
+                self._stream(call, handler.stream_stream, one.parse_each),
                 response_serializer=serializer,
             )
         return handler
 
     def _unary(
-        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[bytes], Any] | None
+        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[Any], Any]
     ) -> Callable[..., Awaitable[Any]]:
-        """`behavior` (returning one response) wrapped; `parse`, if given, parses the request."""
+        """`behavior` (returning one response) wrapped; `parse` makes its request(s) of bytes."""
 
         async def observed(request: Any, context: _Context) -> Any:
             async with self._observed(call, context):
-                return await behavior(_parsed(parse, request), context)
+                return await behavior(parse(request), context)
 
         return observed
 
     def _stream(
-        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[bytes], Any] | None
+        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[Any], Any]
     ) -> Callable[..., AsyncIterator[Any]]:
         """`behavior` (streaming its responses) wrapped; `parse` as in `_unary`."""
 
         async def observed(request: Any, context: _Context) -> AsyncIterator[Any]:
             async with self._observed(call, context):
-                responses = behavior(_parsed(parse, request), context)
+                responses = behavior(parse(request), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
                         yield response
@@ -188,16 +184,29 @@ class _Call:
     """The caller's `x-request-id`, or ""."""
 
 
-def _parsed(parse: Callable[[bytes], Any] | None, request: Any) -> Any:
-    """The request message from its bytes; MalformedRequestError if they do not parse."""
-    if parse is None:
-        return request
-    try:
-        return parse(request)
-    except Exception as exc:  # DecodeError, or protobuf's recursion limit
-        message_type = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
-        name = message_type.full_name if message_type is not None else "request"
-        raise MalformedRequestError(name) from exc
+class _RequestParser:
+    """Parses a method's request bytes; MalformedRequestError for bytes that do not parse."""
+
+    __slots__ = ("_from_bytes",)
+
+    def __init__(self, from_bytes: Callable[[bytes], Any] | None) -> None:
+        self._from_bytes = from_bytes
+
+    def parse(self, request: bytes) -> Any:
+        """The message of one request's bytes."""
+        if self._from_bytes is None:
+            return request
+        try:
+            return self._from_bytes(request)
+        except Exception as exc:  # DecodeError, or protobuf's recursion limit
+            message_type = getattr(getattr(self._from_bytes, "__self__", None), "DESCRIPTOR", None)
+            name = message_type.full_name if message_type is not None else "request"
+            raise MalformedRequestError(name) from exc
+
+    async def parse_each(self, requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        """The messages of a client stream's requests, as they arrive."""
+        async for request in requests:
+            yield self.parse(request)
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

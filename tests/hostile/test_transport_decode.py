@@ -13,6 +13,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flowmanager.v1 import flow_service_pb2
 from flowservice.server import FlowServer, create_server
@@ -119,3 +120,20 @@ async def test_health_check_with_undecodable_bytes_is_invalid_argument_and_healt
     reply = await check(health_pb2.HealthCheckRequest().SerializeToString(), timeout=10)
     status = health_pb2.HealthCheckResponse.FromString(reply).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_with_undecodable_bytes_is_invalid_argument_and_still_lists_services(
+    channel: grpc.aio.Channel,
+) -> None:
+    info = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in info(iter([UNDECODABLE[0]]), timeout=10):
+            pass
+    assert_malformed(raised.value)
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for response in stub.ServerReflectionInfo(iter([request]), timeout=10):
+        names = {service.name for service in response.list_services_response.service}
+        break
+    assert SERVICE.full_name in names
