@@ -3,7 +3,9 @@
 `create_server` builds and binds a server (port 0 picks a free one) without
 starting it; `serve` runs one until SIGTERM or SIGINT, then drains: health
 goes NOT_SERVING so load balancers stop sending calls, and in-flight calls
-get the grace period to finish.
+get the grace period to finish (open health watches end at once, so they do
+not hold it). Every call goes through `RpcObserver`, and the HTTP/2 limits
+and keepalive policy are set explicitly (`_transport_options`).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def create_server(
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
             # grpc shares ports by default on Linux; only --workers wants that.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
-            *transport_options(limits),
+            *_transport_options(limits),
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
@@ -118,7 +120,7 @@ def create_server(
     )
 
 
-def transport_options(limits: Limits) -> list[tuple[str, int]]:
+def _transport_options(limits: Limits) -> list[tuple[str, int]]:
     """grpc channel arguments for the HTTP/2 limits and keepalive policy in `limits`.
 
     Set explicitly rather than left to grpc's defaults (no stream limit at
