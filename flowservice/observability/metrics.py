@@ -1,7 +1,9 @@
 """Prometheus metrics of executions, task runs and RPCs, on their own HTTP port.
 
-Flow ids come from callers, so the `flow_id` label is bounded: past
-`max_flow_ids` distinct ids, new ones are counted as `_other` rather than
+Flow ids come from callers, so the `flow_id` label is bounded: a value is
+cut to `MAX_LABEL_LENGTH` characters with every character that is not
+printable (a NUL, a newline, a control code) replaced by `_`, and past
+`max_flow_ids` distinct values new ones are counted as `_other` rather than
 growing the metric without limit.
 """
 
@@ -29,6 +31,8 @@ __all__ = ["Metrics"]
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 OTHER_FLOW = "_other"
 """The `flow_id` label of executions past the bound on distinct flow ids."""
+MAX_LABEL_LENGTH = 128
+"""Characters kept of a caller-chosen label value."""
 
 
 class Metrics:
@@ -134,10 +138,19 @@ class Metrics:
         """Counts one handled RPC."""
         self.rpcs.labels(method, code).inc()
 
-    def _flow_label(self, flow_id: str) -> str:
+    def _flow_label(self, caller_flow_id: str) -> str:
+        flow_id = _printable(caller_flow_id)
         if flow_id in self._flow_ids:
             return flow_id
         if len(self._flow_ids) < self._max_flow_ids:
             self._flow_ids.add(flow_id)
             return flow_id
         return OTHER_FLOW
+
+
+def _printable(value: str) -> str:
+    """`value` cut to `MAX_LABEL_LENGTH`, each unprintable character replaced by `_`."""
+    value = value[:MAX_LABEL_LENGTH]
+    if value.isprintable():
+        return value
+    return "".join(char if char.isprintable() else "_" for char in value)
