@@ -230,19 +230,24 @@ async def drive(
     weights = [kind.weight for kind in kinds]
     end = time.monotonic() + seconds
 
-    async def caller(channel: grpc.aio.Channel) -> None:
+    async def caller(channel: grpc.aio.Channel, opening: CallKind) -> None:
+        # Callers open with each kind in turn, so with at least as many callers
+        # as kinds every kind is made, however short the run (the smoke test).
+        kind = opening
         while time.monotonic() < end:
-            kind = rng.choices(kinds, weights)[0]
             cancel = rng.random() < cancel_fraction
             cancel_after = rng.uniform(0, CANCEL_WINDOW) if cancel else None
             tally.record(kind, await one_call(channel, kind, cancel_after), cancel)
+            kind = rng.choices(kinds, weights)[0]
 
     # Two connections, as a pair of client processes behind a balancer would open.
     async with (
         grpc.aio.insecure_channel(address) as first,
         grpc.aio.insecure_channel(address) as second,
     ):
-        await asyncio.gather(*(caller((first, second)[i % 2]) for i in range(concurrency)))
+        await asyncio.gather(
+            *(caller((first, second)[i % 2], kinds[i % len(kinds)]) for i in range(concurrency))
+        )
     return tally
 
 

@@ -113,6 +113,9 @@ class FuzzServer:
         self._log_offset = 0
         self._starts += 1
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWMANAGER_")}
+        # glibc reserves 64 MiB of address space per malloc arena (up to 8 per
+        # core): capped, so that RLIMIT_AS measures what the server allocates.
+        env["MALLOC_ARENA_MAX"] = "2"
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _LIMITED_SERVER, str(ADDRESS_SPACE), *_SERVER_FLAGS],
