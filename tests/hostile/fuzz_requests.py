@@ -33,7 +33,9 @@ from flowmanager.v1 import flow_pb2, flow_service_pb2
 __all__ = [
     "EXECUTE",
     "EXECUTE_STREAM",
+    "MESSAGE_REGRESSIONS",
     "METHODS",
+    "RAW_REGRESSIONS",
     "VALIDATE",
     "FuzzCall",
     "message_calls",
@@ -387,16 +389,30 @@ def _length_delimited(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
+_ZERO_VALUE = b"\x11" + bytes(8)
+"""A `Value` with `number_value` 0.0, encoded."""
+
+
+def _nested_lists(value: bytes, depth: int) -> bytes:
+    """`value` wrapped in `depth` lists: Value.list_value (6) -> ListValue.values (1) -> ..."""
+    for _ in range(depth):
+        value = _length_delimited(6, _length_delimited(1, value))
+    return value
+
+
+def _struct_of(value: bytes) -> bytes:
+    """A Struct `{"k": value}`, encoded (fields 1: key 1, value 2)."""
+    return _length_delimited(1, _length_delimited(1, b"k") + _length_delimited(2, value))
+
+
 @st.composite
 def _deep_struct_bytes(draw: st.DrawFn) -> bytes:
     """An ExecuteRequest whose `input` (or a task's params) nests lists 90-300 deep.
 
-    Written byte by byte: Value.list_value (6) -> ListValue.values (1) -> Value...
+    Written byte by byte, so no client library can refuse to build it.
     """
-    value = b"\x11" + bytes(8)  # Value.number_value = 0.0
-    for _ in range(draw(st.integers(90, 300))):
-        value = _length_delimited(6, _length_delimited(1, value))
-    struct = _length_delimited(1, _length_delimited(1, b"k") + _length_delimited(2, value))
+    value = _nested_lists(_ZERO_VALUE, draw(st.integers(90, 300)))
+    struct = _struct_of(value)
     if draw(st.booleans()):
         return _length_delimited(2, struct)  # ExecuteRequest.input
     task = _length_delimited(1, b"t0") + _length_delimited(4, struct)  # Task.params
@@ -452,3 +468,50 @@ def raw_calls(draw: st.DrawFn) -> FuzzCall:
         )
     )
     return FuzzCall(draw(st.sampled_from(METHODS)), body)
+
+
+# Regressions -------------------------------------------------------------------
+# Requests that once got a bad reply, tried first in every run (as Hypothesis
+# `@example`s): issue 9's defects and what this fuzz found besides.
+
+
+def _one_task_request(**task: Any) -> flow_service_pb2.ExecuteRequest:
+    body = {"flow": {"id": "r", "start_task": "a", "tasks": [{"name": "a", **task}]}}
+    return json_format.ParseDict(body, flow_service_pb2.ExecuteRequest())
+
+
+def _with_task_timeout(seconds: int) -> bytes:
+    request = _one_task_request()
+    request.flow.tasks[0].timeout.seconds = seconds
+    return request.SerializeToString()
+
+
+def _with_nan_param() -> bytes:
+    """A ValidateRequest (the flow only) whose task has a NaN param."""
+    request = _one_task_request()
+    request.flow.tasks[0].params.update({"count": float("nan")})
+    return _length_delimited(1, request.flow.SerializeToString())
+
+
+MESSAGE_REGRESSIONS = (
+    # Issue 9 defect 3: NaN in params was INTERNAL ("Fail to serialize NaN").
+    FuzzCall(VALIDATE, _with_nan_param()),
+    # Found by this fuzz: a Duration past timedelta's range was INTERNAL (OverflowError).
+    FuzzCall(EXECUTE, _with_task_timeout(2**63 - 1)),
+    # Defect 1: ~100 bytes that made the server allocate until the OOM killer (last:
+    # where it still does, it takes seconds under RLIMIT_AS).
+    FuzzCall(
+        EXECUTE,
+        _one_task_request(type="fetch_data", params={"count": 2147483647}).SerializeToString(),
+    ),
+)
+"""Well-formed requests that got a bad reply once."""
+
+RAW_REGRESSIONS = (
+    # Defect 2: undecodable bytes were UNKNOWN "Unexpected <class '...DecodeError'>".
+    FuzzCall(EXECUTE, b"\xff"),
+    FuzzCall(VALIDATE, b"\x00"),
+    # Defect 2: a Struct nested 101 levels deep, the same.
+    FuzzCall(EXECUTE_STREAM, _length_delimited(2, _struct_of(_nested_lists(_ZERO_VALUE, 101)))),
+)
+"""Bytes that got a bad reply once."""

@@ -46,9 +46,16 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
-from tests.hostile.fuzz_requests import EXECUTE_STREAM, FuzzCall, message_calls, raw_calls
+from tests.hostile.fuzz_requests import (
+    EXECUTE_STREAM,
+    MESSAGE_REGRESSIONS,
+    RAW_REGRESSIONS,
+    FuzzCall,
+    message_calls,
+    raw_calls,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADDRESS_SPACE = 2 * 1024**3
@@ -302,13 +309,15 @@ def fuzz_server(tmp_path: Path) -> Iterator[FuzzServer]:
         server.stop()
 
 
-def _run(server: FuzzServer, calls: Any) -> None:
+def _run(server: FuzzServer, calls: Any, regressions: tuple[FuzzCall, ...]) -> None:
     findings = Findings(survey=os.environ.get("FUZZ_SURVEY") == "1")
 
-    @fuzz_settings
-    @given(call=calls)
     def fuzz(call: FuzzCall) -> None:
         findings.check(server, call)
+
+    for regression in reversed(regressions):  # tried first, in every run, in this order
+        fuzz = example(call=regression)(fuzz)
+    fuzz = fuzz_settings(given(call=calls)(fuzz))
 
     try:
         fuzz()
@@ -324,7 +333,7 @@ def _run(server: FuzzServer, calls: Any) -> None:
     reason="needs the hardening fixes of the transport and input branches", strict=False
 )
 def test_hostile_request_messages_get_only_actionable_statuses(fuzz_server: FuzzServer) -> None:
-    _run(fuzz_server, message_calls())
+    _run(fuzz_server, message_calls(), MESSAGE_REGRESSIONS)
 
 
 # LEAD: remove after merging transport+input (and bounding Durations: the lead's report)
@@ -332,4 +341,4 @@ def test_hostile_request_messages_get_only_actionable_statuses(fuzz_server: Fuzz
     reason="needs the hardening fixes of the transport and input branches", strict=False
 )
 def test_raw_request_bytes_get_only_actionable_statuses(fuzz_server: FuzzServer) -> None:
-    _run(fuzz_server, raw_calls())
+    _run(fuzz_server, raw_calls(), RAW_REGRESSIONS)
