@@ -9,6 +9,7 @@ growing the metric without limit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
@@ -89,14 +90,34 @@ class Metrics:
         """Serves /metrics on `address` (host:port, port 0 picks one); the port.
 
         Over HTTPS with `tls` (see `flowservice.security.https` for why not
-        prometheus_client's own TLS).
+        prometheus_client's own TLS). Called on the server's event loop, it
+        also counts that loop's tasks.
         """
+        self._count_event_loop_tasks()
         host, _, port = address.rpartition(":")
         host = host or "127.0.0.1"
         if tls is not None:
             return serve_https(make_wsgi_app(self.registry), host.strip("[]"), int(port), tls)
         server, _ = start_http_server(int(port), addr=host, registry=self.registry)
         return int(server.server_port)
+
+    def _count_event_loop_tasks(self) -> None:
+        """Adds `flowmanager_asyncio_tasks`, the tasks alive on the calling thread's loop.
+
+        grpc.aio runs each call in a task, so a count that keeps growing under
+        steady load is a leak (`make soak` reports it). It is read when
+        /metrics is scraped, on the HTTP server's thread: `asyncio.all_tasks`
+        only reads the loop's task set, and retries if it changes meanwhile.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop: no tasks to count
+        Gauge(
+            "flowmanager_asyncio_tasks",
+            "asyncio tasks alive on the server's event loop (one per call in flight, and more).",
+            registry=self.registry,
+        ).set_function(lambda: len(asyncio.all_tasks(loop)))
 
     @contextlib.contextmanager
     def execution(self, flow: Flow, execution_id: str) -> Iterator[None]:
