@@ -328,17 +328,9 @@ def _run(server: FuzzServer, calls: Any, regressions: tuple[FuzzCall, ...]) -> N
     assert server.liveness_problem() is None
 
 
-# LEAD: remove after merging transport+input (and bounding Durations: the lead's report)
-@pytest.mark.xfail(
-    reason="needs the hardening fixes of the transport and input branches", strict=False
-)
 def test_hostile_request_messages_get_only_actionable_statuses(fuzz_server: FuzzServer) -> None:
     _run(fuzz_server, message_calls(), MESSAGE_REGRESSIONS)
 
 
-# LEAD: remove after merging transport+input (and bounding Durations: the lead's report)
-@pytest.mark.xfail(
-    reason="needs the hardening fixes of the transport and input branches", strict=False
-)
 def test_raw_request_bytes_get_only_actionable_statuses(fuzz_server: FuzzServer) -> None:
     _run(fuzz_server, raw_calls(), RAW_REGRESSIONS)
