@@ -43,7 +43,7 @@ class Limits:
     """Bytes of all the task outputs of one execution together, as compact JSON; past it
     the execution fails at once (below the server's 64 MiB response limit)."""
     max_expression_seconds: float = 1.0
-    """Seconds one execution may spend evaluating expressions, all evaluations together;
+    """Seconds of CPU one execution may spend evaluating expressions, all evaluations together;
     past it the execution fails (one evaluation is bounded by CEL's iteration budget)."""
     max_concurrent_rpcs: int = 2_000
     """Calls of any method handled at once (Health/Check aside); past it, calls get
