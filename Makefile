@@ -140,3 +140,23 @@ $(INTEROP_BUILD_STAMP): $(INTEROP_NODE_STAMP) $(NODE_STAMP) $(PROTOS) \
 
 ## interop-node: install, generate and build the TypeScript client
 interop-node: $(INTEROP_BUILD_STAMP)
+
+# Longer runs of what `make test` runs briefly (tests/hostile/test_fuzz.py,
+# tests/bench/test_soak_smoke.py); docs/reliability.md explains both.
+FUZZ_EXAMPLES ?= 2000
+SOAK_MINUTES ?= 3
+
+.PHONY: fuzz soak
+
+## fuzz: the hostile-request fuzz tests with FUZZ_EXAMPLES (default 2000) examples each and a
+## random seed (printed; FUZZ_SEED=<seed> repeats a run, FUZZ_SURVEY=1 tallies every bad reply)
+fuzz: setup
+	@seed=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; \
+	echo "fuzz seed $$seed (FUZZ_SEED=$$seed make fuzz repeats this run)"; \
+	FUZZ_SEED=$$seed FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/hostile/test_fuzz.py \
+		-p no:cacheprovider --runxfail --timeout=0 -s -q
+
+## soak: SOAK_MINUTES (default 3) of mixed RPCs, 32 in flight and 10 % cancelled, against a
+## real server; reports its RSS, fds, threads and asyncio tasks at start and end, calls/s, statuses
+soak: setup $(BENCH_STAMP)
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)

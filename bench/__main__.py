@@ -49,6 +49,11 @@ def server_flags(config: BenchConfig) -> list[str]:
         largest,
         "--max-concurrent-executions",
         str(max(2 * config.memory_executions, 1_000)),
+        # The memory figure holds every execution in flight on one connection.
+        "--max-concurrent-rpcs",
+        str(max(2 * config.memory_executions, 2_000)),
+        "--max-concurrent-streams",
+        str(max(2 * config.memory_executions, 1_000)),
         "--max-request-bytes",
         str(64 * 1024 * 1024),
         # Stop at once when the benchmark is done; no call is in flight by then.

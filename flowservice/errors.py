@@ -14,8 +14,14 @@ Hierarchy::
     │                             (UNAUTHENTICATED; `reason` says why)
     ├── PermissionDeniedError     the caller is known but may not call the
     │                             RPC (PERMISSION_DENIED)
-    └── SecurityConfigError       a TLS, token or policy file cannot be used
-                                  (raised at start-up, never during a call)
+    ├── SecurityConfigError       a TLS, token or policy file cannot be used
+    │                             (raised at start-up, never during a call)
+    ├── MalformedRequestError     the request bytes are not the message the
+    │                             method takes (INVALID_ARGUMENT)
+    ├── TooManyCallsError         the server handles as many calls as it may;
+    │                             the call is shed (RESOURCE_EXHAUSTED)
+    └── ServerShuttingDownError   the server is draining and ends a call that
+                                  would otherwise never end (UNAVAILABLE)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
 recorded in its `TaskResult`; nor is an execution that fails or runs out of
@@ -32,9 +38,12 @@ __all__ = [
     "AuthenticationError",
     "FlowServiceError",
     "InvalidFlowError",
+    "MalformedRequestError",
     "PermissionDeniedError",
     "SecurityConfigError",
+    "ServerShuttingDownError",
     "TaskRegistrationError",
+    "TooManyCallsError",
     "TooManyExecutionsError",
     "Violation",
 ]
@@ -112,3 +121,33 @@ class PermissionDeniedError(FlowServiceError):
 
 class SecurityConfigError(FlowServiceError):
     """A certificate, key, token or policy file cannot be used; the server does not start."""
+
+
+class MalformedRequestError(FlowServiceError):
+    """The request bytes do not parse as the method's request message.
+
+    Raised for bytes that are not protobuf at all and for messages nested
+    deeper than protobuf's recursion limit (100), e.g. in a `params` Struct.
+    """
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+        super().__init__(f"the request is not a valid {message_type} message")
+
+
+class TooManyCallsError(FlowServiceError):
+    """The server already handles `limit` calls; new ones are refused until some end."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the server is handling its limit of {limit} concurrent calls "
+            "(max_concurrent_rpcs); retry later"
+        )
+
+
+class ServerShuttingDownError(FlowServiceError):
+    """The server is shutting down; a call that never ends by itself (a health watch) ends."""
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; reconnect to another instance")

@@ -43,5 +43,26 @@ class Limits:
     """Bytes of all the task outputs of one execution together, as compact JSON; past it
     the execution fails at once (below the server's 64 MiB response limit)."""
     max_expression_seconds: float = 1.0
-    """Seconds one execution may spend evaluating expressions, all evaluations together;
+    """Seconds of CPU one execution may spend evaluating expressions, all evaluations together;
     past it the execution fails (one evaluation is bounded by CEL's iteration budget)."""
+    max_concurrent_rpcs: int = 2_000
+    """Calls of any method handled at once (Health/Check aside); past it, calls get
+    RESOURCE_EXHAUSTED with RetryInfo. Above `max_concurrent_executions`, so that
+    Validate, health watches and reflection still get through when executions are full."""
+    max_concurrent_streams: int = 1_000
+    """HTTP/2 streams (calls) one connection may have open, sent in its SETTINGS
+    frame; further streams are refused (REFUSED_STREAM: the client sees
+    UNAVAILABLE, and the call was not processed, so retrying it is safe)."""
+    max_connections: int = 100
+    """Client connections at once; more are closed at once (the client sees UNAVAILABLE).
+    With `max_concurrent_streams` it bounds the calls grpc can queue for the server."""
+    max_connection_idle: float = 300.0
+    """Seconds a connection without calls stays open before the server closes it (GOAWAY)."""
+    max_connection_age: float = 1_800.0
+    """Seconds a connection may live; then GOAWAY, so clients reconnect and rebalance.
+    Calls in flight then get `max_run_time` plus a few seconds to finish."""
+    keepalive_time: float = 300.0
+    """Seconds of silence after which the server pings a client to check it is still there."""
+    min_ping_interval: float = 300.0
+    """Fewest seconds between a client's pings when it has no call; pinging more
+    often twice (`grpc.http2.max_ping_strikes`) closes the connection (GOAWAY too_many_pings)."""

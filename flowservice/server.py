@@ -3,7 +3,9 @@
 `create_server` builds and binds a server (port 0 picks a free one) without
 starting it; `serve` runs one until SIGTERM or SIGINT, then drains: health
 goes NOT_SERVING so load balancers stop sending calls, and in-flight calls
-get the grace period to finish.
+get the grace period to finish (open health watches end at once, so they do
+not hold it). Every call goes through `RpcObserver`, and the HTTP/2 limits
+and keepalive policy are set explicitly (`_transport_options`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from flowservice.api.interceptors import RpcObserver
 from flowservice.api.tls import server_credentials
 from flowservice.engine import Engine
 from flowservice.errors import SecurityConfigError
+from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
@@ -53,6 +56,8 @@ class FlowServer:
     """Its health service, flipped to NOT_SERVING on drain."""
     engine: Engine
     """The engine that runs its executions."""
+    observer: RpcObserver
+    """The interceptor every call goes through; told when the server drains."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -69,6 +74,7 @@ class FlowServer:
         await self.health.enter_graceful_shutdown()
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
+        self.observer.drain()  # open health watches end now; they would hold the grace period
         await self.server.stop(grace)
         self.engine.close()
 
@@ -95,8 +101,9 @@ def create_server(
     )
     if tracing is not None:
         tracing.instrument_grpc_server()  # must precede grpc.aio.server()
+    observer = RpcObserver(metrics, limits.max_concurrent_rpcs)
     server = grpc.aio.server(
-        interceptors=_interceptors(settings, metrics),
+        interceptors=_interceptors(settings, metrics, observer),
         options=[
             # Larger requests get RESOURCE_EXHAUSTED from grpc before any handler runs.
             ("grpc.max_receive_message_length", limits.max_request_bytes),
@@ -105,6 +112,7 @@ def create_server(
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
             # grpc shares ports by default on Linux; only --workers wants that.
             ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            *_transport_options(limits),
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
@@ -119,7 +127,43 @@ def create_server(
         port = server.add_insecure_port(settings.address)
     else:
         port = server.add_secure_port(settings.address, credentials)
-    return FlowServer(server=server, port=port, health=health_servicer, engine=engine)
+    return FlowServer(
+        server=server, port=port, health=health_servicer, engine=engine, observer=observer
+    )
+
+
+def _transport_options(limits: Limits) -> list[tuple[str, int]]:
+    """grpc channel arguments for the HTTP/2 limits and keepalive policy in `limits`.
+
+    Set explicitly rather than left to grpc's defaults (no stream limit at
+    all, connections that live forever), as the HTTP/2 rapid-reset advisories
+    (CVE-2023-44487) recommend. docs/security.md lists them.
+    """
+    seconds = 1000  # grpc takes milliseconds
+    most_streams = limits.max_concurrent_streams * limits.max_connections
+    return [
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+        # grpc queues the calls the server has not picked up yet and, past
+        # 1,000 of them, cancels new ones at random: the caller sees CANCELLED,
+        # which it neither tells from its own cancel nor retries. Every call
+        # the connection limits let in may wait instead; the server then picks
+        # it up and sheds it itself (RESOURCE_EXHAUSTED with RetryInfo).
+        ("grpc.server.max_pending_requests", most_streams),
+        ("grpc.server.max_pending_requests_hard_limit", most_streams),
+        ("grpc.max_connection_idle_ms", round(limits.max_connection_idle * seconds)),
+        ("grpc.max_connection_age_ms", round(limits.max_connection_age * seconds)),
+        # After GOAWAY for age, calls in flight may run to their longest.
+        ("grpc.max_connection_age_grace_ms", round((limits.max_run_time + 5) * seconds)),
+        ("grpc.keepalive_time_ms", round(limits.keepalive_time * seconds)),
+        ("grpc.keepalive_timeout_ms", 20 * seconds),
+        ("grpc.keepalive_permit_without_calls", 0),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            round(limits.min_ping_interval * seconds),
+        ),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def _served_methods(security: SecuritySettings) -> list[str]:
@@ -132,8 +176,10 @@ def _served_methods(security: SecuritySettings) -> list[str]:
     return [f"/{s.full_name}/{method.name}" for s in services for method in s.methods]
 
 
-def _interceptors(settings: Settings, metrics: Metrics | None) -> list[grpc.aio.ServerInterceptor]:
-    """Access control first (a refused call goes no further), then RPC observation.
+def _interceptors(
+    settings: Settings, metrics: Metrics | None, observer: RpcObserver
+) -> list[grpc.aio.ServerInterceptor]:
+    """Access control first (a refused call goes no further), then `observer`.
 
     Reads the token and policy files; raises SecurityConfigError when one cannot be used.
     """
@@ -142,7 +188,7 @@ def _interceptors(settings: Settings, metrics: Metrics | None) -> list[grpc.aio.
     if security.authentication:
         guard = AccessGuard.from_settings(security, _served_methods(security))
         interceptors.append(AccessControl(guard, mtls=security.mtls, metrics=metrics))
-    interceptors.append(RpcObserver(metrics))
+    interceptors.append(observer)
     return interceptors
 
 
@@ -164,18 +210,29 @@ def _warn_if_exposed(settings: Settings) -> None:
         )
 
 
-def _serve_metrics(metrics: Metrics, settings: Settings) -> None:
-    """Serves /metrics on its own address, over HTTPS when it has a certificate."""
-    security = settings.security
+def _serve_metrics(metrics: Metrics, settings: Settings) -> str:
+    """Serves /metrics on its own address, over HTTPS when it has a certificate; its URL.
+
+    A taken address is a RuntimeError without a traceback, as grpc raises for its own port;
+    an unusable certificate exits with status 2, as for the gRPC port's.
+    """
+    security, address = settings.security, settings.metrics_address
     tls = None
-    if security.metrics_tls_cert:
-        tls = server_ssl_context(
-            security.metrics_tls_cert, security.metrics_tls_key, security.metrics_tls_client_ca
-        )
-    port = metrics.serve(settings.metrics_address, tls)
+    try:
+        if security.metrics_tls_cert:
+            tls = server_ssl_context(
+                security.metrics_tls_cert, security.metrics_tls_key, security.metrics_tls_client_ca
+            )
+        port = metrics.serve(address, tls)
+    except SecurityConfigError as exc:
+        logger.error("cannot serve metrics: %s", exc)
+        raise SystemExit(2) from None
+    except OSError as exc:
+        raise RuntimeError(
+            f"Failed to bind metrics to address {address}: {exc.strerror or exc}"
+        ) from None
     scheme = "https" if tls else "http"
-    host = settings.metrics_address.rsplit(":", 1)[0]
-    logger.info("metrics on %s://%s:%d/metrics", scheme, host, port)
+    return f"{scheme}://{address.rsplit(':', 1)[0]}:{port}/metrics"
 
 
 async def serve(settings: Settings) -> None:
@@ -187,16 +244,15 @@ async def serve(settings: Settings) -> None:
     except SecurityConfigError as exc:
         logger.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
+    # Both ports are bound before "listening" is logged, so a taken one is a
+    # clean start-up error (RuntimeError, as grpc raises for its own port).
+    metrics_url = _serve_metrics(metrics, settings) if metrics is not None else ""
     await flow_server.start()
     host = settings.address.rsplit(":", 1)[0]
     logger.info("Flow Manager listening on %s:%d", host, flow_server.port)
     _warn_if_exposed(settings)
     if metrics is not None:
-        try:
-            _serve_metrics(metrics, settings)
-        except SecurityConfigError as exc:
-            logger.error("cannot serve metrics: %s", exc)
-            raise SystemExit(2) from None
+        logger.info("metrics on %s", metrics_url)
     if tracing is not None:
         logger.info("exporting traces to %s", settings.otlp_endpoint)
 

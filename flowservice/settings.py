@@ -88,7 +88,30 @@ _LIMIT_FLAGS = (
     (
         "--max-expression-seconds",
         "max_expression_seconds",
-        "seconds one execution may spend evaluating expressions",
+        "CPU seconds one execution may spend evaluating expressions",
+    ),
+    (
+        "--max-concurrent-rpcs",
+        "max_concurrent_rpcs",
+        "calls at once, any method; past it calls get RESOURCE_EXHAUSTED",
+    ),
+    (
+        "--max-concurrent-streams",
+        "max_concurrent_streams",
+        "HTTP/2 streams (calls) per connection (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    ),
+    ("--max-connections", "max_connections", "client connections at once"),
+    (
+        "--max-connection-idle",
+        "max_connection_idle",
+        "seconds a connection without calls stays open",
+    ),
+    ("--max-connection-age", "max_connection_age", "seconds a connection may live"),
+    ("--keepalive-time", "keepalive_time", "seconds of silence before the server pings"),
+    (
+        "--min-ping-interval",
+        "min_ping_interval",
+        "fewest seconds between a client's pings when it has no call",
     ),
 )
 

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,23 +116,22 @@ def serving(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
-            preexec_fn=None if address_space is None else _address_space_cap(address_space),
         )
     try:
         port = _wait_listening(process, log_path, workers)
         pids = (process.pid,) if workers == 1 else _children(process.pid)
         if len(pids) != workers:
             raise ServerStartError(f"{len(pids)} worker processes for --workers {workers}")
+        if address_space is not None:
+            # Set once it listens, before any request, with prlimit rather than
+            # in the child before exec: a preexec_fn forks a process that runs
+            # grpc threads, which grpc warns about and which crashed servers.
+            # A limit below what is mapped already only stops it mapping more.
+            for pid in pids:
+                resource.prlimit(pid, resource.RLIMIT_AS, (address_space, address_space))
         yield RunningServer(process, port, log_path, pids)
     finally:
         _stop(process, _children(process.pid) if workers > 1 else (), graceful_stop)
-
-
-def _address_space_cap(size: int) -> Callable[[], None]:
-    def cap() -> None:  # runs in the child, before exec
-        resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-    return cap
 
 
 def _free_port() -> int:

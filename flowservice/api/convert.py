@@ -105,7 +105,11 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
                     if task.HasField("params")
                     else {}
                 ),
-                timeout=_timedelta(task.timeout) if task.HasField("timeout") else None,
+                timeout=(
+                    _timedelta(task.timeout, f"flow.tasks[{index}].timeout", problems)
+                    if task.HasField("timeout")
+                    else None
+                ),
                 retry=(
                     _retry_from_proto(task.retry, f"flow.tasks[{index}].retry", problems)
                     if task.HasField("retry")
@@ -127,7 +131,11 @@ def flow_from_proto(message: flow_pb2.Flow) -> Flow:
             for condition in message.conditions
         ),
         max_steps=message.max_steps,
-        timeout=_timedelta(message.timeout) if message.HasField("timeout") else None,
+        timeout=(
+            _timedelta(message.timeout, "flow.timeout", problems)
+            if message.HasField("timeout")
+            else None
+        ),
         output=message.output,
     )
     _raise_if_any(problems)
@@ -183,13 +191,15 @@ def _retry_from_proto(
     return RetryPolicy(
         max_attempts=message.max_attempts or defaults.max_attempts,
         initial_interval=(
-            _timedelta(message.initial_interval)
+            _timedelta(message.initial_interval, f"{path}.initial_interval", problems)
             if message.HasField("initial_interval")
             else defaults.initial_interval
         ),
         backoff_coefficient=message.backoff_coefficient or defaults.backoff_coefficient,
         maximum_interval=(
-            _timedelta(message.maximum_interval) if message.HasField("maximum_interval") else None
+            _timedelta(message.maximum_interval, f"{path}.maximum_interval", problems)
+            if message.HasField("maximum_interval")
+            else None
         ),
         jitter=message.jitter,
         non_retryable_errors=frozenset(message.non_retryable_errors),
@@ -360,7 +370,31 @@ def _raise_if_any(problems: list[Violation]) -> None:
         raise InvalidFlowError(tuple(problems))
 
 
-def _timedelta(duration: duration_pb2.Duration) -> timedelta:
+# google.protobuf.Duration's documented range: about 10,000 years either way.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def _timedelta(duration: duration_pb2.Duration, path: str, problems: list[Violation]) -> timedelta:
+    """The duration, or zero with a violation in `problems` when it is outside the spec.
+
+    Binary protobuf can carry any int64 seconds; the spec's range fits a
+    timedelta, and anything beyond it would overflow the conversion.
+    """
+    seconds, nanos = duration.seconds, duration.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) > 999_999_999
+        or (seconds and nanos and (seconds > 0) != (nanos > 0))
+    ):
+        problems.append(
+            Violation(
+                path,
+                f"a duration of {seconds} s and {nanos} ns is outside the range "
+                f"a google.protobuf.Duration may hold (±{_MAX_DURATION_SECONDS} s)",
+                "INVALID_DURATION",
+            )
+        )
+        return timedelta(0)
     return duration.ToTimedelta()
 
 

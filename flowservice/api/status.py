@@ -1,21 +1,27 @@
 """The one place that turns an exception into the gRPC status a client sees.
 
 Domain errors map to their status code with AIP-193 details (`ErrorInfo`,
-plus `BadRequest` field violations for an invalid flow). Anything unexpected
+plus `BadRequest` field violations for an invalid flow, and `RetryInfo` on
+the calls the server sheds under load, which a retry may well get through). Anything unexpected
 becomes INTERNAL with a plain message and an incident id that is also in the
 server log; the exception's text never reaches the client.
 
 | what                          | code               | ErrorInfo reason     |
 |-------------------------------|--------------------|----------------------|
 | InvalidFlowError              | INVALID_ARGUMENT   | INVALID_FLOW         |
+| MalformedRequestError         | INVALID_ARGUMENT   | MALFORMED_REQUEST    |
 | TooManyExecutionsError        | RESOURCE_EXHAUSTED | TOO_MANY_EXECUTIONS  |
+| TooManyCallsError             | RESOURCE_EXHAUSTED | TOO_MANY_CALLS       |
 | a TIMED_OUT execution summary | DEADLINE_EXCEEDED  | DEADLINE_EXCEEDED    |
 | AuthenticationError           | UNAUTHENTICATED    | its `reason` (1)     |
 | PermissionDeniedError         | PERMISSION_DENIED  | PERMISSION_DENIED    |
+| ServerShuttingDownError       | UNAVAILABLE        | SERVER_SHUTTING_DOWN |
 | anything else                 | INTERNAL           | INTERNAL             |
 
-A timed-out execution is not an error the domain raises: it is a summary,
-which `timed_out_status` turns into the call's status.
+The two RESOURCE_EXHAUSTED errors carry `RetryInfo`: the call was refused
+before any work, so a retry after the delay is safe. A timed-out execution is
+not an error the domain raises: it is a summary, which `timed_out_status`
+turns into the call's status.
 
 (1) UNAUTHENTICATED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED or
 TOKEN_NOT_YET_VALID; the auth errors' metadata carry the `method`.
@@ -27,7 +33,7 @@ import logging
 import uuid
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -35,7 +41,10 @@ from grpc_status import rpc_status
 from flowservice.errors import (
     AuthenticationError,
     InvalidFlowError,
+    MalformedRequestError,
     PermissionDeniedError,
+    ServerShuttingDownError,
+    TooManyCallsError,
     TooManyExecutionsError,
 )
 from flowservice.models import ExecutionSummary
@@ -48,6 +57,10 @@ ERROR_DOMAIN = "flowmanager"
 # Error details travel in trailing metadata, which clients cap (8 KiB by
 # default in grpc); field violations beyond this many bytes are counted, not sent.
 _MAX_VIOLATION_BYTES = 4 * 1024
+
+# The RetryInfo delay of a shed call: long enough for some executions to end,
+# short against a typical deadline. Clients add their own backoff and jitter.
+_SHED_RETRY_DELAY = duration_pb2.Duration(seconds=1)
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +76,17 @@ def status_for(exc: Exception) -> grpc.Status:
                 limit="max_concurrent_executions",
                 limit_value=str(exc.limit),
             )
-            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info, _retry_info())
+        case TooManyCallsError():
+            info = _error_info(
+                "TOO_MANY_CALLS", limit="max_concurrent_rpcs", limit_value=str(exc.limit)
+            )
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info, _retry_info())
+        case MalformedRequestError():
+            info = _error_info("MALFORMED_REQUEST", message_type=exc.message_type)
+            return _status(code_pb2.INVALID_ARGUMENT, str(exc), info)
+        case ServerShuttingDownError():
+            return _status(code_pb2.UNAVAILABLE, str(exc), _error_info("SERVER_SHUTTING_DOWN"))
         case AuthenticationError():
             info = _error_info(exc.reason, method=exc.method)
             return _status(code_pb2.UNAUTHENTICATED, str(exc), info)
@@ -121,6 +144,10 @@ def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
 
 def _error_info(reason: str, **metadata: str) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
+
+
+def _retry_info() -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=_SHED_RETRY_DELAY)
 
 
 def _status(code: int, message: str, *details: Message) -> grpc.Status:

@@ -1,12 +1,15 @@
 """Prometheus metrics of executions, task runs and RPCs, on their own HTTP port.
 
-Flow ids come from callers, so the `flow_id` label is bounded: past
-`max_flow_ids` distinct ids, new ones are counted as `_other` rather than
+Flow ids come from callers, so the `flow_id` label is bounded: a value is
+cut to `MAX_LABEL_LENGTH` characters with every character that is not
+printable (a NUL, a newline, a control code) replaced by `_`, and past
+`max_flow_ids` distinct values new ones are counted as `_other` rather than
 growing the metric without limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
@@ -29,6 +32,8 @@ __all__ = ["Metrics"]
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 OTHER_FLOW = "_other"
 """The `flow_id` label of executions past the bound on distinct flow ids."""
+MAX_LABEL_LENGTH = 128
+"""Characters kept of a caller-chosen label value."""
 
 
 class Metrics:
@@ -85,14 +90,34 @@ class Metrics:
         """Serves /metrics on `address` (host:port, port 0 picks one); the port.
 
         Over HTTPS with `tls` (see `flowservice.security.https` for why not
-        prometheus_client's own TLS).
+        prometheus_client's own TLS). Called on the server's event loop, it
+        also counts that loop's tasks.
         """
+        self._count_event_loop_tasks()
         host, _, port = address.rpartition(":")
         host = host or "127.0.0.1"
         if tls is not None:
             return serve_https(make_wsgi_app(self.registry), host.strip("[]"), int(port), tls)
         server, _ = start_http_server(int(port), addr=host, registry=self.registry)
         return int(server.server_port)
+
+    def _count_event_loop_tasks(self) -> None:
+        """Adds `flowmanager_asyncio_tasks`, the tasks alive on the calling thread's loop.
+
+        grpc.aio runs each call in a task, so a count that keeps growing under
+        steady load is a leak (`make soak` reports it). It is read when
+        /metrics is scraped, on the HTTP server's thread: `asyncio.all_tasks`
+        only reads the loop's task set, and retries if it changes meanwhile.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on an event loop: no tasks to count
+        Gauge(
+            "flowmanager_asyncio_tasks",
+            "asyncio tasks alive on the server's event loop (one per call in flight, and more).",
+            registry=self.registry,
+        ).set_function(lambda: len(asyncio.all_tasks(loop)))
 
     @contextlib.contextmanager
     def execution(self, flow: Flow, execution_id: str) -> Iterator[None]:
@@ -134,10 +159,19 @@ class Metrics:
         """Counts one handled RPC."""
         self.rpcs.labels(method, code).inc()
 
-    def _flow_label(self, flow_id: str) -> str:
+    def _flow_label(self, caller_flow_id: str) -> str:
+        flow_id = _printable(caller_flow_id)
         if flow_id in self._flow_ids:
             return flow_id
         if len(self._flow_ids) < self._max_flow_ids:
             self._flow_ids.add(flow_id)
             return flow_id
         return OTHER_FLOW
+
+
+def _printable(value: str) -> str:
+    """`value` cut to `MAX_LABEL_LENGTH`, each unprintable character replaced by `_`."""
+    value = value[:MAX_LABEL_LENGTH]
+    if value.isprintable():
+        return value
+    return "".join(char if char.isprintable() else "_" for char in value)

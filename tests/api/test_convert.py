@@ -221,3 +221,26 @@ def test_non_finite_numbers_are_refused_with_every_field_path() -> None:
     assert [v.field for v in in_stubs.value.violations] == ['stubs["t0"].output.y']
     violations = in_flow.value.violations + in_input.value.violations + in_stubs.value.violations
     assert {v.reason for v in violations} == {"NON_FINITE_NUMBER"}
+
+
+def test_durations_outside_the_spec_are_refused_with_their_field_paths() -> None:
+    # Binary protobuf carries any int64 seconds; converting 2**63 - 1 of them
+    # to a timedelta overflowed and the call failed as INTERNAL.
+    request = pb.ExecuteRequest()
+    request.flow.timeout.seconds = 2**63 - 1
+    task = request.flow.tasks.add(name="t0")
+    task.timeout.seconds = 315_576_000_001
+    task.retry.initial_interval.seconds = 1
+    task.retry.initial_interval.nanos = -1  # signs must agree
+    task.retry.maximum_interval.seconds = -(2**62)
+    request.flow.tasks.add(name="t1").timeout.seconds = 315_576_000_000  # the largest allowed
+
+    with pytest.raises(InvalidFlowError) as raised:
+        flow_from_request(request)
+
+    assert {(v.field, v.reason) for v in raised.value.violations} == {
+        ("flow.timeout", "INVALID_DURATION"),
+        ("flow.tasks[0].timeout", "INVALID_DURATION"),
+        ("flow.tasks[0].retry.initial_interval", "INVALID_DURATION"),
+        ("flow.tasks[0].retry.maximum_interval", "INVALID_DURATION"),
+    }

@@ -15,9 +15,6 @@ from flowservice.settings import Settings
 from tests.e2e.conftest import EXAMPLE_PAGES, REPO_ROOT
 from tests.e2e.test_grpcurl_logic import readme_examples
 
-WRITTEN_ELSEWHERE = {"docs/security.md", "docs/reliability.md"}
-"""Pages the README links that other work adds; their absence is not this test's concern."""
-
 
 def pages() -> list[str]:
     return ["README.md", *sorted(f"docs/{p.name}" for p in (REPO_ROOT / "docs").glob("*.md"))]
@@ -42,7 +39,7 @@ def test_relative_links_resolve(page: str) -> None:
         if re.match(r"[a-z]+:", target):
             continue  # https: and the like
         path = (base / target).resolve()
-        if not path.exists() and str(path.relative_to(REPO_ROOT)) not in WRITTEN_ELSEWHERE:
+        if not path.exists():
             broken.append(target)
 
     assert broken == []
