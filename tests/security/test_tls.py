@@ -179,4 +179,7 @@ async def test_renewed_files_are_served_without_a_restart(
         with caplog.at_level(logging.ERROR, logger="flowservice.security.tls"):
             async with tls_channel(server.port, pki, pki.rogue_client.pem()) as channel:
                 assert await health_check(channel) == SERVING
-        assert [record.levelname for record in caplog.records] == ["ERROR"]
+        # One error per handshake that read the broken file: one, or more
+        # when a loaded machine makes the client retry its handshake.
+        assert caplog.records
+        assert {record.levelname for record in caplog.records} == {"ERROR"}
