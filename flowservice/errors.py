@@ -14,8 +14,14 @@ Hierarchy::
     │                             (UNAUTHENTICATED; `reason` says why)
     ├── PermissionDeniedError     the caller is known but may not call the
     │                             RPC (PERMISSION_DENIED)
-    └── SecurityConfigError       a TLS, token or policy file cannot be used
-                                  (raised at start-up, never during a call)
+    ├── SecurityConfigError       a TLS, token or policy file cannot be used
+    │                             (raised at start-up, never during a call)
+    ├── AssignmentNotFoundError   a worker's result names an assignment that
+    │                             is unknown or already finished (NOT_FOUND)
+    ├── TooManyWorkersError       the server has as many workers connected as
+    │                             it may (RESOURCE_EXHAUSTED)
+    └── InvalidWorkRequestError   a worker's request breaks the protocol;
+                                  carries every `Violation` (INVALID_ARGUMENT)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
 recorded in its `TaskResult`; nor is an execution that fails or runs out of
@@ -29,13 +35,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AssignmentNotFoundError",
     "AuthenticationError",
     "FlowServiceError",
     "InvalidFlowError",
+    "InvalidWorkRequestError",
     "PermissionDeniedError",
     "SecurityConfigError",
     "TaskRegistrationError",
     "TooManyExecutionsError",
+    "TooManyWorkersError",
     "Violation",
 ]
 
@@ -112,3 +121,33 @@ class PermissionDeniedError(FlowServiceError):
 
 class SecurityConfigError(FlowServiceError):
     """A certificate, key, token or policy file cannot be used; the server does not start."""
+
+
+class AssignmentNotFoundError(FlowServiceError):
+    """No assignment `assignment_id` awaits a result: unknown, answered or cancelled."""
+
+    def __init__(self, assignment_id: str) -> None:
+        self.assignment_id = assignment_id
+        super().__init__(
+            "no assignment with this id awaits a result: it is unknown, already "
+            "answered, or was cancelled"
+        )
+
+
+class TooManyWorkersError(FlowServiceError):
+    """The server already has `limit` workers connected; new ones are refused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the server has its limit of {limit} workers connected (max_worker_streams)"
+        )
+
+
+class InvalidWorkRequestError(FlowServiceError):
+    """A worker's request is invalid; `violations` lists every problem found."""
+
+    def __init__(self, violations: tuple[Violation, ...]) -> None:
+        self.violations = violations
+        first = violations[0]
+        super().__init__(f"invalid request: {first.field}: {first.description}")
