@@ -41,6 +41,7 @@ __all__ = [
     "Assignment",
     "Cancellation",
     "Dispatcher",
+    "Refusal",
     "WorkResult",
     "WorkerSession",
 ]
@@ -101,6 +102,22 @@ class Cancellation:
     """True: its timeout or the execution's deadline passed; False: the execution was cancelled."""
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Tells a worker that a result it sent on its stream was not applied."""
+
+    assignment_id: str
+    """The assignment the result named."""
+    reason: str
+    """Why, for programs: `ASSIGNMENT_NOT_FOUND` or `INVALID_RESULT`."""
+    message: str
+    """Why, for people."""
+
+
+Push = Assignment | Cancellation | Refusal
+"""What a session's outbox holds for its stream."""
+
+
 class WorkerSession:
     """One connected worker: its queues, credits, held assignments and outbox."""
 
@@ -118,20 +135,20 @@ class WorkerSession:
         self.closed = False
         """True once it disconnected (or was dropped)."""
         # Assignments and cancellations to push; None ends the stream.
-        self._outbox: asyncio.Queue[Assignment | Cancellation | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Push | None] = asyncio.Queue()
 
     @property
     def free(self) -> int:
         """Credits not in use."""
         return self.credits - len(self.held)
 
-    async def next(self) -> Assignment | Cancellation | None:
+    async def next(self) -> Push | None:
         """The next message to push; None when the session has ended."""
         if self.closed and self._outbox.empty():
             return None
         return await self._outbox.get()
 
-    def _push(self, item: Assignment | Cancellation | None) -> None:
+    def _push(self, item: Push | None) -> None:
         self._outbox.put_nowait(item)
 
     def _outbox_full(self) -> bool:
@@ -199,6 +216,11 @@ class Dispatcher:
                 assignment.future.set_result(WorkResult(error=error, error_type=WORKER_LOST))
         session._push(None)
         logger.info("worker %s disconnected; %d assignments lost", session.name, len(lost))
+
+    def refuse(self, session: WorkerSession, refusal: Refusal) -> None:
+        """Tells `session` that a result it sent was not applied."""
+        if not session.closed:
+            self._send(session, refusal)
 
     def workers_for(self, queue: str) -> int:
         """How many connected workers serve `queue`."""
@@ -278,7 +300,7 @@ class Dispatcher:
         self._given[assignment.id] = assignment
         self._send(session, assignment)
 
-    def _send(self, session: WorkerSession, item: Assignment | Cancellation) -> None:
+    def _send(self, session: WorkerSession, item: Push) -> None:
         session._push(item)
         if session._outbox_full():
             logger.warning("worker %s does not read its stream; dropping it", session.name)
