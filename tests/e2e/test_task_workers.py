@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from tests.e2e.conftest import GRPCURL, REPO_ROOT, RunningServer
 WORK_METHOD = "flowmanager.v1.WorkerService/Work"
 COMPLETE_METHOD = "flowmanager.v1.WorkerService/CompleteTask"
 EXECUTE_METHOD = "flowmanager.v1.FlowService/Execute"
+NODE_WORKER = REPO_ROOT / "tests" / "interop" / "node" / "dist" / "src" / "worker.js"
 LINE_TIMEOUT = 30.0
 """Seconds a worker process may take to print the line a test waits for."""
 
@@ -45,9 +47,9 @@ LINE_TIMEOUT = 30.0
 class WorkerProcess:
     """A `worker_process.py` subprocess and the lines it prints."""
 
-    def __init__(self, address: str, mode: str, name: str) -> None:
+    def __init__(self, command: list[str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.e2e.worker_process", address, mode, name],
+            command,
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -88,7 +90,8 @@ def workers() -> Iterator[list[WorkerProcess]]:
 def start_worker(
     started: list[WorkerProcess], server: RunningServer, mode: str, name: str
 ) -> WorkerProcess:
-    worker = WorkerProcess(server.address, mode, name)
+    command = [sys.executable, "-m", "tests.e2e.worker_process", server.address, mode, name]
+    worker = WorkerProcess(command)
     started.append(worker)
     worker.expect("READY")
     return worker
@@ -131,6 +134,27 @@ async def test_a_python_worker_completes_a_worker_task(
     assert response.status == flow_service_pb2.EXECUTION_STATUS_COMPLETED
     output = json_format.MessageToDict(response.task_results[0].output)
     assert output == {"worker": "py-1", "params": {"queue": "q", "amount": 3}, "attempt": 1}
+
+
+async def test_a_typescript_worker_completes_a_worker_task(
+    server: RunningServer, channel: grpc.aio.Channel, workers: list[WorkerProcess]
+) -> None:
+    node = shutil.which("node")
+    assert node, "node is not on PATH: the TypeScript worker needs Node.js 20 or newer"
+    assert NODE_WORKER.exists(), f"{NODE_WORKER} is missing: run `make interop-node`"
+    worker = WorkerProcess([node, str(NODE_WORKER), server.address, "ts-queue", "ts-1"])
+    workers.append(worker)
+    worker.expect("READY")
+    response = await execute(channel, worker_flow("ts-queue"))
+    assert response.status == flow_service_pb2.EXECUTION_STATUS_COMPLETED
+    output = json_format.MessageToDict(response.task_results[0].output)
+    assert output == {
+        "worker": "ts-1",
+        "params": {"queue": "ts-queue", "amount": 3},
+        "attempt": 1,
+        "hasDeadline": True,
+    }
+    assert worker.expect("ASSIGNED").split()[1]
 
 
 async def test_a_killed_worker_loses_its_task_and_the_retry_finishes_on_another(
@@ -332,3 +356,15 @@ def read_json_message(stream: IO[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             continue
         return message
+
+
+def test_reflection_and_health_name_the_worker_service(server: RunningServer, grpcurl: Any) -> None:
+    listed = grpcurl(server.address, "list")
+    assert "flowmanager.v1.WorkerService" in listed.stdout.split()
+    health = grpcurl(
+        "-d",
+        '{"service": "flowmanager.v1.WorkerService"}',
+        server.address,
+        "grpc.health.v1.Health/Check",
+    )
+    assert json.loads(health.stdout) == {"status": "SERVING"}
