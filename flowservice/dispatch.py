@@ -217,6 +217,11 @@ class Dispatcher:
         session._push(None)
         logger.info("worker %s disconnected; %d assignments lost", session.name, len(lost))
 
+    def close(self) -> None:
+        """Disconnects every worker (the server is stopping): their streams end."""
+        for session in list(self._sessions):
+            self.disconnect(session)
+
     def refuse(self, session: WorkerSession, refusal: Refusal) -> None:
         """Tells `session` that a result it sent was not applied."""
         if not session.closed:

@@ -46,6 +46,7 @@ __all__ = ["FlowServer", "create_server", "serve"]
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
 WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 
@@ -80,8 +81,24 @@ class FlowServer:
         await self.health.enter_graceful_shutdown()
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
-        await self.server.stop(grace)
+        closer = asyncio.create_task(self._close_workers_when_idle())
+        try:
+            await self.server.stop(grace)
+        finally:
+            closer.cancel()
         self.engine.close()
+
+    async def _close_workers_when_idle(self) -> None:
+        """Ends the workers' streams once no execution runs (one might still need them).
+
+        Without this, a connected worker's `Work` stream, which never ends on
+        its own, would hold the shutdown for the whole grace period.
+        """
+        if self.dispatcher is None:
+            return
+        while self.engine.running:
+            await asyncio.sleep(_IDLE_POLL)
+        self.dispatcher.close()
 
 
 def create_server(
