@@ -157,6 +157,23 @@ async def test_a_typescript_worker_completes_a_worker_task(
     assert worker.expect("ASSIGNED").split()[1]
 
 
+async def test_a_cancellation_reaches_the_typescript_worker(
+    server: RunningServer, channel: grpc.aio.Channel, workers: list[WorkerProcess]
+) -> None:
+    node = shutil.which("node")
+    assert node, "node is not on PATH: the TypeScript worker needs Node.js 20 or newer"
+    command = [node, str(NODE_WORKER), server.address, "ts-hang", "ts-2", "hang"]
+    worker = WorkerProcess(command)
+    workers.append(worker)
+    worker.expect("READY")
+    body = {"flow": worker_flow("ts-hang")}
+    request = json_format.ParseDict(body, flow_service_pb2.ExecuteStreamRequest())
+    call = flow_service_pb2_grpc.FlowServiceStub(channel).ExecuteStream(request)
+    assigned = (await asyncio.to_thread(worker.expect, "ASSIGNED")).split()[1]
+    call.cancel()
+    assert (await asyncio.to_thread(worker.expect, "CANCELLED")).split()[1] == assigned
+
+
 async def test_a_killed_worker_loses_its_task_and_the_retry_finishes_on_another(
     server: RunningServer, channel: grpc.aio.Channel, workers: list[WorkerProcess]
 ) -> None:

@@ -2,13 +2,14 @@
  * A typed TypeScript worker of Flow Manager, run against the real server by
  * tests/e2e/test_task_workers.py:
  *
- *     node dist/src/worker.js 127.0.0.1:PORT QUEUE [NAME]
+ *     node dist/src/worker.js 127.0.0.1:PORT QUEUE [NAME] [echo|hang]
  *
  * It opens `WorkerService.Work` with the types generated from protos/
  * (protobuf-es) over Connect's gRPC transport for Node, serves QUEUE with one
  * credit, and answers each assignment on the same stream with the output
- * `{worker: NAME, params, attempt}`. A cancellation aborts the handler's
- * AbortSignal. It prints one line per thing the test waits for: `READY` once
+ * `{worker: NAME, params, attempt}` (mode `echo`, the default), or never
+ * answers (mode `hang`, for the cancellation tests). A cancellation aborts
+ * the handler's AbortSignal. It prints one line per thing the test waits for: `READY` once
  * registered, `ASSIGNED <id>`, `CANCELLED <id>`, `REFUSED <id> <reason>`.
  * The stream ends when the server ends it; the process then exits 0.
  */
@@ -120,11 +121,16 @@ async function answer(
 }
 
 async function main(argv: string[]): Promise<void> {
-  const [address, queue, name = "ts-worker"] = argv;
+  const [address, queue, name = "ts-worker", mode = "echo"] = argv;
   if (address === undefined || queue === undefined) {
-    throw new Error("usage: node dist/src/worker.js HOST:PORT QUEUE [NAME]");
+    throw new Error("usage: node dist/src/worker.js HOST:PORT QUEUE [NAME] [echo|hang]");
   }
-  await serve(address, queue, name, async (assignment) => {
+  await serve(address, queue, name, async (assignment, signal) => {
+    if (mode === "hang") {
+      await new Promise<never>((_, reject) => {
+        signal.addEventListener("abort", () => reject(new Error("cancelled")));
+      });
+    }
     const deadline = assignment.deadline ? timestampDate(assignment.deadline).toISOString() : null;
     return {
       worker: name,
