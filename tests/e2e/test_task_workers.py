@@ -292,6 +292,30 @@ async def test_a_second_result_and_a_result_for_an_unknown_assignment_get_not_fo
     worker.send(None)
 
 
+async def test_credits_added_on_the_stream_let_a_second_assignment_through(
+    server: RunningServer, channel: grpc.aio.Channel
+) -> None:
+    worker = ManualWorker(channel, "credits")
+    await worker.next("started")
+    runs = [asyncio.create_task(execute(channel, worker_flow("credits"))) for _ in range(2)]
+    first = await worker.next("assignment")
+    worker.send(worker_service_pb2.WorkRequest(credits=worker_service_pb2.WorkCredits(credits=1)))
+    second = await worker.next("assignment")
+    # An invalid result is refused and changes nothing: the assignment still awaits one.
+    bad = worker_service_pb2.FailTaskRequest(
+        assignment_id=first.assignment_id, error_type="T" * 999
+    )
+    worker.send(worker_service_pb2.WorkRequest(fail=bad))
+    refused = await worker.next("refused")
+    assert (refused.assignment_id, refused.reason) == (first.assignment_id, "INVALID_RESULT")
+    for assignment in (first, second):
+        done = worker_service_pb2.CompleteTaskRequest(assignment_id=assignment.assignment_id)
+        worker.send(worker_service_pb2.WorkRequest(complete=done))
+    responses = await asyncio.gather(*runs)
+    assert [r.status for r in responses] == [flow_service_pb2.EXECUTION_STATUS_COMPLETED] * 2
+    worker.send(None)
+
+
 async def test_an_invalid_start_is_invalid_argument(channel: grpc.aio.Channel) -> None:
     stub = worker_service_pb2_grpc.WorkerServiceStub(channel)
     start = worker_service_pb2.WorkStart(queues=["q" * 1000], credits=0)
