@@ -41,6 +41,7 @@ __all__ = [
     "Assignment",
     "Cancellation",
     "Dispatcher",
+    "Push",
     "Refusal",
     "WorkResult",
     "WorkerSession",
