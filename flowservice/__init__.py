@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         TaskRegistry,
         builtin_registry,
     )
+    from flowservice.worker import Worker, WorkItem
 
 __all__ = [
     "Condition",
@@ -73,6 +74,8 @@ __all__ = [
     "TaskStub",
     "TooManyExecutionsError",
     "ValidationReport",
+    "WorkItem",
+    "Worker",
     "builtin_registry",
     "create_server",
 ]
@@ -104,6 +107,8 @@ _HOMES = {
     "TaskStub": "flowservice.models",
     "TooManyExecutionsError": "flowservice.errors",
     "ValidationReport": "flowservice.engine",
+    "WorkItem": "flowservice.worker",
+    "Worker": "flowservice.worker",
     "builtin_registry": "flowservice.tasks",
     "create_server": "flowservice.server",
 }

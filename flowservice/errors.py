@@ -20,8 +20,14 @@ Hierarchy::
     │                             method takes (INVALID_ARGUMENT)
     ├── TooManyCallsError         the server handles as many calls as it may;
     │                             the call is shed (RESOURCE_EXHAUSTED)
-    └── ServerShuttingDownError   the server is draining and ends a call that
-                                  would otherwise never end (UNAVAILABLE)
+    ├── ServerShuttingDownError   the server is draining and ends a call that
+    │                             would otherwise never end (UNAVAILABLE)
+    ├── AssignmentNotFoundError   a worker's result names an assignment that
+    │                             is unknown or already finished (NOT_FOUND)
+    ├── TooManyWorkersError       the server has as many workers connected as
+    │                             it may (RESOURCE_EXHAUSTED)
+    └── InvalidWorkRequestError   a worker's request breaks the protocol;
+                                  carries every `Violation` (INVALID_ARGUMENT)
 
 A task that fails is not an error of this hierarchy: it is an outcome,
 recorded in its `TaskResult`; nor is an execution that fails or runs out of
@@ -35,9 +41,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "AssignmentNotFoundError",
     "AuthenticationError",
     "FlowServiceError",
     "InvalidFlowError",
+    "InvalidWorkRequestError",
     "MalformedRequestError",
     "PermissionDeniedError",
     "SecurityConfigError",
@@ -45,6 +53,7 @@ __all__ = [
     "TaskRegistrationError",
     "TooManyCallsError",
     "TooManyExecutionsError",
+    "TooManyWorkersError",
     "Violation",
 ]
 
@@ -151,3 +160,33 @@ class ServerShuttingDownError(FlowServiceError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down; reconnect to another instance")
+
+
+class AssignmentNotFoundError(FlowServiceError):
+    """No assignment `assignment_id` awaits a result: unknown, answered or cancelled."""
+
+    def __init__(self, assignment_id: str) -> None:
+        self.assignment_id = assignment_id
+        super().__init__(
+            "no assignment with this id awaits a result: it is unknown, already "
+            "answered, or was cancelled"
+        )
+
+
+class TooManyWorkersError(FlowServiceError):
+    """The server already has `limit` workers connected; new ones are refused."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the server has its limit of {limit} workers connected (max_worker_streams)"
+        )
+
+
+class InvalidWorkRequestError(FlowServiceError):
+    """A worker's request is invalid; `violations` lists every problem found."""
+
+    def __init__(self, violations: tuple[Violation, ...]) -> None:
+        self.violations = violations
+        first = violations[0]
+        super().__init__(f"invalid request: {first.field}: {first.description}")

@@ -21,11 +21,18 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
+from flowmanager.v1 import (
+    flow_service_pb2,
+    flow_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.tls import server_credentials
+from flowservice.api.worker_servicer import WorkerServicer
+from flowservice.dispatch import Dispatcher
 from flowservice.engine import Engine
 from flowservice.errors import SecurityConfigError
 from flowservice.limits import Limits
@@ -35,13 +42,16 @@ from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
+from flowservice.tasks.worker_task import WORKER_TASK_TYPE, WorkerTask
 
 __all__ = ["FlowServer", "create_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
+WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +68,13 @@ class FlowServer:
     """The engine that runs its executions."""
     observer: RpcObserver
     """The interceptor every call goes through; told when the server drains."""
+    dispatcher: Dispatcher | None = None
+    """Hands `worker` tasks to the workers connected to its WorkerService."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
         await self.server.start()
-        for service in ("", FLOW_SERVICE_NAME):
+        for service in ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
@@ -75,8 +87,26 @@ class FlowServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         self.observer.drain()  # open health watches end now; they would hold the grace period
-        await self.server.stop(grace)
+        closer = asyncio.create_task(self._close_workers_when_idle())
+        try:
+            await self.server.stop(grace)
+        finally:
+            closer.cancel()
         self.engine.close()
+
+    async def _close_workers_when_idle(self) -> None:
+        """Ends the workers' streams once no execution runs (one might still need them).
+
+        Without this, a connected worker's `Work` stream, which never ends on
+        its own, would hold the shutdown for the whole grace period.
+        """
+        if self.dispatcher is None:
+            return
+        # The engine keeps a count, not an event, of its executions; a look
+        # each _IDLE_POLL while stopping costs nothing on the hot path.
+        while self.engine.running:  # noqa: ASYNC110
+            await asyncio.sleep(_IDLE_POLL)
+        self.dispatcher.close()
 
 
 def create_server(
@@ -89,12 +119,16 @@ def create_server(
     """A Flow Manager server bound to `settings.address`, not yet started.
 
     `metrics` and `tracing`, when given, observe every execution and RPC.
+    The `worker` task type is added to `registry` unless it has one already
+    (see `_worker_dispatch`).
     Raises SecurityConfigError when a TLS, token or policy file cannot be used.
     """
     limits = settings.limits
+    registry = registry or builtin_registry()
+    dispatcher = _worker_dispatch(settings, registry, metrics)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
-        registry or builtin_registry(),
+        registry,
         limits=limits,
         task_threads=settings.task_threads,
         observer=CompositeObserver(observers) if observers else None,
@@ -116,11 +150,14 @@ def create_server(
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
+    worker_servicer = WorkerServicer(dispatcher, limits.max_name_length)
+    worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.security.reflection:
         reflection.enable_server_reflection(
-            (FLOW_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
     credentials = server_credentials(settings.security)
     if credentials is None:
@@ -128,7 +165,12 @@ def create_server(
     else:
         port = server.add_secure_port(settings.address, credentials)
     return FlowServer(
-        server=server, port=port, health=health_servicer, engine=engine, observer=observer
+        server=server,
+        port=port,
+        health=health_servicer,
+        engine=engine,
+        observer=observer,
+        dispatcher=dispatcher,
     )
 
 
@@ -166,9 +208,27 @@ def _transport_options(limits: Limits) -> list[tuple[str, int]]:
     ]
 
 
+def _worker_dispatch(
+    settings: Settings, registry: TaskRegistry, metrics: Metrics | None
+) -> Dispatcher:
+    """The dispatcher of `worker` tasks (docs/workers.md), registered in `registry`.
+
+    A registry that has a `worker` type already keeps it (the dispatcher then
+    serves workers that nothing submits to).
+    """
+    dispatcher = Dispatcher(
+        max_workers=settings.max_worker_streams, max_backlog=settings.max_worker_backlog
+    )
+    if WORKER_TASK_TYPE not in registry:
+        registry.register(WORKER_TASK_TYPE, WorkerTask(dispatcher, settings.limits.max_name_length))
+    if metrics is not None:
+        metrics.watch_worker_backlog(dispatcher.backlog)
+    return dispatcher
+
+
 def _served_methods(security: SecuritySettings) -> list[str]:
     """Full names (`/package.Service/Method`) of every method the server serves."""
-    names = [FLOW_SERVICE_NAME, health.SERVICE_NAME]
+    names = [FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME]
     if security.reflection:
         names.append(reflection.SERVICE_NAME)
     pool = descriptor_pool.Default()

@@ -183,6 +183,14 @@ class Settings:
         also_env="OTEL_EXPORTER_OTLP_ENDPOINT",  # the standard OpenTelemetry variable
     )
     """OTLP/gRPC collector to export traces to; empty (the default) turns tracing off."""
+    max_worker_streams: int = setting(1000, "task workers connected at once (WorkerService.Work)")
+    """Task workers connected at once; past it `Work` gets RESOURCE_EXHAUSTED
+    (docs/workers.md)."""
+    max_worker_backlog: int = setting(
+        10000, "worker task runs waiting for a worker, all queues together"
+    )
+    """Worker task runs waiting for a worker, all queues together; past it a
+    run fails at once with error type `BacklogFull`."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -238,6 +246,8 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--grace-period and --drain-delay must be >= 0, --task-threads >= 1")
     if settings.workers < 1:
         parser.error("--workers must be at least 1")
+    if settings.max_worker_streams < 1 or settings.max_worker_backlog < 1:
+        parser.error("--max-worker-streams and --max-worker-backlog must be at least 1")
     for problem in settings.security.problems():
         parser.error(problem)
 

@@ -31,6 +31,8 @@ EXPECTED = [
     "TaskStub",
     "TooManyExecutionsError",
     "ValidationReport",
+    "WorkItem",
+    "Worker",
     "builtin_registry",
     "create_server",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "flow_from_proto",
     "flow_from_request",
     "input_from_request",
+    "struct_to_json",
     "stubs_from_request",
     "summary_to_proto",
     "task_result_to_proto",
@@ -311,6 +312,12 @@ def _issue(violation: Violation) -> flow_service_pb2.ValidationIssue:
     return flow_service_pb2.ValidationIssue(
         field=violation.field, description=violation.description, reason=violation.reason
     )
+
+
+def struct_to_json(struct: struct_pb2.Struct, path: str) -> tuple[dict[str, Any], list[Violation]]:
+    """The JSON data of `struct`, and a violation (at `path`...) per number JSON cannot carry."""
+    problems: list[Violation] = []
+    return _struct_to_dict(struct, path, problems), problems
 
 
 def _struct_to_dict(

@@ -16,9 +16,12 @@ server log; the exception's text never reaches the client.
 | AuthenticationError           | UNAUTHENTICATED    | its `reason` (1)     |
 | PermissionDeniedError         | PERMISSION_DENIED  | PERMISSION_DENIED    |
 | ServerShuttingDownError       | UNAVAILABLE        | SERVER_SHUTTING_DOWN |
+| AssignmentNotFoundError       | NOT_FOUND          | ASSIGNMENT_NOT_FOUND |
+| TooManyWorkersError           | RESOURCE_EXHAUSTED | TOO_MANY_WORKERS     |
+| InvalidWorkRequestError       | INVALID_ARGUMENT   | INVALID_WORK_REQUEST |
 | anything else                 | INTERNAL           | INTERNAL             |
 
-The two RESOURCE_EXHAUSTED errors carry `RetryInfo`: the call was refused
+TOO_MANY_CALLS and TOO_MANY_EXECUTIONS carry `RetryInfo`: the call was refused
 before any work, so a retry after the delay is safe. A timed-out execution is
 not an error the domain raises: it is a summary, which `timed_out_status`
 turns into the call's status.
@@ -39,13 +42,17 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from flowservice.errors import (
+    AssignmentNotFoundError,
     AuthenticationError,
     InvalidFlowError,
+    InvalidWorkRequestError,
     MalformedRequestError,
     PermissionDeniedError,
     ServerShuttingDownError,
     TooManyCallsError,
     TooManyExecutionsError,
+    TooManyWorkersError,
+    Violation,
 )
 from flowservice.models import ExecutionSummary
 
@@ -93,6 +100,9 @@ def status_for(exc: Exception) -> grpc.Status:
         case PermissionDeniedError():
             info = _error_info("PERMISSION_DENIED", method=exc.method, identity=exc.identity)
             return _status(code_pb2.PERMISSION_DENIED, str(exc), info)
+    worker_status = _worker_status(exc)
+    if worker_status is not None:
+        return worker_status
     incident = str(uuid.uuid4())
     logger.error("unexpected error while handling a call; incident %s", incident, exc_info=exc)
     return _status(
@@ -115,15 +125,38 @@ def timed_out_status(summary: ExecutionSummary) -> grpc.Status:
     return _status(code_pb2.DEADLINE_EXCEEDED, summary.error or "deadline exceeded", info)
 
 
-def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
+def _worker_status(exc: Exception) -> grpc.Status | None:
+    """The status of an error of the WorkerService; None for any other error."""
+    match exc:
+        case AssignmentNotFoundError():
+            info = _error_info("ASSIGNMENT_NOT_FOUND", assignment_id=exc.assignment_id[:128])
+            return _status(code_pb2.NOT_FOUND, str(exc), info)
+        case TooManyWorkersError():
+            info = _error_info(
+                "TOO_MANY_WORKERS", limit="max_worker_streams", limit_value=str(exc.limit)
+            )
+            return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), info)
+        case InvalidWorkRequestError():
+            info = _error_info("INVALID_WORK_REQUEST", violations=str(len(exc.violations)))
+            return _status(code_pb2.INVALID_ARGUMENT, str(exc), info, _bad_request(exc.violations))
+    return None
+
+
+def _bad_request(violations: tuple[Violation, ...]) -> error_details_pb2.BadRequest:
+    """Field violations, as many as fit in `_MAX_VIOLATION_BYTES`."""
     bad_request = error_details_pb2.BadRequest()
-    for violation in exc.violations:
+    for violation in violations:
         field_violation = bad_request.field_violations.add(
             field=violation.field, description=violation.description, reason=violation.reason
         )
         if bad_request.ByteSize() > _MAX_VIOLATION_BYTES:
             bad_request.field_violations.remove(field_violation)
             break
+    return bad_request
+
+
+def _invalid_flow(exc: InvalidFlowError) -> grpc.Status:
+    bad_request = _bad_request(exc.violations)
     metadata = {
         "violations": str(len(exc.violations)),
         "violations_in_details": str(len(bad_request.field_violations)),

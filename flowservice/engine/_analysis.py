@@ -8,7 +8,7 @@ goes live.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flowservice.engine._plan import Plan
 from flowservice.engine.routing import Link, taken_target, unrouted_targets
@@ -36,11 +36,25 @@ def flow_warnings(plan: Plan) -> list[Violation]:
         warning = _task_warning(index, task.name, flow.start_task, reachable, can_end)
         if warning is not None:
             keyed.append(((0, index, warning.field), warning))
+    keyed += _task_type_warnings(plan)
     for source, chain_fates in fates.items():
         for index, warning in _chain_warnings(source, chain_fates, source in reachable):
             keyed.append(((1, index, warning.field), warning))
     keyed.sort(key=lambda pair: pair[0])
     return [warning for _, warning in keyed]
+
+
+def _task_type_warnings(plan: Plan) -> list[tuple[tuple[int, int, str], Violation]]:
+    """What each task's implementation warns about it (its `warnings` hook), keyed by task."""
+    keyed: list[tuple[tuple[int, int, str], Violation]] = []
+    for index, task in enumerate(plan.flow.tasks):
+        registered = plan.registered.get(task.type)
+        if registered is None or registered.warnings is None:
+            continue
+        for warning in registered.warnings(task):
+            path = f"flow.tasks[{index}].{warning.field}"
+            keyed.append(((0, index, path), replace(warning, field=path)))
+    return keyed
 
 
 def _task_warning(

@@ -275,6 +275,7 @@ class Execution:
             step,
             number,
             MappingProxyType(self._latest),
+            _attempt_deadline(task, deadline),
         )
         with self.observer.attempt(task, step, number):
             return await self.attempts.run(self.plan.registered[task.type], ctx, deadline)
@@ -486,3 +487,10 @@ class Execution:
             len(self._results),
             extra={"execution_id": self.execution_id, "flow_id": flow_id, "status": status.value},
         )
+
+
+def _attempt_deadline(task: Task, deadline: DeadlineTimer) -> float:
+    """When an attempt of `task` must end (loop clock): its timeout or the execution's deadline."""
+    if task.timeout is None:
+        return deadline.when
+    return min(deadline.when, asyncio.get_running_loop().time() + task.timeout.total_seconds())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +22,8 @@ from prometheus_client import (
     make_wsgi_app,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
 from flowservice.models import Flow, Task
@@ -85,6 +87,14 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
+
+    def watch_worker_backlog(self, backlog: Callable[[], Mapping[str, int]]) -> None:
+        """Exports `flowmanager_worker_backlog{queue}`, read from `backlog()` at each scrape.
+
+        `backlog` (`Dispatcher.backlog`) lists only queues with assignments
+        waiting, so the label is bounded by the waiting assignments themselves.
+        """
+        self.registry.register(_BacklogCollector(backlog))
 
     def serve(self, address: str, tls: ssl.SSLContext | None = None) -> int:
         """Serves /metrics on `address` (host:port, port 0 picks one); the port.
@@ -175,3 +185,20 @@ def _printable(value: str) -> str:
     if value.isprintable():
         return value
     return "".join(char if char.isprintable() else "_" for char in value)
+
+
+class _BacklogCollector(Collector):
+    """The worker backlog gauge, computed when scraped rather than kept up to date."""
+
+    def __init__(self, backlog: Callable[[], Mapping[str, int]]) -> None:
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "flowmanager_worker_backlog",
+            "Worker task runs waiting for a worker with a free credit, by queue.",
+            labels=["queue"],
+        )
+        for queue, waiting in sorted(self._backlog().items()):
+            gauge.add_metric([queue], waiting)
+        yield gauge

@@ -44,6 +44,10 @@ class TaskContext:
     one, in the order they last ran. A read-only live view (copying it per step
     would make long flows quadratic): read it while the task runs, copy it to
     keep it."""
+    deadline: float | None = None
+    """When this attempt must end, on the event loop's clock (`loop.time()`): the
+    earliest of the task's `timeout` and the execution's deadline. The engine
+    always sets it; None (a context built by hand) means no limit."""
 
 
 class TaskFailure(Exception):

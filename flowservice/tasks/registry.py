@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from flowservice.errors import TaskRegistrationError
+from flowservice.errors import TaskRegistrationError, Violation
+from flowservice.models import Task
 from flowservice.tasks.base import Implementation, TaskContext, TaskOutput
 
 _I = TypeVar("_I", bound=Implementation)
@@ -31,6 +32,9 @@ class RegisteredTask:
     """The callable to run (a bound `run` method for class-based tasks)."""
     is_async: bool
     """True: await it on the event loop. False: run it in a worker thread."""
+    warnings: Callable[[Task], list[Violation]] | None = None
+    """Its own `Validate` warnings about one task (fields relative to the task,
+    `params.queue`), from the implementation's `warnings` method; None: none."""
 
 
 class TaskRegistry:
@@ -100,4 +104,11 @@ def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
         type_name=type_name,
         function=function,
         is_async=inspect.iscoroutinefunction(function),
+        warnings=_warnings_hook(function),
     )
+
+
+def _warnings_hook(run: object) -> Callable[[Task], list[Violation]] | None:
+    """The `warnings(task)` method of the object whose `run` method `run` is, if any."""
+    warnings = getattr(getattr(run, "__self__", None), "warnings", None)
+    return warnings if callable(warnings) else None
