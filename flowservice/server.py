@@ -23,6 +23,7 @@ from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
 from flowservice.api.interceptors import RpcObserver
+from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.engine import Engine
 from flowservice.errors import SecurityConfigError
@@ -31,7 +32,7 @@ from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
 from flowservice.settings import Settings
-from flowservice.tasks import TaskRegistry, builtin_registry
+from flowservice.tasks import TaskRegistry
 
 __all__ = ["FlowServer", "create_server", "serve"]
 
@@ -70,7 +71,7 @@ class FlowServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
-        self.engine.close()
+        await self.engine.aclose()
 
 
 def create_server(
@@ -88,7 +89,7 @@ def create_server(
     limits = settings.limits
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
-        registry or builtin_registry(),
+        registry or server_registry(settings),
         limits=limits,
         task_threads=settings.task_threads,
         observer=CompositeObserver(observers) if observers else None,

@@ -44,6 +44,15 @@ class TaskContext:
     one, in the order they last ran. A read-only live view (copying it per step
     would make long flows quadratic): read it while the task runs, copy it to
     keep it."""
+    deadline: float | None = None
+    """When the execution runs out of time, on the event loop's clock
+    (`loop.time()`); None when unknown. A task that calls another service
+    passes on the earliest of this and its own `task.timeout`."""
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same on every attempt of one task run: `execution id/task/step`."""
+        return f"{self.execution_id}/{self.task.name}/{self.step}"
 
 
 class TaskFailure(Exception):
@@ -51,6 +60,10 @@ class TaskFailure(Exception):
 
     `error_type` (default `TaskFailure`) is what `RetryPolicy.non_retryable_errors`
     matches; a task that knows a failure is permanent gives it a type of its own.
+    `retryable=False` says that no retry can help (a refused target, a 404):
+    the attempt is never retried, whatever the policy. `retry_after` (seconds)
+    is the wait the failed service asked for (HTTP `Retry-After`): the retry
+    waits at least that, within the policy's `maximum_interval`.
     """
 
     def __init__(
@@ -58,10 +71,15 @@ class TaskFailure(Exception):
         message: str,
         output: Mapping[str, Any] | None = None,
         error_type: str = "TaskFailure",
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.output: Mapping[str, Any] = output or {}
         self.error_type = error_type
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @runtime_checkable

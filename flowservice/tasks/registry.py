@@ -4,16 +4,24 @@ Adding a task type is a registration here, never a change to the engine.
 Implementations may be async functions, sync functions (the engine runs them
 in worker threads so they never block the event loop), or objects/classes
 with a `run` method of either kind.
+
+An object may also have `check_params(params) -> Iterable[Violation]`:
+validation calls it with each task's literal params (those no input mapping
+replaces), so that a bad param fails the request before any task runs.
+Each violation's `field` is relative to the params (`target`); validation
+prefixes it (`flow.tasks[0].params.target`). And `aclose()`: the server
+awaits it on shutdown (`TaskRegistry.aclose`), for tasks that hold
+connections.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from flowservice.errors import TaskRegistrationError
+from flowservice.errors import TaskRegistrationError, Violation
 from flowservice.tasks.base import Implementation, TaskContext, TaskOutput
 
 _I = TypeVar("_I", bound=Implementation)
@@ -31,6 +39,10 @@ class RegisteredTask:
     """The callable to run (a bound `run` method for class-based tasks)."""
     is_async: bool
     """True: await it on the event loop. False: run it in a worker thread."""
+    check_params: Callable[[Mapping[str, Any]], Iterable[Violation]] | None = None
+    """Checks literal params at validation; None: the task checks them when it runs."""
+    aclose: Callable[[], Awaitable[None]] | None = None
+    """Releases what the implementation holds (connections); awaited on shutdown."""
 
 
 class TaskRegistry:
@@ -76,6 +88,12 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def aclose(self) -> None:
+        """Awaits every implementation's `aclose` (connection pools, channels)."""
+        for registered in self._tasks.values():
+            if registered.aclose is not None:
+                await registered.aclose()
+
 
 def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
     # Checked at run time too: callers without a type checker pass anything.
@@ -87,6 +105,8 @@ def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
             raise TaskRegistrationError(
                 f"task class for {type_name!r} must be constructible with no arguments: {exc}"
             ) from exc
+    check_params = getattr(target, "check_params", None)
+    aclose = getattr(target, "aclose", None)
     run = getattr(target, "run", None)
     if callable(run):
         target = run
@@ -100,4 +120,6 @@ def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
         type_name=type_name,
         function=function,
         is_async=inspect.iscoroutinefunction(function),
+        check_params=check_params if callable(check_params) else None,
+        aclose=aclose if callable(aclose) else None,
     )
