@@ -26,7 +26,7 @@ from flowservice.api.interceptors import RpcObserver
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.engine import Engine
-from flowservice.errors import SecurityConfigError
+from flowservice.errors import SecurityConfigError, TaskRegistrationError
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
@@ -185,7 +185,7 @@ async def serve(settings: Settings) -> None:
     tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
     try:
         flow_server = create_server(settings, metrics=metrics, tracing=tracing)
-    except SecurityConfigError as exc:
+    except (SecurityConfigError, TaskRegistrationError) as exc:
         logger.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
     await flow_server.start()
