@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
+from flowservice.api.grpc_task import GrpcTask, load_descriptor_sets
 from flowservice.errors import TaskRegistrationError
 from flowservice.outbound import HttpTask, OutboundPolicy
 from flowservice.settings import Settings
@@ -33,10 +34,13 @@ ENTRY_POINT_GROUP = "flowmanager.tasks"
 
 
 def server_registry(settings: Settings) -> TaskRegistry:
-    """The built-in task types, `http` under `settings`' outbound policy, and installed ones."""
+    """The built-in task types, `http` and `grpc` under `settings`' outbound policy, and
+    installed ones. Raises TaskRegistrationError when one cannot be loaded."""
     registry = builtin_registry()
     policy = OutboundPolicy.parse(settings.allow_targets, settings.targets)
     registry.register("http", HttpTask(policy, settings.limits))
+    descriptors = load_descriptor_sets(settings.descriptor_sets)
+    registry.register("grpc", GrpcTask(policy, settings.limits, descriptors))
     add_installed_task_types(registry, settings.task_modules)
     return registry
 
