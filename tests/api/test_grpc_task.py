@@ -27,6 +27,15 @@ from tests.api.conftest import Recorder, execute_request
 RETRY = RetryPolicy(max_attempts=3, initial_interval=timedelta(milliseconds=1))
 VALID_FLOW = {"flow": {"id": "inner", "name": "inner", "start_task": "a", "tasks": [{"name": "a"}]}}
 EXECUTE = "flowmanager.v1.FlowService/Execute"
+SLOW = {
+    "flow": {
+        "id": "s",
+        "name": "s",
+        "start_task": "wait",
+        "tasks": [{"name": "wait", "type": "slow", "params": {"seconds": 60}}],
+    }
+}
+"""A flow whose task runs until cancelled: the downstream `Recorder` sees the cancel."""
 
 
 class Caller:
@@ -176,15 +185,7 @@ async def test_replies_past_the_output_limit_fail(server: FlowServer) -> None:
 async def test_cancelling_the_execution_cancels_the_downstream_call(
     caller: Caller, recorder: Recorder
 ) -> None:
-    slow = {
-        "flow": {
-            "id": "s",
-            "name": "s",
-            "start_task": "wait",
-            "tasks": [{"name": "wait", "type": "slow", "params": {"seconds": 60}}],
-        }
-    }
-    running = asyncio.create_task(caller.call({"target": "fm", "method": EXECUTE, "request": slow}))
+    running = asyncio.create_task(caller.call({"target": "fm", "method": EXECUTE, "request": SLOW}))
     while not recorder.started:
         await asyncio.sleep(0.01)
 
@@ -199,16 +200,8 @@ async def test_cancelling_the_execution_cancels_the_downstream_call(
 async def test_the_execution_deadline_reaches_the_downstream_call(
     caller: Caller, recorder: Recorder
 ) -> None:
-    slow = {
-        "flow": {
-            "id": "s",
-            "name": "s",
-            "start_task": "wait",
-            "tasks": [{"name": "wait", "type": "slow", "params": {"seconds": 60}}],
-        }
-    }
     summary = await caller.call(
-        {"target": "fm", "method": EXECUTE, "request": slow}, timeout=timedelta(seconds=2)
+        {"target": "fm", "method": EXECUTE, "request": SLOW}, timeout=timedelta(seconds=2)
     )
 
     assert summary.task_results[0].error_type in {"TaskTimeout", "grpc.DEADLINE_EXCEEDED"}

@@ -39,14 +39,22 @@ class Setup:
             TaskRegistry({"http": self.task}), limits=Limits(max_output_bytes=10_000), sleep=sleep
         )
 
-    async def call(self, params: dict[str, Any], **task: Any) -> ExecutionSummary:
+    async def call(
+        self,
+        params: dict[str, Any],
+        *,
+        flow_input: dict[str, Any] | None = None,
+        flow_timeout: timedelta | None = None,
+        **task: Any,
+    ) -> ExecutionSummary:
         flow = Flow(
             id="f",
             name="f",
             start_task="call",
+            timeout=flow_timeout,
             tasks=(Task("call", "http", params=params, **task),),
         )
-        return await self.engine.execute(flow, flow_input={"url": params.get("url", "")})
+        return await self.engine.execute(flow, flow_input=flow_input)
 
 
 @pytest.fixture
@@ -142,13 +150,12 @@ async def test_a_literal_target_not_allowed_fails_validation(setup: Setup) -> No
 async def test_a_target_from_an_input_mapping_is_refused_at_run_time(
     setup: Setup, server: Downstream
 ) -> None:
-    flow = Flow(
-        id="f",
-        name="f",
-        start_task="call",
-        tasks=(Task("call", "http", retry=RETRY, input_mapping={"url": "input.url"}),),
+    summary = await setup.call(
+        {},
+        input_mapping={"url": "input.url"},
+        retry=RETRY,
+        flow_input={"url": "http://10.1.2.3:80/"},
     )
-    summary = await setup.engine.execute(flow, flow_input={"url": "http://10.1.2.3:80/"})
 
     result = summary.task_results[0]
     assert (result.error_type, result.attempts) == ("TARGET_NOT_ALLOWED", 1)
@@ -171,17 +178,10 @@ async def test_a_host_that_resolves_to_a_metadata_address_is_refused(server: Dow
 async def test_the_execution_deadline_closes_the_request_downstream(
     setup: Setup, server: Downstream
 ) -> None:
-    flow = Flow(
-        id="f",
-        name="f",
-        start_task="call",
-        timeout=timedelta(seconds=3),
-        tasks=(Task("call", "http", params={"url": f"{server.base}/slow"}),),
-    )
-    summary = await setup.engine.execute(flow)
+    summary = await setup.call({"url": f"{server.base}/slow"}, flow_timeout=timedelta(seconds=3))
 
     assert summary.status is ExecutionStatus.TIMED_OUT
-    assert server.disconnected.wait(30)
+    assert await asyncio.to_thread(server.disconnected.wait, 30)
 
 
 async def test_cancelling_the_execution_closes_the_request_downstream(
