@@ -89,7 +89,7 @@ def create_server(
     limits = settings.limits
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
-        registry or server_registry(settings),
+        registry or server_registry(settings, metrics, tracing),
         limits=limits,
         task_threads=settings.task_threads,
         observer=CompositeObserver(observers) if observers else None,

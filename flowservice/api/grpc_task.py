@@ -57,6 +57,7 @@ from flowservice.errors import TaskRegistrationError, Violation
 from flowservice.limits import Limits
 from flowservice.outbound import TARGET_NOT_ALLOWED, OutboundPolicy, TargetNotAllowed
 from flowservice.outbound.headers import call_timeout, outbound_headers
+from flowservice.outbound.observe import OutboundObserver
 from flowservice.outbound.targets import split_address
 from flowservice.tasks import TaskContext, TaskFailure
 
@@ -182,7 +183,9 @@ class GrpcTask:
         policy: OutboundPolicy,
         limits: Limits,
         descriptors: descriptor_pool.DescriptorPool | None = None,
+        observer: OutboundObserver | None = None,
     ) -> None:
+        self._observer = observer or OutboundObserver()
         self._policy = policy
         self._limits = limits
         self._descriptors = descriptors
@@ -206,6 +209,21 @@ class GrpcTask:
 
     async def run(self, ctx: TaskContext) -> Mapping[str, Any]:
         """Calls the method; see the module docstring for params, output and outcome."""
+        name, method = ctx.params.get("target"), ctx.params.get("method")
+        allowed = isinstance(name, str) and self._policy.address_allowed(name)
+        # Only allowed names become labels: the others could be anything.
+        label = name if allowed and isinstance(name, str) else "_refused"
+        span = method if isinstance(method, str) and _METHOD.match(method) else "grpc call"
+        with self._observer.call("grpc", label, span) as record:
+            try:
+                output = await self._call(ctx)
+            except TaskFailure as failure:
+                record.code = failure.error_type.removeprefix("grpc.")
+                raise
+            record.code = "OK"
+            return output
+
+    async def _call(self, ctx: TaskContext) -> Mapping[str, Any]:
         params = ctx.params
         target = await self._target(params.get("target"))
         try:

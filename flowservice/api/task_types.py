@@ -24,7 +24,9 @@ from importlib.metadata import entry_points
 
 from flowservice.api.grpc_task import GrpcTask, load_descriptor_sets
 from flowservice.errors import TaskRegistrationError
+from flowservice.observability import Metrics, Tracing
 from flowservice.outbound import HttpTask, OutboundPolicy
+from flowservice.outbound.observe import OutboundObserver
 from flowservice.settings import Settings
 from flowservice.tasks import TaskRegistry, builtin_registry
 
@@ -33,14 +35,20 @@ __all__ = ["ENTRY_POINT_GROUP", "server_registry"]
 ENTRY_POINT_GROUP = "flowmanager.tasks"
 
 
-def server_registry(settings: Settings) -> TaskRegistry:
+def server_registry(
+    settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None
+) -> TaskRegistry:
     """The built-in task types, `http` and `grpc` under `settings`' outbound policy, and
     installed ones. Raises TaskRegistrationError when one cannot be loaded."""
     registry = builtin_registry()
     policy = OutboundPolicy.parse(settings.allow_targets, settings.targets)
-    registry.register("http", HttpTask(policy, settings.limits))
+    observer = OutboundObserver(
+        tracing.tracer if tracing is not None else None,
+        metrics.outbound_calls if metrics is not None else None,
+    )
+    registry.register("http", HttpTask(policy, settings.limits, observer))
     descriptors = load_descriptor_sets(settings.descriptor_sets)
-    registry.register("grpc", GrpcTask(policy, settings.limits, descriptors))
+    registry.register("grpc", GrpcTask(policy, settings.limits, descriptors, observer))
     add_installed_task_types(registry, settings.task_modules)
     return registry
 

@@ -80,6 +80,12 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
+        self.outbound_calls = Counter(
+            "flowmanager_outbound_calls",
+            "Calls of grpc and http tasks, by task type, target and result code.",
+            ["type", "target", "code"],
+            registry=self.registry,
+        )
 
     def serve(self, address: str, tls: ssl.SSLContext | None = None) -> int:
         """Serves /metrics on `address` (host:port, port 0 picks one); the port.

@@ -41,6 +41,7 @@ import httpx
 from flowservice.errors import Violation
 from flowservice.limits import Limits
 from flowservice.outbound.headers import call_timeout, outbound_headers
+from flowservice.outbound.observe import OutboundObserver
 from flowservice.outbound.targets import TARGET_NOT_ALLOWED, OutboundPolicy, TargetNotAllowed
 from flowservice.tasks import TaskContext, TaskFailure
 
@@ -59,15 +60,19 @@ RESPONSE_HEADERS = (
 """The response headers a task's output keeps (lower-case); the others are dropped."""
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Statuses below 500 that a retry may fix; every 5xx may too."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class HttpTask:
     """The `http` task type: requests through one shared pool, to allowed targets only."""
 
-    def __init__(self, policy: OutboundPolicy, limits: Limits) -> None:
+    def __init__(
+        self, policy: OutboundPolicy, limits: Limits, observer: OutboundObserver | None = None
+    ) -> None:
         self._policy = policy
         self._limits = limits
+        self._observer = observer or OutboundObserver()
         self._client: httpx.AsyncClient | None = None
 
     def check_params(self, params: Mapping[str, Any]) -> Iterator[Violation]:
@@ -84,20 +89,28 @@ class HttpTask:
     async def run(self, ctx: TaskContext) -> Mapping[str, Any]:
         """Sends the request; see the module docstring for params, output and outcome."""
         request = self._request(ctx.params)
-        headers = {**request.pop("headers"), **outbound_headers(ctx)}
-        timeout = call_timeout(ctx)
-        try:
-            async with self._pool().stream(
-                **request, headers=headers, timeout=httpx.Timeout(timeout)
-            ) as response:
-                body = await self._read(response)
-        except TargetNotAllowed as exc:
-            raise TaskFailure(str(exc), error_type=TARGET_NOT_ALLOWED, retryable=False) from None
-        except httpx.TransportError as exc:
-            raise TaskFailure(
-                f"{type(exc).__name__} calling {request['url']}",
-                error_type=f"http.{type(exc).__name__}",
-            ) from None
+        url = httpx.URL(request["url"])
+        target = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, 0)}"
+        with self._observer.call("http", target, f"HTTP {request['method']}") as record:
+            headers = {**request.pop("headers"), **outbound_headers(ctx)}
+            timeout = call_timeout(ctx)
+            try:
+                async with self._pool().stream(
+                    **request, headers=headers, timeout=httpx.Timeout(timeout)
+                ) as response:
+                    record.code = str(response.status_code)
+                    body = await self._read(response)
+            except TargetNotAllowed as exc:
+                record.code = TARGET_NOT_ALLOWED
+                raise TaskFailure(
+                    str(exc), error_type=TARGET_NOT_ALLOWED, retryable=False
+                ) from None
+            except httpx.TransportError as exc:
+                record.code = type(exc).__name__
+                raise TaskFailure(
+                    f"{type(exc).__name__} calling {request['url']}",
+                    error_type=f"http.{type(exc).__name__}",
+                ) from None
         return _outcome(response, body)
 
     async def aclose(self) -> None:
