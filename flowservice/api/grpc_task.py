@@ -12,8 +12,8 @@ Params (checked before anything is sent; a bad one fails the task with
 
 The message types come from descriptor sets given at start-up
 (`--descriptor-set FILE`, grpcurl's `-protoset`), else from the target's
-server reflection, read off the event loop (the reflection client is
-synchronous) and cached per target. A method the descriptors do not have
+server reflection, read on the target's channel under the call's deadline
+(`flowservice.api.reflected`) and cached per target. A method the descriptors do not have
 re-reads the target's reflection once, then fails with `grpc.UNKNOWN_METHOD`;
 a reply that does not parse drops the cache (the target changed its API)
 and fails with `grpc.BAD_REPLY`, retried. A request field that does not
@@ -49,10 +49,8 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (details' types)
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
-    ProtoReflectionDescriptorDatabase,
-)
 
+from flowservice.api.reflected import ReflectedTypes
 from flowservice.errors import TaskRegistrationError, Violation
 from flowservice.limits import Limits
 from flowservice.outbound import TARGET_NOT_ALLOWED, OutboundPolicy, TargetNotAllowed
@@ -79,6 +77,7 @@ NON_RETRYABLE_CODES = frozenset(
 INVALID_PARAMS = "InvalidParams"
 _METHOD = re.compile(r"^/?([A-Za-z_][\w.]*)\.([A-Za-z_]\w*)/([A-Za-z_]\w*)$")
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_MIN_RECEIVE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,36 +100,35 @@ class _Target:
             self.address = "ipv4:" + ",".join(f"{a}:{port}" for a in ipv4)
         else:
             self.address = "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses)
-        self.options = [
+        options = [
             ("grpc.default_authority", authority),
-            # JSON is rarely smaller than the binary reply: four times the
-            # output limit bounds memory, and the output check does the rest.
-            ("grpc.max_receive_message_length", 4 * limits.max_output_bytes),
+            # A bound on memory; the output check (JSON, rarely smaller than
+            # the binary reply) bounds what is kept. Reflection's answers
+            # (descriptors) share it, hence the floor.
+            ("grpc.max_receive_message_length", max(4 * limits.max_output_bytes, _MIN_RECEIVE)),
         ]
-        self.channel = grpc.aio.insecure_channel(self.address, options=self.options)
-        self.authority = authority
+        self.channel = grpc.aio.insecure_channel(self.address, options=options)
         self.methods: dict[str, _Method] = {}
-        self._reflection: grpc.Channel | None = None
-        self._pool: descriptor_pool.DescriptorPool | None = None
+        self._types: ReflectedTypes | None = None
 
-    def reflected_method(self, name: str) -> _Method | None:
-        """The method as the target's reflection describes it (blocking: run in a thread)."""
-        if self._pool is None:
-            # Without the receive limit: descriptors can be larger than replies.
-            self._reflection = grpc.insecure_channel(
-                self.address, options=[("grpc.default_authority", self.authority)]
-            )
-            database = ProtoReflectionDescriptorDatabase(self._reflection)
-            self._pool = descriptor_pool.DescriptorPool(database)
-        return _find(self._pool, name)
+    async def reflected_method(self, name: str, seconds: float | None) -> _Method | None:
+        """The method as the target's reflection describes it, read once and kept."""
+        if self._types is None:
+            self._types = ReflectedTypes()
+        method = _find(self._types.pool, name)
+        match = _METHOD.match(name)
+        if (
+            method is None
+            and match is not None
+            and await self._types.load(self.channel, f"{match[1]}.{match[2]}", seconds)
+        ):
+            method = _find(self._types.pool, name)
+        return method
 
     def forget(self) -> None:
         """Drops what reflection said: the next call reads it again."""
         self.methods.clear()
-        self._pool = None
-        if self._reflection is not None:
-            self._reflection.close()
-            self._reflection = None
+        self._types = None
 
     async def close(self) -> None:
         self.forget()
@@ -226,13 +224,14 @@ class GrpcTask:
     async def _call(self, ctx: TaskContext) -> Mapping[str, Any]:
         params = ctx.params
         target = await self._target(params.get("target"))
+        timeout = call_timeout(ctx)
         try:
-            method = await self._method(target, params.get("method"))
+            method = await self._method(target, params.get("method"), timeout)
         except grpc.RpcError as exc:  # the reflection call failed
             raise _failure(exc) from None
         request = _request(method, params.get("request", {}))
         metadata = [*_strings(params.get("metadata", {})), *outbound_headers(ctx).items()]
-        timeout = call_timeout(ctx)
+        timeout = call_timeout(ctx)  # what is left after reading the reflection
         try:
             if method.server_streaming:
                 return await self._stream(target, method, request, metadata, timeout)
@@ -305,7 +304,7 @@ class GrpcTask:
                 self._targets[name] = target
             return target
 
-    async def _method(self, target: _Target, name: object) -> _Method:
+    async def _method(self, target: _Target, name: object, seconds: float | None) -> _Method:
         if not isinstance(name, str) or not _METHOD.match(name):
             raise _invalid("method must be package.Service/Method")
         method = target.methods.get(name)
@@ -316,7 +315,7 @@ class GrpcTask:
                 break
             if reread:
                 target.forget()
-            method = await asyncio.to_thread(target.reflected_method, name)
+            method = await target.reflected_method(name, seconds)
         if method is None:
             raise TaskFailure(
                 f"the target has no unary or server-streaming method {name}",

@@ -282,3 +282,21 @@ async def test_the_server_refuses_a_literal_target_at_execute_and_validate(
     violations, info = details(raised.value)
     assert violations == [("flow.tasks[1].params.url", "TARGET_NOT_ALLOWED")]
     assert info.metadata["reasons"].split(",") == ["TARGET_NOT_ALLOWED"]
+
+
+async def test_a_target_without_reflection_or_descriptor_set_is_unimplemented(
+    registry: TaskRegistry,
+) -> None:
+    dark = create_server(Settings(address="127.0.0.1:0", security=_no_reflection()), registry)
+    await dark.start()
+    caller = Caller((f"127.0.0.1:{dark.port}",))
+    try:
+        summary = await caller.call(
+            {"target": "fm", "method": EXECUTE, "request": VALID_FLOW}, retry=RETRY
+        )
+    finally:
+        await caller.close()
+        await dark.stop(grace=None)
+
+    result = summary.task_results[0]
+    assert (result.error_type, result.attempts) == ("grpc.UNIMPLEMENTED", 1)
