@@ -136,7 +136,8 @@ class OutboundPolicy:
         return (host, port) in self.addresses or (host, "*") in self.addresses
 
     def url_allowed(self, url: str) -> bool:
-        """Whether `url` may be requested: under an allowed prefix, or on an allowed host:port."""
+        """Whether `url` may be requested: under an allowed prefix or a named target's URL,
+        or on an allowed host:port."""
         try:
             _, host, port = _url_host_port(url)
         except ValueError:
@@ -144,7 +145,8 @@ class OutboundPolicy:
         if (host, port) in self.addresses or (host, "*") in self.addresses:
             return True
         normalised = _normalised(url)
-        return any(_under(normalised, prefix) for prefix in self.url_prefixes)
+        named = (_normalised(value) for value in self.named.values() if "://" in value)
+        return any(_under(normalised, prefix) for prefix in (*self.url_prefixes, *named))
 
     def explicitly_listed(self, ip: str, port: int) -> bool:
         """Whether the operator listed this very IP (the only way to reach a metadata address)."""

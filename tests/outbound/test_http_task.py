@@ -79,10 +79,13 @@ async def test_a_json_reply_is_the_output_with_documented_headers_only(
     assert server.headers[0]["x-idempotency-key"] == f"{summary.execution_id}/call/1"
 
 
-async def test_a_named_target_with_a_path_and_a_body_posts_json(
-    setup: Setup, server: Downstream
-) -> None:
-    summary = await setup.call({"target": "api", "path": "text", "body": {"n": 1}})
+async def test_a_named_target_with_a_path_and_a_body_posts_json(server: Downstream) -> None:
+    setup = Setup(server, (), (f"api={server.base}/",))  # allowed by its name alone
+    try:
+        summary = await setup.call({"target": "api", "path": "text", "body": {"n": 1}})
+    finally:
+        await setup.task.aclose()
+        setup.engine.close()
 
     result = summary.task_results[0]
     assert result.output["body"] == "plain words"

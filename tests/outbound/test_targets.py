@@ -62,3 +62,10 @@ def test_the_variable_is_a_comma_separated_list_added_to_the_flags() -> None:
 def test_a_bad_entry_stops_the_server_at_start() -> None:
     with pytest.raises(SystemExit):
         Settings.from_args(["--target", "no-equals-sign"], {})
+
+
+def test_a_named_url_target_allows_the_urls_under_it() -> None:
+    policy = OutboundPolicy.parse([], ["api=https://api.example.com/v2/"])
+
+    assert policy.url_allowed("https://api.example.com/v2/orders")
+    assert not policy.url_allowed("https://api.example.com/v1/orders")
