@@ -18,7 +18,8 @@ Outcome: 2xx succeeds. 408, 429 and 5xx fail with error type `http.<code>`
 (`http.503`), retried by the task's policy, waiting at least the response's
 `Retry-After` (within the policy's `maximum_interval`); any other status
 fails with `http.<code>` and is never retried. A connection failure is
-`http.ConnectError` (or the name of the transport error), retried.
+`http.ConnectError` (or the name of the transport error), retried;
+`http.TooManyRedirects` is not.
 
 One `httpx.AsyncClient` (one connection pool) serves every `http` task of a
 server, TLS verified, closed on shutdown. Its network backend resolves each
@@ -89,7 +90,10 @@ class HttpTask:
     async def run(self, ctx: TaskContext) -> Mapping[str, Any]:
         """Sends the request; see the module docstring for params, output and outcome."""
         request = self._request(ctx.params)
-        url = httpx.URL(request["url"])
+        try:
+            url = httpx.URL(request["url"])
+        except httpx.InvalidURL:
+            raise _invalid("url is not a valid URL") from None
         target = f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, 0)}"
         with self._observer.call("http", target, f"HTTP {request['method']}") as record:
             headers = {**request.pop("headers"), **outbound_headers(ctx)}
@@ -105,11 +109,13 @@ class HttpTask:
                 raise TaskFailure(
                     str(exc), error_type=TARGET_NOT_ALLOWED, retryable=False
                 ) from None
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
+                # A transport error may pass (retried); too many redirects will not.
                 record.code = type(exc).__name__
                 raise TaskFailure(
                     f"{type(exc).__name__} calling {request['url']}",
                     error_type=f"http.{type(exc).__name__}",
+                    retryable=isinstance(exc, httpx.TransportError),
                 ) from None
         return _outcome(response, body)
 

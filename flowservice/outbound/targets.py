@@ -117,8 +117,8 @@ class OutboundPolicy:
                 raise ValueError(f"expected --target NAME=ADDRESS_OR_URL, got {entry!r}")
             if "://" in value:
                 _url_host_port(value)
-            else:
-                split_address(value)
+            elif not split_address(value)[1].isdigit():
+                raise ValueError(f"a named target needs a port number, got {value!r}")
             named[name] = value
         return cls(frozenset(addresses), tuple(prefixes), named)
 
@@ -132,6 +132,8 @@ class OutboundPolicy:
         try:
             host, port = split_address(address)
         except ValueError:
+            return False
+        if not port.isdigit():  # `host:*` is a rule, not an address
             return False
         return (host, port) in self.addresses or (host, "*") in self.addresses
 

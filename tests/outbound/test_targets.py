@@ -69,3 +69,11 @@ def test_a_named_url_target_allows_the_urls_under_it() -> None:
 
     assert policy.url_allowed("https://api.example.com/v2/orders")
     assert not policy.url_allowed("https://api.example.com/v1/orders")
+
+
+def test_a_rule_is_not_an_address() -> None:
+    policy = OutboundPolicy.parse(["svc:*"])
+
+    assert not policy.address_allowed("svc:*")
+    with pytest.raises(ValueError):
+        OutboundPolicy.parse([], ["x=svc:*"])
