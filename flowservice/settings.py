@@ -166,6 +166,10 @@ class Settings:
         (), "NAME=ADDRESS_OR_URL: a target flows call by name", flag="--target", many=True
     )
     """Named outbound targets, allowed by being named."""
+    outbound_ca: str = setting(
+        "", "PEM CA bundle trusted for grpcs:// and https:// targets; none: the system's"
+    )
+    """The CAs outbound TLS trusts; empty (the default): the system's."""
     descriptor_sets: tuple[str, ...] = setting(
         (),
         "FileDescriptorSet file for grpc tasks to services without reflection",

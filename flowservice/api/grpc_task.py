@@ -31,8 +31,9 @@ execution's time left; cancelling the execution cancels the call. It carries
 `x-request-id`, `traceparent` and `x-idempotency-key` (`outbound_headers`).
 One channel per target, reused, closed on shutdown. Channels connect to the
 addresses the allow-list checked (see `OutboundPolicy.checked_addresses`),
-resolved once per target, with the target's name as authority. Plaintext
-only: TLS to targets is not offered yet.
+resolved once per target, with the target's name as authority. A named
+target `grpcs://host:port` is called over TLS, its certificate checked
+against `host` and the CAs of `--outbound-ca` (or the system's).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from flowservice.limits import Limits
 from flowservice.outbound import TARGET_NOT_ALLOWED, OutboundPolicy, TargetNotAllowed
 from flowservice.outbound.headers import call_timeout, outbound_headers
 from flowservice.outbound.observe import OutboundObserver
-from flowservice.outbound.targets import split_address
+from flowservice.outbound.targets import GRPC_TLS, split_address
 from flowservice.tasks import TaskContext, TaskFailure
 
 __all__ = ["NON_RETRYABLE_CODES", "GrpcTask", "load_descriptor_sets"]
@@ -94,7 +95,14 @@ class _Method:
 class _Target:
     """One target: its channel, and its reflection when it has no descriptor set."""
 
-    def __init__(self, addresses: Sequence[str], port: int, authority: str, limits: Limits) -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        port: int,
+        authority: str,
+        limits: Limits,
+        credentials: grpc.ChannelCredentials | None,
+    ) -> None:
         ipv4 = [a for a in addresses if ":" not in a]
         if ipv4:
             self.address = "ipv4:" + ",".join(f"{a}:{port}" for a in ipv4)
@@ -107,7 +115,13 @@ class _Target:
             # (descriptors) share it, hence the floor.
             ("grpc.max_receive_message_length", max(4 * limits.max_output_bytes, _MIN_RECEIVE)),
         ]
-        self.channel = grpc.aio.insecure_channel(self.address, options=options)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(self.address, options=options)
+        else:
+            # The channel dials checked addresses; the certificate must name the host.
+            host = authority.rpartition(":")[0].strip("[]")
+            options.append(("grpc.ssl_target_name_override", host))
+            self.channel = grpc.aio.secure_channel(self.address, credentials, options=options)
         self.methods: dict[str, _Method] = {}
         self._types: ReflectedTypes | None = None
 
@@ -182,7 +196,9 @@ class GrpcTask:
         limits: Limits,
         descriptors: descriptor_pool.DescriptorPool | None = None,
         observer: OutboundObserver | None = None,
+        root_certificates: bytes | None = None,
     ) -> None:
+        self._roots = root_certificates
         self._observer = observer or OutboundObserver()
         self._policy = policy
         self._limits = limits
@@ -291,6 +307,8 @@ class GrpcTask:
             target = self._targets.get(name)
             if target is None:
                 address = self._policy.named.get(name, name)
+                tls = address.startswith(GRPC_TLS)
+                address = address.removeprefix(GRPC_TLS)
                 if "://" in address:
                     raise _invalid("the target names a URL; a grpc target is host:port")
                 host, port = split_address(address)
@@ -300,7 +318,8 @@ class GrpcTask:
                     raise TaskFailure(
                         str(exc), error_type=TARGET_NOT_ALLOWED, retryable=False
                     ) from None
-                target = _Target(addresses, int(port), address, self._limits)
+                credentials = grpc.ssl_channel_credentials(self._roots) if tls else None
+                target = _Target(addresses, int(port), address, self._limits, credentials)
                 self._targets[name] = target
             return target
 

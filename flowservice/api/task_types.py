@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from flowservice.api.grpc_task import GrpcTask, load_descriptor_sets
 from flowservice.errors import TaskRegistrationError
@@ -46,11 +47,22 @@ def server_registry(
         tracing.tracer if tracing is not None else None,
         metrics.outbound_calls if metrics is not None else None,
     )
-    registry.register("http", HttpTask(policy, settings.limits, observer))
+    registry.register("http", HttpTask(policy, settings.limits, observer, settings.outbound_ca))
     descriptors = load_descriptor_sets(settings.descriptor_sets)
-    registry.register("grpc", GrpcTask(policy, settings.limits, descriptors, observer))
+    roots = _read_roots(settings.outbound_ca)
+    registry.register("grpc", GrpcTask(policy, settings.limits, descriptors, observer, roots))
     add_installed_task_types(registry, settings.task_modules)
     return registry
+
+
+def _read_roots(path: str) -> bytes | None:
+    """The PEM CAs of `--outbound-ca`; None for the system's."""
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise TaskRegistrationError(f"--outbound-ca {path}: cannot be read: {exc}") from exc
 
 
 def add_installed_task_types(registry: TaskRegistry, modules: tuple[str, ...]) -> None:

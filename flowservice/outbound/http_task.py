@@ -22,15 +22,16 @@ fails with `http.<code>` and is never retried. A connection failure is
 `http.TooManyRedirects` is not.
 
 One `httpx.AsyncClient` (one connection pool) serves every `http` task of a
-server, TLS verified, closed on shutdown. Its network backend resolves each
-host and checks every address (`OutboundPolicy.checked_addresses`) before
-connecting to a checked one, so a hostname that resolves to a cloud
-metadata address is refused.
+server, TLS verified (against `--outbound-ca` when set), closed on
+shutdown. Its network backend resolves each host and checks every address
+(`OutboundPolicy.checked_addresses`) before connecting to a checked one,
+so a hostname that resolves to a cloud metadata address is refused.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -69,8 +70,13 @@ class HttpTask:
     """The `http` task type: requests through one shared pool, to allowed targets only."""
 
     def __init__(
-        self, policy: OutboundPolicy, limits: Limits, observer: OutboundObserver | None = None
+        self,
+        policy: OutboundPolicy,
+        limits: Limits,
+        observer: OutboundObserver | None = None,
+        ca_file: str = "",
     ) -> None:
+        self._ca_file = ca_file
         self._policy = policy
         self._limits = limits
         self._observer = observer or OutboundObserver()
@@ -127,7 +133,8 @@ class HttpTask:
 
     def _pool(self) -> httpx.AsyncClient:
         if self._client is None:
-            transport = httpx.AsyncHTTPTransport(verify=True, retries=0)
+            verify = ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True
+            transport = httpx.AsyncHTTPTransport(verify=verify, retries=0)
             # httpx offers no public way to set the network backend of its pool.
             transport._pool._network_backend = _CheckedBackend(self._policy)
             self._client = httpx.AsyncClient(

@@ -6,7 +6,8 @@ to anywhere (SSRF). `OutboundPolicy` holds what the operator allowed:
 - `--allow-target host:port`, `host:*` (any port of that host), or a URL
   prefix (`https://api.example.com/v1/`: URLs under it);
 - `--target NAME=ADDRESS_OR_URL`: a named target, allowed by being named;
-  a flow says `"target": "NAME"` instead of an address.
+  a flow says `"target": "NAME"` instead of an address. `grpcs://host:port`
+  names a gRPC target served over TLS.
 
 Nothing is allowed by default. Two checks guard every call:
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = [
+    "GRPC_TLS",
     "TARGET_NOT_ALLOWED",
     "OutboundPolicy",
     "TargetNotAllowed",
@@ -37,6 +39,8 @@ __all__ = [
     "split_address",
 ]
 
+GRPC_TLS = "grpcs://"
+"""The prefix of a named gRPC target served over TLS (`--target billing=grpcs://billing:443`)."""
 TARGET_NOT_ALLOWED = "TARGET_NOT_ALLOWED"
 """The reason (validation) and error type (run time) of a call to a target not allowed."""
 
@@ -115,7 +119,10 @@ class OutboundPolicy:
             name, value = name.strip(), value.strip()
             if not sep or not name or not value or ":" in name or "/" in name:
                 raise ValueError(f"expected --target NAME=ADDRESS_OR_URL, got {entry!r}")
-            if "://" in value:
+            if value.startswith(GRPC_TLS):
+                if not split_address(value.removeprefix(GRPC_TLS))[1].isdigit():
+                    raise ValueError(f"a named target needs a port number, got {value!r}")
+            elif "://" in value:
                 _url_host_port(value)
             elif not split_address(value)[1].isdigit():
                 raise ValueError(f"a named target needs a port number, got {value!r}")
@@ -197,6 +204,7 @@ def _under(url: str, prefix: str) -> bool:
 
 
 def _host_of(value: str) -> str:
+    value = value.removeprefix(GRPC_TLS)
     if "://" in value:
         return (urlsplit(value).hostname or "").lower()
     return value.rpartition(":")[0].strip("[]").lower()
