@@ -5,10 +5,10 @@ Params (checked before anything is sent; a bad one fails the task with
 
 - `target`: `host:port` allowed by `--allow-target`, or a `--target` name;
 - `method`: `package.Service/Method`, as grpcurl writes it;
-- `request`: a JSON object in the proto3 JSON mapping; the task's input
-  mapping values go over it (a mapped `request.order_id`... is the mapped
-  param `request`, replaced whole: map the whole object, or build it in CEL);
-- `metadata`: a string map sent with the call.
+- `request`: a JSON object in the proto3 JSON mapping;
+- `metadata`: a string map sent with the call;
+- any other param is a field of the request, over `request`'s own: so an
+  input mapping `{"order_id": "tasks.lookup.output.id"}` sets `order_id`.
 
 The message types come from descriptor sets given at start-up
 (`--descriptor-set FILE`, grpcurl's `-protoset`), else from the target's
@@ -77,6 +77,8 @@ NON_RETRYABLE_CODES = frozenset(
 """Codes that a retry cannot fix: the task fails at once, whatever its policy."""
 INVALID_PARAMS = "InvalidParams"
 _METHOD = re.compile(r"^/?([A-Za-z_][\w.]*)\.([A-Za-z_]\w*)/([A-Za-z_]\w*)$")
+_OWN_PARAMS = frozenset({"target", "method", "request", "metadata"})
+"""The params that are not request fields."""
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _MIN_RECEIVE = 4 * 1024 * 1024
 
@@ -245,7 +247,10 @@ class GrpcTask:
             method = await self._method(target, params.get("method"), timeout)
         except grpc.RpcError as exc:  # the reflection call failed
             raise _failure(exc) from None
-        request = _request(method, params.get("request", {}))
+        fields = params.get("request", {})
+        if isinstance(fields, Mapping):
+            fields = {**fields, **{k: v for k, v in params.items() if k not in _OWN_PARAMS}}
+        request = _request(method, fields)
         metadata = [*_strings(params.get("metadata", {})), *outbound_headers(ctx).items()]
         timeout = call_timeout(ctx)  # what is left after reading the reflection
         try:

@@ -300,3 +300,17 @@ async def test_a_target_without_reflection_or_descriptor_set_is_unimplemented(
 
     result = summary.task_results[0]
     assert (result.error_type, result.attempts) == ("grpc.UNIMPLEMENTED", 1)
+
+
+async def test_other_params_from_an_input_mapping_are_request_fields(caller: Caller) -> None:
+    task = Task(
+        "call",
+        "grpc",
+        params={"target": "fm", "method": "flowmanager.v1.FlowService/Validate", "request": {}},
+        input_mapping={"flow": "input.flow"},
+    )
+    flow = Flow(id="outer", name="outer", start_task="call", tasks=(task,))
+
+    summary = await caller.engine.execute(flow, flow_input={"flow": VALID_FLOW["flow"]})
+
+    assert summary.task_results[0].output == {"valid": True}
