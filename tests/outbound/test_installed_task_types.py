@@ -84,8 +84,10 @@ def test_a_module_that_cannot_be_imported_fails_at_start_up(installed: Path) -> 
 
 def test_the_server_refuses_to_start_with_a_module_it_cannot_import() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "flowservice", "--address", "127.0.0.1:0"]
-        + ["--task-module", "no_such_module_here"],
+        [
+            *(sys.executable, "-m", "flowservice"),
+            *("--address", "127.0.0.1:0", "--task-module", "no_such_module_here"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
