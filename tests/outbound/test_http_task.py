@@ -198,3 +198,15 @@ async def test_cancelling_the_execution_closes_the_request_downstream(
         await running
 
     assert await asyncio.to_thread(server.disconnected.wait, 30)
+
+
+async def test_the_callers_request_id_goes_with_the_call(setup: Setup, server: Downstream) -> None:
+    from flowservice.observability import request_id_var
+
+    token = request_id_var.set("req-42")
+    try:
+        await setup.call({"url": f"{server.base}/json"})
+    finally:
+        request_id_var.reset(token)
+
+    assert server.headers[0]["x-request-id"] == "req-42"
