@@ -74,6 +74,11 @@ bench: setup $(BENCH_STAMP)
 bench-smoke: setup $(BENCH_STAMP)
 	$(PY) -m bench --smoke
 
+## bench-mesh: what a grpc task costs over calling the same service directly
+.PHONY: bench-mesh
+bench-mesh: setup
+	$(PY) -m bench.mesh
+
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(INTEROP_NODE)/node_modules $(INTEROP_NODE)/gen $(INTEROP_NODE)/dist

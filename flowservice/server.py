@@ -30,18 +30,19 @@ from flowmanager.v1 import (
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
 from flowservice.api.interceptors import RpcObserver
+from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
 from flowservice.dispatch import Dispatcher
 from flowservice.engine import Engine
-from flowservice.errors import SecurityConfigError
+from flowservice.errors import SecurityConfigError, TaskRegistrationError
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
 from flowservice.settings import Settings
-from flowservice.tasks import TaskRegistry, builtin_registry
+from flowservice.tasks import TaskRegistry
 from flowservice.tasks.worker_task import WORKER_TASK_TYPE, WorkerTask
 
 __all__ = ["FlowServer", "create_server", "serve"]
@@ -92,7 +93,7 @@ class FlowServer:
             await self.server.stop(grace)
         finally:
             closer.cancel()
-        self.engine.close()
+        await self.engine.aclose()
 
     async def _close_workers_when_idle(self) -> None:
         """Ends the workers' streams once no execution runs (one might still need them).
@@ -124,7 +125,7 @@ def create_server(
     Raises SecurityConfigError when a TLS, token or policy file cannot be used.
     """
     limits = settings.limits
-    registry = registry or builtin_registry()
+    registry = registry or server_registry(settings, metrics, tracing)
     dispatcher = _worker_dispatch(settings, registry, metrics)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
@@ -301,7 +302,7 @@ async def serve(settings: Settings) -> None:
     tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
     try:
         flow_server = create_server(settings, metrics=metrics, tracing=tracing)
-    except SecurityConfigError as exc:
+    except (SecurityConfigError, TaskRegistrationError) as exc:
         logger.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
     # Both ports are bound before "listening" is logged, so a taken one is a

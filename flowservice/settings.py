@@ -13,6 +13,9 @@ and its row in docs/operating.md, which a test checks). Every flag
 command line wins over the variable, which wins over the default. A switch
 (a bool setting: `--reuse-port`, `--no-pin-workers`) is turned on by its
 variable set to 1, true, yes or on, and left alone by 0, false, no, off or "".
+A list (`setting((), ..., many=True)`: `--allow-target`) takes its flag once
+per value, and its variable (plural: FLOWMANAGER_ALLOW_TARGETS) a
+comma-separated list; values from both are kept, the variable's first.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flowservice.limits import Limits
+from flowservice.outbound.targets import OutboundPolicy
 from flowservice.security import SecuritySettings
 
 __all__ = ["Settings"]
@@ -47,6 +51,8 @@ class _Option:
     choices: tuple[str, ...] = ()
     also_env: str = ""
     """Another variable that sets the default, below the FLOWMANAGER_* one."""
+    many: bool = False
+    """A list: the flag repeats, the variable (its name plural) is comma-separated."""
 
 
 def setting(
@@ -57,9 +63,10 @@ def setting(
     parse: Callable[[str], Any] | None = None,
     choices: Sequence[str] = (),
     also_env: str = "",
+    many: bool = False,
 ) -> _T:
     """A `Settings` field with its flag: `--help` shows `help`, the variable and the default."""
-    option = _Option(help, flag, parse, tuple(choices), also_env)
+    option = _Option(help, flag, parse, tuple(choices), also_env, many)
     return field(default=default, metadata={_OPTION: option})
 
 
@@ -191,6 +198,30 @@ class Settings:
     )
     """Worker task runs waiting for a worker, all queues together; past it a
     run fails at once with error type `BacklogFull`."""
+    allow_targets: tuple[str, ...] = setting(
+        (), "host:port, host:* or URL prefix flows may call", flag="--allow-target", many=True
+    )
+    """Outbound targets the `grpc` and `http` tasks may call (none by default);
+    see `flowservice.outbound.targets`."""
+    targets: tuple[str, ...] = setting(
+        (), "NAME=ADDRESS_OR_URL: a target flows call by name", flag="--target", many=True
+    )
+    """Named outbound targets, allowed by being named."""
+    outbound_ca: str = setting(
+        "", "PEM CA bundle trusted for grpcs:// and https:// targets; none: the system's"
+    )
+    """The CAs outbound TLS trusts; empty (the default): the system's."""
+    descriptor_sets: tuple[str, ...] = setting(
+        (),
+        "FileDescriptorSet file for grpc tasks to services without reflection",
+        flag="--descriptor-set",
+        many=True,
+    )
+    """Descriptor sets (`protoc --descriptor_set_out`, grpcurl's -protoset) for `grpc` tasks."""
+    task_modules: tuple[str, ...] = setting(
+        (), "module whose register(registry) adds task types", flag="--task-module", many=True
+    )
+    """Python modules with a `register(registry)` function, imported at start-up."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -250,6 +281,10 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--max-worker-streams and --max-worker-backlog must be at least 1")
     for problem in settings.security.problems():
         parser.error(problem)
+    try:
+        OutboundPolicy.parse(settings.allow_targets, settings.targets)
+    except ValueError as exc:
+        parser.error(f"--allow-target/--target: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +298,8 @@ class _Flag:
 
     @property
     def variable(self) -> str:
-        return _ENV_PREFIX + self.flag.removeprefix("--").replace("-", "_").upper()
+        name = _ENV_PREFIX + self.flag.removeprefix("--").replace("-", "_").upper()
+        return name + "S" if self.option.many else name
 
     @property
     def switch(self) -> bool:
@@ -274,6 +310,16 @@ class _Flag:
             action = "store_false" if self.default else "store_true"
             help_text = f"{self.option.help} ({self.variable}=1)"
             parser.add_argument(self.flag, dest=self.dest, action=action, help=help_text)
+            return
+        if self.option.many:
+            parser.add_argument(
+                self.flag,
+                dest=self.dest,
+                action=_Append,
+                default=(),
+                metavar=self.flag.removeprefix("--").replace("-", "_").upper(),
+                help=f"{self.option.help}; repeatable ({self.variable}, comma-separated)",
+            )
             return
         shown = "%(default)s" if self.default != "" else "none"
         parser.add_argument(
@@ -293,6 +339,8 @@ class _Flag:
             text = env[self.option.also_env]
         else:
             return []
+        if self.option.many:
+            return [arg for item in text.split(",") if item.strip() for arg in (self.flag, item)]
         if not self.switch:
             return [self.flag, text]
         if text.strip().lower() in ("1", "true", "yes", "on"):
@@ -300,6 +348,19 @@ class _Flag:
         if text.strip().lower() in ("0", "false", "no", "off", ""):
             return []
         parser.error(f"{self.variable}: expected 1 or 0 (true or false), got {text!r}")
+
+
+class _Append(argparse.Action):
+    """Adds each value of a repeated flag to a tuple (settings are frozen)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest), str(values).strip()))
 
 
 def _setting_fields() -> Iterator[str]:

@@ -9,6 +9,7 @@ execution's deadline (`deadline_error`). Cancellation from outside propagates.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -47,6 +48,10 @@ class Attempt:
     """The execution's error when its deadline passed during the attempt; empty otherwise."""
     size: int = 0
     """Bytes of `output` as compact JSON (0 when empty), measured by the output check."""
+    retryable: bool = True
+    """False when the task said no retry can help (`TaskFailure(retryable=False)`)."""
+    retry_after: float | None = None
+    """Seconds the failed service asked to wait before a retry (`TaskFailure.retry_after`)."""
 
 
 class AttemptRunner:
@@ -82,7 +87,12 @@ class AttemptRunner:
                         returned = await self._call(registered, ctx)
             return self._checked(returned)
         except TaskFailure as failure:
-            return self._failed(failure.output, str(failure) or "task failed", failure.error_type)
+            failed = self._failed(failure.output, str(failure) or "task failed", failure.error_type)
+            if failure.retryable and failure.retry_after is None:
+                return failed
+            return dataclasses.replace(
+                failed, retryable=failure.retryable, retry_after=failure.retry_after
+            )
         except TimeoutError:
             assert task.timeout is not None
             seconds = task.timeout.total_seconds()

@@ -89,6 +89,11 @@ class Engine:
         """Releases the worker threads; sync tasks still running are abandoned."""
         self._attempts.close()
 
+    async def aclose(self) -> None:
+        """`close`, after the task implementations release what they hold (connections)."""
+        await self._registry.aclose()
+        self.close()
+
     def validate(
         self, flow: Flow, *, stubs: Mapping[str, TaskStub] | None = None
     ) -> ValidationReport:

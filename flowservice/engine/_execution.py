@@ -24,7 +24,7 @@ from typing import Any
 from flowservice.engine._attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
 from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
 from flowservice.engine._plan import Plan
-from flowservice.engine._retry import backoff_delay, should_retry
+from flowservice.engine._retry import retry_delay, should_retry
 from flowservice.engine._scope import ExpressionBudgetSpent, Scope
 from flowservice.engine.routing import decide, stops, unrouted_next
 from flowservice.errors import TooManyExecutionsError
@@ -288,6 +288,7 @@ class Execution:
             stub is not None
             or not attempt.error
             or attempt.deadline_error
+            or not attempt.retryable
             or not should_retry(task.retry, number, attempt.error_type)
         ):
             return None
@@ -299,7 +300,7 @@ class Execution:
             number,
             attempt.error,
             attempt.error_type,
-            backoff_delay(task.retry, number, self.rng),
+            retry_delay(task.retry, number, self.rng, attempt.retry_after),
         )
 
     async def _wait_to_retry(

@@ -18,7 +18,8 @@ from flowservice.engine.routing import chains_of, stops
 from flowservice.errors import Violation
 from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
-from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, TaskStub
+from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, Task, TaskStub
+from flowservice.tasks import TaskRegistry
 
 __all__ = ["Validation", "validate"]
 
@@ -134,6 +135,8 @@ class _Checker:
                 if not name:
                     yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
                 yield from self._compile(mapping_path, source, needs_bool=False)
+            if isinstance(self.task_types, TaskRegistry):
+                yield from _param_violations(path, task, self.task_types)
 
     def _conditions(self) -> Iterator[Violation]:
         limits = self.limits
@@ -232,6 +235,25 @@ class _Checker:
                     "NAME_TOO_LONG",
                     limit=("max_name_length", limit),
                 )
+
+
+def _param_violations(path: str, task: Task, registry: TaskRegistry) -> Iterator[Violation]:
+    """What the task type's own `check_params` finds in the literal params.
+
+    Params an input mapping replaces are left out: their value is only known
+    at run time, when the task checks it itself.
+    """
+    registered = registry.get(task.type)
+    if registered is None or registered.check_params is None:
+        return
+    literal = {k: v for k, v in task.params.items() if k not in task.input_mapping}
+    for violation in registered.check_params(literal):
+        yield Violation(
+            f"{path}.params.{violation.field}",
+            violation.description,
+            violation.reason,
+            violation.limit,
+        )
 
 
 def _unknown_targets(

@@ -87,6 +87,12 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
+        self.outbound_calls = Counter(
+            "flowmanager_outbound_calls",
+            "Calls of grpc and http tasks, by task type, target and result code.",
+            ["type", "target", "code"],
+            registry=self.registry,
+        )
 
     def watch_worker_backlog(self, backlog: Callable[[], Mapping[str, int]]) -> None:
         """Exports `flowmanager_worker_backlog{queue}`, read from `backlog()` at each scrape.

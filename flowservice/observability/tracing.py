@@ -42,6 +42,11 @@ class Tracing:
 
         return cls(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
 
+    @property
+    def tracer(self) -> trace.Tracer:
+        """Its tracer, for spans recorded outside the engine (outbound calls)."""
+        return self._tracer
+
     def instrument_grpc_server(self) -> None:
         """Makes grpc.aio servers created from now on trace RPCs and read incoming context."""
         from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer

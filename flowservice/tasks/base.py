@@ -49,12 +49,21 @@ class TaskContext:
     earliest of the task's `timeout` and the execution's deadline. The engine
     always sets it; None (a context built by hand) means no limit."""
 
+    @property
+    def idempotency_key(self) -> str:
+        """The same on every attempt of one task run: `execution id/task/step`."""
+        return f"{self.execution_id}/{self.task.name}/{self.step}"
+
 
 class TaskFailure(Exception):
     """Raised by a task to fail with a message and, optionally, an output and an error type.
 
     `error_type` (default `TaskFailure`) is what `RetryPolicy.non_retryable_errors`
     matches; a task that knows a failure is permanent gives it a type of its own.
+    `retryable=False` says that no retry can help (a refused target, a 404):
+    the attempt is never retried, whatever the policy. `retry_after` (seconds)
+    is the wait the failed service asked for (HTTP `Retry-After`): the retry
+    waits at least that, within the policy's `maximum_interval`.
     """
 
     def __init__(
@@ -62,10 +71,15 @@ class TaskFailure(Exception):
         message: str,
         output: Mapping[str, Any] | None = None,
         error_type: str = "TaskFailure",
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.output: Mapping[str, Any] = output or {}
         self.error_type = error_type
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 @runtime_checkable

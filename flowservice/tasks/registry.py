@@ -4,14 +4,22 @@ Adding a task type is a registration here, never a change to the engine.
 Implementations may be async functions, sync functions (the engine runs them
 in worker threads so they never block the event loop), or objects/classes
 with a `run` method of either kind.
+
+An object may also have `check_params(params) -> Iterable[Violation]`:
+validation calls it with each task's literal params (those no input mapping
+replaces), so that a bad param fails the request before any task runs.
+Each violation's `field` is relative to the params (`target`); validation
+prefixes it (`flow.tasks[0].params.target`). And `aclose()`: the server
+awaits it on shutdown (`TaskRegistry.aclose`), for tasks that hold
+connections.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flowservice.errors import TaskRegistrationError, Violation
 from flowservice.models import Task
@@ -35,6 +43,10 @@ class RegisteredTask:
     warnings: Callable[[Task], list[Violation]] | None = None
     """Its own `Validate` warnings about one task (fields relative to the task,
     `params.queue`), from the implementation's `warnings` method; None: none."""
+    check_params: Callable[[Mapping[str, Any]], Iterable[Violation]] | None = None
+    """Checks literal params at validation; None: the task checks them when it runs."""
+    aclose: Callable[[], Awaitable[None]] | None = None
+    """Releases what the implementation holds (connections); awaited on shutdown."""
 
 
 class TaskRegistry:
@@ -80,6 +92,12 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def aclose(self) -> None:
+        """Awaits every implementation's `aclose` (connection pools, channels)."""
+        for registered in self._tasks.values():
+            if registered.aclose is not None:
+                await registered.aclose()
+
 
 def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
     # Checked at run time too: callers without a type checker pass anything.
@@ -91,6 +109,10 @@ def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
             raise TaskRegistrationError(
                 f"task class for {type_name!r} must be constructible with no arguments: {exc}"
             ) from exc
+    # Optional hooks of a task written as an object, read before `run` replaces it.
+    check_params = getattr(target, "check_params", None)
+    warnings = getattr(target, "warnings", None)
+    aclose = getattr(target, "aclose", None)
     run = getattr(target, "run", None)
     if callable(run):
         target = run
@@ -104,11 +126,7 @@ def _adapt(type_name: str, implementation: Implementation) -> RegisteredTask:
         type_name=type_name,
         function=function,
         is_async=inspect.iscoroutinefunction(function),
-        warnings=_warnings_hook(function),
+        warnings=warnings if callable(warnings) else None,
+        check_params=check_params if callable(check_params) else None,
+        aclose=aclose if callable(aclose) else None,
     )
-
-
-def _warnings_hook(run: object) -> Callable[[Task], list[Violation]] | None:
-    """The `warnings(task)` method of the object whose `run` method `run` is, if any."""
-    warnings = getattr(getattr(run, "__self__", None), "warnings", None)
-    return warnings if callable(warnings) else None

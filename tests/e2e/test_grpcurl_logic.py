@@ -221,7 +221,8 @@ def test_the_invalid_request_prints_what_the_readme_shows(server: RunningServer)
     [message] = re.findall(r"^\s*Message: (.*)$", result.stderr, re.MULTILINE)
     assert message == (
         "invalid flow, 3 problems (all in the details); first flow.tasks[0].type: unknown task"
-        " type 'download'; registered types: fetch_data, mock, process_data, store_data, worker"
+        " type 'download'; registered types: fetch_data, grpc, http, mock, process_data,"
+        " store_data, worker"
     )
 
 
