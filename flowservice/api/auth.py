@@ -36,7 +36,9 @@ AUTHORIZATION_KEY = "authorization"
 """The metadata key of the bearer token."""
 
 _BEARER = "bearer "
-_OPEN_PREFIX = f"/{health.SERVICE_NAME}/"
+# Exactly the probes: a prefix would also open Health/List (grpcio-health-checking
+# serves it) to callers without credentials.
+_OPEN_METHODS = frozenset({f"/{health.SERVICE_NAME}/Check", f"/{health.SERVICE_NAME}/Watch"})
 # The certificate fields that name a client, in the order they are preferred:
 # a URI SAN (a SPIFFE id) over a DNS SAN.
 _PEER_PROPERTIES = ("peer_uri", "peer_dns")
@@ -86,7 +88,7 @@ class AccessControl(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(_OPEN_PREFIX):
+        if handler is None or method in _OPEN_METHODS:
             return handler
         token = _bearer_token(handler_call_details.invocation_metadata)
         refusal: _Refusal | None = None

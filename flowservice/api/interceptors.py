@@ -36,8 +36,13 @@ __all__ = ["REQUEST_ID_KEY", "RpcObserver"]
 REQUEST_ID_KEY = "x-request-id"
 """The metadata key whose value is logged as `request_id`."""
 
-_UNLIMITED_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
-"""Methods never shed: a probe must hear from an overloaded server too."""
+_UNLIMITED_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/flowmanager.v1.WorkerService/Work"}
+)
+"""Methods never shed by `max_concurrent_rpcs`: a probe must hear from an
+overloaded server too, and workers' streams, which last as long as the worker,
+are bounded by `max_worker_streams` instead (counted here, idle workers would
+make the server shed Execute calls)."""
 _ENDLESS_METHODS = frozenset({"/grpc.health.v1.Health/Watch"})
 """Methods whose calls end only when the caller goes: ended when the server drains."""
 

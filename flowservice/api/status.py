@@ -77,6 +77,12 @@ def status_for(exc: Exception) -> grpc.Status:
     match exc:
         case InvalidFlowError():
             return _invalid_flow(exc)
+        case NotImplementedError():
+            # What grpc's generated and health servicers raise for a method
+            # they do not implement (Health/List): not a fault of the server.
+            return _status(
+                code_pb2.UNIMPLEMENTED, "method not implemented", _error_info("UNIMPLEMENTED")
+            )
         case TooManyExecutionsError():
             info = _error_info(
                 "TOO_MANY_EXECUTIONS",

@@ -50,6 +50,10 @@ _Context = grpc.aio.ServicerContext[object, object]
 _Requests = AsyncIterator[worker_service_pb2.WorkRequest]
 
 
+_START_TIMEOUT = 10.0
+"""Seconds a new `Work` stream has to send its `start` message."""
+
+
 class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     """Serves `Work`, `CompleteTask` and `FailTask` with one dispatcher."""
 
@@ -75,13 +79,20 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         finally:
             reader.cancel()
             self._dispatcher.disconnect(session)
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            error = reader.exception()
+            # Retrieved here, so that a stream the client cancels never leaves
+            # an exception asyncio would log as never retrieved.
+            error = reader.exception() if reader.done() and not reader.cancelled() else None
+        if error is not None:
             assert isinstance(error, Exception)
             await _abort(context, error)
 
     async def _connect(self, requests: _Requests) -> WorkerSession:
-        first = await anext(aiter(requests), None)
+        # A stream that never says who it is would hold its slot for ever.
+        try:
+            async with asyncio.timeout(_START_TIMEOUT):
+                first = await anext(aiter(requests), None)
+        except TimeoutError:
+            first = None
         if first is None or first.WhichOneof("kind") != "start":
             problem = Violation("start", "the first message must be start", "START_FIRST")
             raise InvalidWorkRequestError((problem,))

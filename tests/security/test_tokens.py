@@ -200,6 +200,40 @@ async def test_health_is_open_without_credentials(channel: grpc.aio.Channel) -> 
     assert await health_check(channel) == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_only_the_health_probes_are_open(channel: grpc.aio.Channel) -> None:
+    # Health/List is served by grpcio-health-checking but not implemented by
+    # its aio servicer: a prefix-wide exemption let anyone reach it, and its
+    # NotImplementedError came back INTERNAL with a traceback in the log.
+    health_list = channel.unary_unary(
+        "/grpc.health.v1.Health/List",
+        request_serializer=health_pb2.HealthListRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthListResponse.FromString,
+    )
+    anonymous = await refusal(lambda: health_list(health_pb2.HealthListRequest(), timeout=10))
+    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    # A known caller is held to the policy, which does not name List...
+    known = await refusal(
+        lambda: health_list(
+            health_pb2.HealthListRequest(), metadata=bearer(STATIC_TOKEN), timeout=10
+        )
+    )
+    assert known.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # ...and with no authentication at all, List is UNIMPLEMENTED, not INTERNAL.
+    async with (
+        running(SecuritySettings()) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as open_channel,
+    ):
+        open_list = open_channel.unary_unary(
+            "/grpc.health.v1.Health/List",
+            request_serializer=health_pb2.HealthListRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthListResponse.FromString,
+        )
+        error = await refusal(lambda: open_list(health_pb2.HealthListRequest(), timeout=10))
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 async def list_services(channel: grpc.aio.Channel, token: str | None) -> list[str]:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     request = reflection_pb2.ServerReflectionRequest(list_services="")
