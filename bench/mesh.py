@@ -133,13 +133,12 @@ async def measure(requests: int, in_flight: int, work: Path) -> dict[str, float]
 def _worker_process(address: str, log: Path) -> Iterator[None]:
     """examples/worker.py serving WORKER_QUEUE of `address`, until the block ends."""
     command = [sys.executable, str(REPO_ROOT / "examples" / "worker.py"), address]
-    with log.open("w") as errors:
-        process = subprocess.Popen(
-            [*command, "--queue", WORKER_QUEUE],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-        )
+    with (
+        log.open("w") as errors,
+        subprocess.Popen(
+            [*command, "--queue", WORKER_QUEUE], stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process,
+    ):
         try:
             assert process.stdout is not None
             if process.stdout.readline().strip() != f"serving {WORKER_QUEUE}":

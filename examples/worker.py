@@ -3,8 +3,8 @@
     .venv/bin/python examples/worker.py 127.0.0.1:50061                  # until Ctrl-C
     .venv/bin/python examples/worker.py 127.0.0.1:50061 --queue other
 
-It answers each assignment with a one-line report of the params it got
-(after the task's input mapping), and prints `serving QUEUE` once the
+It answers each assignment with a one-line verdict on its `valid` param
+(set by the task's input mapping), and prints `serving QUEUE` once the
 server has it registered. `make bench-mesh` runs it too, to time the worker
 round trip. See docs/workers.md for the `flowservice.Worker` it uses.
 """
@@ -19,9 +19,9 @@ from flowservice import Worker, WorkItem
 
 
 async def report(item: WorkItem) -> dict[str, object]:
-    """The task's output: what the flow handed over, in one line."""
-    valid = item.params.get("valid")
-    return {"report": f"{item.flow_id}: valid={valid}", "attempt": item.attempt}
+    """The task's output: a verdict on what the flow handed over (`params.valid`)."""
+    verdict = "accepted" if item.params.get("valid") is True else "rejected"
+    return {"report": f"{item.flow_id}: {verdict}", "attempt": item.attempt}
 
 
 async def main() -> None:
