@@ -74,7 +74,7 @@ bench: setup $(BENCH_STAMP)
 bench-smoke: setup $(BENCH_STAMP)
 	$(PY) -m bench --smoke
 
-## bench-mesh: what a grpc task costs over calling the same service directly
+## bench-mesh: what a grpc task costs over calling the same service directly, and the worker round trip
 .PHONY: bench-mesh
 bench-mesh: setup
 	$(PY) -m bench.mesh

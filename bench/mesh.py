@@ -9,6 +9,15 @@ is one process; on a 2-core machine the two servers and the client share
 the cores, so the ratio is a floor. The same flow with a `mock` task in
 place of the `grpc` one tells the cost of `Execute` itself from that of
 the call.
+
+The worker round trip: a real worker process (examples/worker.py, a
+`flowservice.Worker`) serves a queue of the caller, and `--round-trips`
+Executes of a flow with one `worker` task run one after the other. The
+figure is the p50/p99 of that task's `duration` in the reply: from the
+attempt's start (the assignment is queued and pushed on the worker's
+stream at once) to the worker's result received and applied. Also given:
+the p50 of the whole Execute call with the `worker` task minus that with a
+`mock` task, the same measured from the client.
 """
 
 from __future__ import annotations
@@ -16,16 +25,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 from google.protobuf import json_format
 
+from bench.flows import REPO_ROOT
 from bench.grpc_load import EXECUTE_METHOD, unary_load
 from bench.workers import serving
 from flowmanager.v1 import flow_service_pb2
 
 VALIDATE_METHOD = "/flowmanager.v1.FlowService/Validate"
+WORKER_QUEUE = "bench"
 INNER = {"flow": {"id": "inner", "name": "inner", "start_task": "a", "tasks": [{"name": "a"}]}}
 
 
@@ -111,13 +129,79 @@ async def measure(requests: int, in_flight: int, work: Path) -> dict[str, float]
     }
 
 
+@contextmanager
+def _worker_process(address: str, log: Path) -> Iterator[None]:
+    """examples/worker.py serving WORKER_QUEUE of `address`, until the block ends."""
+    command = [sys.executable, str(REPO_ROOT / "examples" / "worker.py"), address]
+    with (
+        log.open("w") as errors,
+        subprocess.Popen(
+            [*command, "--queue", WORKER_QUEUE], stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process,
+    ):
+        try:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != f"serving {WORKER_QUEUE}":
+                raise RuntimeError(f"the worker did not start; see {log}")
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def _sequential(address: str, body: bytes, count: int) -> tuple[list[float], list[float]]:
+    """`count` Executes one after the other: each call's and its task's duration (µs)."""
+    calls: list[float] = []
+    tasks: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        execute: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            EXECUTE_METHOD
+        )
+        for _ in range(count):
+            started = time.perf_counter()
+            reply: bytes = await execute(body, timeout=10)
+            calls.append((time.perf_counter() - started) * 1e6)
+            response = flow_service_pb2.ExecuteResponse.FromString(reply)
+            _check_completed(reply)
+            tasks.append(response.task_results[0].duration.ToNanoseconds() / 1e3)
+    return calls, tasks
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def worker_round_trip(count: int, work: Path) -> dict[str, float]:
+    """The worker task's duration (p50/p99, µs), and the call's cost over a `mock` task."""
+    worker_flow = _execute({"type": "worker", "params": {"queue": WORKER_QUEUE}})
+    with (
+        serving(work / "workers-server.log") as server,
+        _worker_process(server.address, work / "worker.log"),
+    ):
+        await _sequential(server.address, worker_flow, 50)  # warm up
+        calls, tasks = await _sequential(server.address, worker_flow, count)
+        mock_calls, _ = await _sequential(server.address, _execute({"type": "mock"}), count)
+    return {
+        "worker_round_trip_p50_us": round(_percentile(tasks, 0.5), 1),
+        "worker_round_trip_p99_us": round(_percentile(tasks, 0.99), 1),
+        "worker_call_p50_us": round(statistics.median(calls), 1),
+        "mock_call_p50_us": round(statistics.median(mock_calls), 1),
+        "worker_call_minus_mock_p50_us": round(
+            statistics.median(calls) - statistics.median(mock_calls), 1
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.mesh", description=__doc__)
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--round-trips", type=int, default=2_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-mesh-") as work:
         figures = asyncio.run(measure(args.requests, args.in_flight, Path(work)))
+        figures |= asyncio.run(worker_round_trip(args.round_trips, Path(work)))
     print(json.dumps(figures, indent=2))
 
 

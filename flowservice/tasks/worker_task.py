@@ -11,6 +11,8 @@ the worker is told to stop and the assignment is forgotten.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from flowservice.dispatch import Dispatcher
 from flowservice.errors import Violation
@@ -48,17 +50,38 @@ class WorkerTask:
             raise TaskFailure(result.error or "the worker failed", result.output, result.error_type)
         return result.output
 
-    def _queue(self, queue: object) -> str:
+    def check_params(self, params: Mapping[str, Any]) -> Iterator[Violation]:
+        """A literal `queue` that `run` would refuse, reported at validation.
+
+        A queue from an input mapping is not among `params` here; `run`
+        checks it. A missing queue cannot be told from a mapped one, so it
+        too is left to `run`.
+        """
+        if "queue" in params:
+            violation = self._queue_violation(params["queue"])
+            if violation is not None:
+                yield violation
+
+    def _queue_violation(self, queue: object) -> Violation | None:
         if not isinstance(queue, str) or not queue.strip():
-            raise TaskFailure(
-                "a worker task needs params.queue, a non-empty string", error_type="InvalidParams"
+            return Violation(
+                "queue", "a worker task needs params.queue, a non-empty string", "INVALID_QUEUE"
             )
         if len(queue) > self._max_queue_length:
-            raise TaskFailure(
-                f"params.queue is longer than {self._max_queue_length} characters "
-                "(max_name_length)",
-                error_type="InvalidParams",
+            limit = self._max_queue_length
+            return Violation(
+                "queue",
+                f"{len(queue)} characters, above the limit of {limit} (max_name_length)",
+                "NAME_TOO_LONG",
+                limit=("max_name_length", limit),
             )
+        return None
+
+    def _queue(self, queue: object) -> str:
+        violation = self._queue_violation(queue)
+        if violation is not None:
+            raise TaskFailure(f"params.queue: {violation.description}", error_type="InvalidParams")
+        assert isinstance(queue, str)  # the check above refuses anything else
         return queue
 
     def warnings(self, task: Task) -> list[Violation]:

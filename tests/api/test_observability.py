@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowmanager.v1 import flow_service_pb2_grpc
+from flowservice import Worker, WorkItem
 from flowservice.observability import Metrics, Tracing, configure_logging
 from flowservice.server import FlowServer, create_server
 from flowservice.settings import Settings
@@ -89,6 +90,37 @@ async def test_metrics_count_executions_tasks_and_rpcs(
     assert value("flowmanager_rpcs_total", method=execute, code="INVALID_ARGUMENT") == 1
     stream = "/flowmanager.v1.FlowService/ExecuteStream"
     assert value("flowmanager_rpcs_total", method=stream, code="CANCELLED") == 1
+
+
+async def test_worker_task_runs_are_counted_by_task_type(
+    server: FlowServer, metrics: Metrics
+) -> None:
+    async def answer(item: WorkItem) -> dict[str, object]:
+        return {"step": item.step}
+
+    worker = Worker(f"127.0.0.1:{server.port}", {"q": answer})
+    serving = asyncio.create_task(worker.run())
+    try:
+        async with asyncio.timeout(10):
+            await worker.connected.wait()
+        flow = {
+            "flow": {
+                "id": "w",
+                "name": "w",
+                "start_task": "a",
+                "tasks": [{"name": "a", "type": "worker", "params": {"queue": "q"}}],
+            }
+        }
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+            reply = await stub.Execute(execute_request(flow))
+    finally:
+        worker.stop()
+        await serving
+    assert reply.task_results[0].output["step"] == 1
+    sample = metrics.registry.get_sample_value
+    assert sample("flowmanager_task_runs_total", {"type": "worker", "outcome": "success"}) == 1
+    assert sample("flowmanager_task_duration_seconds_count", {"type": "worker"}) == 1
 
 
 async def test_flow_id_labels_are_bounded(stub: Stub, metrics: Metrics) -> None:

@@ -1,15 +1,19 @@
 """End to end: the README's "Calling your services" examples, run as printed.
 
-A real web server serves examples/ and a real server subprocess is allowed
-to call it and itself; the commands run in bash with grpcurl, their
-addresses (and those inside examples/mesh-flow.json) swapped for the test's.
+A real web server serves examples/, a real server subprocess is allowed
+to call it and itself, and the README's worker (examples/worker.py) runs
+as a process serving the flow's `worker` task; the commands run in bash
+with grpcurl, their addresses (and those inside examples/mesh-flow.json)
+swapped for the test's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +30,7 @@ EXECUTE = (
     f"grpcurl -plaintext -d @ {MESH_ADDRESS} flowmanager.v1.FlowService/Execute"
     " < examples/mesh-flow.json"
 )
+WORKER = f".venv/bin/python examples/worker.py {MESH_ADDRESS}"
 REFUSED = (
     "sed 's/127.0.0.1:8000/169.254.169.254/' examples/mesh-flow.json"
     f" | grpcurl -plaintext -d @ {MESH_ADDRESS} flowmanager.v1.FlowService/Validate"
@@ -52,8 +57,30 @@ def web() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def mesh(web: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     flags = ["--allow-target", "127.0.0.1:*", "--allow-target", f"http://{web}/"]
-    with serving(tmp_path_factory.mktemp("mesh") / "server.log", flags) as running:
+    log = tmp_path_factory.mktemp("mesh") / "server.log"
+    with serving(log, flags) as running, _worker(running):
         yield running
+
+
+@contextlib.contextmanager
+def _worker(server: RunningServer) -> Iterator[None]:
+    """The README's worker command, run against `server` until the block ends."""
+    command = WORKER.replace(".venv/bin/python", sys.executable)
+    with subprocess.Popen(
+        command.replace(MESH_ADDRESS, server.address).split(),
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == readme_output(WORKER).strip()
+            yield
+        finally:
+            process.terminate()
+            # A worker stops gracefully on SIGTERM: it closes its stream and exits 0.
+            assert process.wait(timeout=20) == 0
 
 
 def _run(command: str, server: RunningServer, web: str, tmp_path: Path) -> str:

@@ -178,6 +178,16 @@ async def test_validate_warns_when_no_worker_serves_the_queue() -> None:
     assert engine.validate(_flow("payments")).warnings == ()
 
 
-async def test_a_task_without_a_queue_fails_with_invalid_params() -> None:
-    summary = await _engine(Dispatcher()).execute(_flow(""))
+@pytest.mark.parametrize(
+    ("queue", "reason"), [("", "INVALID_QUEUE"), (7, "INVALID_QUEUE"), ("q" * 129, "NAME_TOO_LONG")]
+)
+def test_validate_refuses_a_literal_queue_that_run_would_refuse(queue: object, reason: str) -> None:
+    report = _engine(Dispatcher()).validate(_flow(queue))  # type: ignore[arg-type]
+    assert [(v.field, v.reason) for v in report.errors] == [("flow.tasks[0].params.queue", reason)]
+
+
+@pytest.mark.parametrize("queue", ["", "q" * 129])
+async def test_a_queue_from_an_input_mapping_is_checked_at_run_time(queue: str) -> None:
+    flow = _flow("placeholder", input_mapping={"queue": "input.queue"})
+    summary = await _engine(Dispatcher()).execute(flow, flow_input={"queue": queue})
     assert summary.task_results[0].error_type == "InvalidParams"
