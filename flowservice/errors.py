@@ -26,6 +26,8 @@ Hierarchy::
     │                             is unknown or already finished (NOT_FOUND)
     ├── TooManyWorkersError       the server has as many workers connected as
     │                             it may (RESOURCE_EXHAUSTED)
+    ├── StoreUnavailableError     the execution history cannot be opened or
+    │                             written (UNAVAILABLE)
     └── InvalidWorkRequestError   a worker's request breaks the protocol;
                                   carries every `Violation` (INVALID_ARGUMENT)
 
@@ -50,6 +52,7 @@ __all__ = [
     "PermissionDeniedError",
     "SecurityConfigError",
     "ServerShuttingDownError",
+    "StoreUnavailableError",
     "TaskRegistrationError",
     "TooManyCallsError",
     "TooManyExecutionsError",
@@ -160,6 +163,14 @@ class ServerShuttingDownError(FlowServiceError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down; reconnect to another instance")
+
+
+class StoreUnavailableError(FlowServiceError):
+    """The execution history cannot be opened or written; `problem` says why."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"the execution history is unavailable: {problem}")
 
 
 class AssignmentNotFoundError(FlowServiceError):

@@ -29,12 +29,14 @@ from flowmanager.v1 import (
 )
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
+from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
 from flowservice.dispatch import Dispatcher
 from flowservice.engine import Engine
-from flowservice.errors import SecurityConfigError
+from flowservice.errors import SecurityConfigError, StoreUnavailableError
+from flowservice.history import open_store
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
@@ -52,6 +54,8 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
 WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+_SERVICE_NAMES = ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME)
+"""The names health reports on ("" is the server as a whole)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +74,16 @@ class FlowServer:
     """The interceptor every call goes through; told when the server drains."""
     dispatcher: Dispatcher | None = None
     """Hands `worker` tasks to the workers connected to its WorkerService."""
+    history: HistoryKeeper | None = None
+    """The execution history and its upkeep (retention, health)."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
         await self.server.start()
-        for service in ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME):
+        for service in _SERVICE_NAMES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.history is not None:
+            self.history.start(self.health)
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
@@ -93,6 +101,8 @@ class FlowServer:
         finally:
             closer.cancel()
         self.engine.close()
+        if self.history is not None:
+            await self.history.stop()
 
     async def _close_workers_when_idle(self) -> None:
         """Ends the workers' streams once no execution runs (one might still need them).
@@ -121,9 +131,11 @@ def create_server(
     `metrics` and `tracing`, when given, observe every execution and RPC.
     The `worker` task type is added to `registry` unless it has one already
     (see `_worker_dispatch`).
-    Raises SecurityConfigError when a TLS, token or policy file cannot be used.
+    Raises SecurityConfigError when a TLS, token or policy file cannot be used,
+    StoreUnavailableError when the history (`--store`) cannot be opened.
     """
     limits = settings.limits
+    history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
     registry = registry or builtin_registry()
     dispatcher = _worker_dispatch(settings, registry, metrics)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
@@ -149,7 +161,9 @@ def create_server(
             *_transport_options(limits),
         ],
     )
-    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
+    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
+        FlowServicer(engine, history.store), server
+    )
     worker_servicer = WorkerServicer(dispatcher, limits.max_name_length)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, server)
     health_servicer = health_aio.HealthServicer()
@@ -171,6 +185,7 @@ def create_server(
         engine=engine,
         observer=observer,
         dispatcher=dispatcher,
+        history=history,
     )
 
 
@@ -301,7 +316,7 @@ async def serve(settings: Settings) -> None:
     tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
     try:
         flow_server = create_server(settings, metrics=metrics, tracing=tracing)
-    except SecurityConfigError as exc:
+    except (SecurityConfigError, StoreUnavailableError) as exc:
         logger.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
     # Both ports are bound before "listening" is logged, so a taken one is a

@@ -49,6 +49,7 @@ from flowservice.errors import (
     MalformedRequestError,
     PermissionDeniedError,
     ServerShuttingDownError,
+    StoreUnavailableError,
     TooManyCallsError,
     TooManyExecutionsError,
     TooManyWorkersError,
@@ -94,6 +95,11 @@ def status_for(exc: Exception) -> grpc.Status:
             return _status(code_pb2.INVALID_ARGUMENT, str(exc), info)
         case ServerShuttingDownError():
             return _status(code_pb2.UNAVAILABLE, str(exc), _error_info("SERVER_SHUTTING_DOWN"))
+        case StoreUnavailableError():
+            # The problem (a path, an SQLite error) is the operator's: it is in the log.
+            message = "the server cannot record executions now; retry later or elsewhere"
+            info = _error_info("STORE_UNAVAILABLE")
+            return _status(code_pb2.UNAVAILABLE, message, info, _retry_info())
         case AuthenticationError():
             info = _error_info(exc.reason, method=exc.method)
             return _status(code_pb2.UNAUTHENTICATED, str(exc), info)

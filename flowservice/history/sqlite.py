@@ -1,0 +1,316 @@
+"""The history in an SQLite file (stdlib `sqlite3`, WAL mode): the default store.
+
+One writer thread owns the writing connection. The event loop only puts
+operations on its queue; the thread takes everything queued at once and
+writes it in one transaction (one commit, one fsync, for many executions'
+events), then wakes those who wait in `finish`. Reads use a second
+connection, in a worker thread, which WAL lets run beside the writer.
+
+The schema is versioned (`schema_version`); `_MIGRATIONS[n]` takes a file
+from version n to n + 1, and they run at start-up, in one transaction. A file
+of a newer version than this code knows is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flowservice.errors import StoreUnavailableError
+from flowservice.history.store import (
+    RUNNING,
+    ExecutionQuery,
+    ExecutionRecord,
+    StoredEvent,
+    StoredExecution,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: executions and their events.
+    """
+    CREATE TABLE executions (
+        execution_id TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        request BLOB NOT NULL,
+        caller_request_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        summary BLOB NOT NULL DEFAULT x''
+    );
+    CREATE INDEX executions_by_start ON executions (started_at, execution_id);
+    CREATE INDEX executions_by_finish ON executions (finished_at);
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (execution_id, sequence)
+    ) WITHOUT ROWID;
+    """,
+    # 1 -> 2: the caller's idempotency key, looked up on every request that has one.
+    """
+    ALTER TABLE executions ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX executions_by_request_id ON executions (request_id) WHERE request_id != '';
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this code writes."""
+
+_BATCH = 2000  # operations per transaction, at most
+_Op = Callable[[sqlite3.Connection], None]
+_STOP: Any = object()
+
+
+def _micros(moment: datetime) -> int:
+    """`moment` as integer microseconds since the epoch: compact and sortable."""
+    return round(moment.timestamp() * 1_000_000)
+
+
+def _moment(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+
+
+class SqliteStore:
+    """An `ExecutionStore` in the SQLite file at `path` (made, with its directory, if missing)."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        """`busy_timeout`: seconds a write waits for a file another process has locked."""
+        self._path = path
+        self._failure = ""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = _connect(path, busy_timeout)
+            _migrate(writer)
+            self._reader = _connect(path, busy_timeout)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailableError(f"cannot open {path}: {exc}") from None
+        self._read_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(writer,), name="history-writer", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def failure(self) -> str:
+        """Why the last write failed; "" while writes succeed."""
+        return self._failure
+
+    def begin(self, record: ExecutionRecord) -> None:
+        if self._failure:
+            raise StoreUnavailableError(self._failure)
+        row = (
+            record.execution_id,
+            record.flow_id,
+            RUNNING,
+            record.request,
+            record.request_id,
+            record.caller_request_id,
+            _micros(record.started_at),
+        )
+        self._queue.put(
+            lambda db: db.execute(
+                "INSERT INTO executions (execution_id, flow_id, status, request, request_id,"
+                " caller_request_id, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    def append(self, execution_id: str, event: StoredEvent) -> None:
+        row = (execution_id, event.sequence, event.payload)
+        self._queue.put(lambda db: db.execute("INSERT INTO events VALUES (?, ?, ?)", row))
+
+    async def finish(
+        self, execution_id: str, status: str, summary: bytes, finished_at: datetime
+    ) -> None:
+        row = (status, summary, _micros(finished_at), execution_id)
+        self._queue.put(
+            lambda db: db.execute(
+                "UPDATE executions SET status = ?, summary = ?, finished_at = ?"
+                " WHERE execution_id = ?",
+                row,
+            )
+        )
+        await self._written()
+
+    async def _written(self, *, check: bool = True) -> None:
+        """Returns once everything queued so far is committed; StoreUnavailableError if not."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[str] = loop.create_future()
+        self._queue.put((loop, written))  # resolved after the batch that holds it
+        failure = await written
+        if failure and check:
+            raise StoreUnavailableError(failure)
+
+    def _write_loop(self, db: sqlite3.Connection) -> None:
+        """The writer thread: one transaction per batch of whatever is queued."""
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(db, [op for op in batch if callable(op)])
+            for item in batch:
+                if isinstance(item, tuple):
+                    loop, written = item
+                    loop.call_soon_threadsafe(_resolve, written, self._failure)
+            if any(item is _STOP for item in batch):
+                db.close()
+                return
+
+    def _write(self, db: sqlite3.Connection, ops: Sequence[_Op]) -> None:
+        """Runs `ops` in one transaction; on an error, notes it in `failure`."""
+        if not ops:
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    op(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._failure = ""
+        except sqlite3.Error as exc:
+            self._failure = f"cannot write {self._path}: {exc}"
+
+    async def get(self, execution_id: str) -> StoredExecution | None:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM executions WHERE execution_id = ?", (execution_id,)
+        )
+        return _execution(rows[0]) if rows else None
+
+    async def events(self, execution_id: str, after: int = 0) -> list[StoredEvent]:
+        rows = await self._read(
+            "SELECT sequence, payload FROM events WHERE execution_id = ? AND sequence > ?"
+            " ORDER BY sequence",
+            (execution_id, after),
+        )
+        return [StoredEvent(sequence, payload) for sequence, payload in rows]
+
+    async def find(self, query: ExecutionQuery) -> list[StoredExecution]:
+        where, args = _where(query)
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM executions {where}"
+            " ORDER BY started_at DESC, execution_id DESC LIMIT ?",
+            (*args, query.limit),
+        )
+        return [_execution(row) for row in rows]
+
+    async def purge(self, finished_before: datetime) -> int:
+        cutoff = _micros(finished_before)
+        counts: list[int] = []
+
+        def delete(db: sqlite3.Connection) -> None:
+            old = "SELECT execution_id FROM executions WHERE finished_at < ?"
+            db.execute(f"DELETE FROM events WHERE execution_id IN ({old})", (cutoff,))
+            counts.append(
+                db.execute("DELETE FROM executions WHERE finished_at < ?", (cutoff,)).rowcount
+            )
+
+        self._queue.put(delete)
+        await self._written()
+        return sum(counts)
+
+    async def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        def read() -> list[Any]:
+            with self._read_lock:
+                return self._reader.execute(sql, args).fetchall()
+
+        await self._written(check=False)  # a read sees every write queued before it
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot read {self._path}: {exc}") from None
+
+    def close(self) -> None:
+        """Writes what is queued, waits for the writer thread, then closes the file."""
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._reader.close()
+
+
+_COLUMNS = (
+    "execution_id, flow_id, request, request_id, caller_request_id, started_at,"
+    " status, summary, finished_at"
+)
+
+
+def _execution(row: Sequence[Any]) -> StoredExecution:
+    """A `StoredExecution` from a row of `_COLUMNS`."""
+    record = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
+    finished = None if row[8] is None else _moment(row[8])
+    return StoredExecution(record, row[6], row[7], finished)
+
+
+def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of `query`'s filters and page."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if query.flow_id:
+        clauses.append("flow_id = ?")
+        args.append(query.flow_id)
+    if query.status:
+        clauses.append("status = ?")
+        args.append(query.status)
+    if query.started_after is not None:
+        clauses.append("started_at >= ?")
+        args.append(_micros(query.started_after))
+    if query.started_before is not None:
+        clauses.append("started_at < ?")
+        args.append(_micros(query.started_before))
+    if query.after is not None:
+        clauses.append("(started_at, execution_id) < (?, ?)")
+        args += [_micros(query.after[0]), query.after[1]]
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # its waiter may have been cancelled
+        future.set_result(value)
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection in WAL mode with full fsync on commit; autocommit outside `with`."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+    return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Brings the file to `SCHEMA_VERSION`; refuses one written by a newer version."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} was written by a newer Flow Manager; this one "
+            f"reads up to {SCHEMA_VERSION}. Upgrade the server or point --store elsewhere"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for migration in _MIGRATIONS[version:]:
+            for statement in migration.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        db.execute("DELETE FROM schema_version")
+        db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
