@@ -47,7 +47,6 @@ _MIGRATIONS: tuple[str, ...] = (
         summary BLOB NOT NULL DEFAULT x''
     );
     CREATE INDEX executions_by_start ON executions (started_at, execution_id);
-    CREATE INDEX executions_by_finish ON executions (finished_at);
     CREATE TABLE events (
         execution_id TEXT NOT NULL,
         sequence INTEGER NOT NULL,
@@ -66,7 +65,21 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _BATCH = 2000  # operations per transaction, at most
 _Op = Callable[[sqlite3.Connection], None]
-_STOP: Any = object()
+# What the writer thread's queue holds: (kind, item).
+_INSERT_EXECUTION = "execution"  # item: a row of `executions`
+_INSERT_EVENT = "event"  # item: a row of `events`
+_FINISH = "finish"  # item: (status, summary, finished_at, execution_id)
+_RUN = "run"  # item: an `_Op`, run after the rows
+_WAKE = "wake"  # item: (loop, future) resolved with the failure, "" when written
+_STOP = "stop"  # item: None; the thread ends after this batch
+_STATEMENTS = {
+    _INSERT_EXECUTION: "INSERT INTO executions (execution_id, flow_id, status, request,"
+    " request_id, caller_request_id, started_at, finished_at, summary)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    _INSERT_EVENT: "INSERT INTO events VALUES (?, ?, ?)",
+    _FINISH: "UPDATE executions SET status = ?, summary = ?, finished_at = ?"
+    " WHERE execution_id = ?",
+}
 
 
 def _micros(moment: datetime) -> int:
@@ -115,37 +128,27 @@ class SqliteStore:
             record.request_id,
             record.caller_request_id,
             _micros(record.started_at),
+            None,
+            b"",
         )
-        self._queue.put(
-            lambda db: db.execute(
-                "INSERT INTO executions (execution_id, flow_id, status, request, request_id,"
-                " caller_request_id, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        )
+        self._queue.put((_INSERT_EXECUTION, row))
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         row = (execution_id, event.sequence, event.payload)
-        self._queue.put(lambda db: db.execute("INSERT INTO events VALUES (?, ?, ?)", row))
+        self._queue.put((_INSERT_EVENT, row))
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
     ) -> None:
         row = (status, summary, _micros(finished_at), execution_id)
-        self._queue.put(
-            lambda db: db.execute(
-                "UPDATE executions SET status = ?, summary = ?, finished_at = ?"
-                " WHERE execution_id = ?",
-                row,
-            )
-        )
+        self._queue.put((_FINISH, row))
         await self._written()
 
     async def _written(self, *, check: bool = True) -> None:
         """Returns once everything queued so far is committed; StoreUnavailableError if not."""
         loop = asyncio.get_running_loop()
         written: asyncio.Future[str] = loop.create_future()
-        self._queue.put((loop, written))  # resolved after the batch that holds it
+        self._queue.put((_WAKE, (loop, written)))  # resolved after the batch that holds it
         failure = await written
         if failure and check:
             raise StoreUnavailableError(failure)
@@ -159,24 +162,40 @@ class SqliteStore:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._write(db, [op for op in batch if callable(op)])
-            for item in batch:
-                if isinstance(item, tuple):
+            self._write(db, batch)
+            for kind, item in batch:
+                if kind == _WAKE:
                     loop, written = item
                     loop.call_soon_threadsafe(_resolve, written, self._failure)
-            if any(item is _STOP for item in batch):
+            if any(kind == _STOP for kind, _ in batch):
                 db.close()
                 return
 
-    def _write(self, db: sqlite3.Connection, ops: Sequence[_Op]) -> None:
-        """Runs `ops` in one transaction; on an error, notes it in `failure`."""
-        if not ops:
+    def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, Any]]) -> None:
+        """Writes `batch` in one transaction; on an error, notes it in `failure`.
+
+        Rows of a kind go in one `executemany` (the thread then holds the GIL
+        little, which the event loop needs): the executions first, so that
+        the ends and events in the same batch find theirs, the ends last.
+        """
+        rows: dict[str, list[Any]] = {kind: [] for kind in _STATEMENTS}
+        runs: list[_Op] = []
+        for kind, item in batch:
+            if kind in rows:
+                rows[kind].append(item)
+            elif kind == _RUN:
+                runs.append(item)
+        _merge_finished(rows)
+        if not any(rows.values()) and not runs:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for op in ops:
-                    op(db)
+                for kind, statement in _STATEMENTS.items():
+                    if rows[kind]:
+                        db.executemany(statement, rows[kind])
+                for run in runs:
+                    run(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -213,13 +232,15 @@ class SqliteStore:
         counts: list[int] = []
 
         def delete(db: sqlite3.Connection) -> None:
-            old = "SELECT execution_id FROM executions WHERE finished_at < ?"
-            db.execute(f"DELETE FROM events WHERE execution_id IN ({old})", (cutoff,))
-            counts.append(
-                db.execute("DELETE FROM executions WHERE finished_at < ?", (cutoff,)).rowcount
+            # What finished before the cutoff started before it: the index on
+            # started_at narrows the search.
+            old = "FROM executions WHERE started_at < ?1 AND finished_at < ?1"
+            db.execute(
+                f"DELETE FROM events WHERE execution_id IN (SELECT execution_id {old})", (cutoff,)
             )
+            counts.append(db.execute(f"DELETE {old}", (cutoff,)).rowcount)
 
-        self._queue.put(delete)
+        self._queue.put((_RUN, delete))
         await self._written()
         return sum(counts)
 
@@ -236,7 +257,7 @@ class SqliteStore:
 
     def close(self) -> None:
         """Writes what is queued, waits for the writer thread, then closes the file."""
-        self._queue.put(_STOP)
+        self._queue.put((_STOP, None))
         self._thread.join()
         self._reader.close()
 
@@ -274,6 +295,26 @@ def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
         clauses.append("(started_at, execution_id) < (?, ?)")
         args += [_micros(query.after[0]), query.after[1]]
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _merge_finished(rows: dict[str, list[Any]]) -> None:
+    """Folds the ends of executions that started in the same batch into their inserts.
+
+    A short execution starts and ends within one batch: one insert of the
+    whole row then replaces an insert and an update.
+    """
+    started = {row[0]: i for i, row in enumerate(rows[_INSERT_EXECUTION])}
+    if not started:
+        return
+    updates = []
+    for status, summary, finished_at, execution_id in rows[_FINISH]:
+        i = started.get(execution_id)
+        if i is None:
+            updates.append((status, summary, finished_at, execution_id))
+        else:
+            row = rows[_INSERT_EXECUTION][i]
+            rows[_INSERT_EXECUTION][i] = (*row[:2], status, *row[3:7], finished_at, summary)
+    rows[_FINISH] = updates
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
