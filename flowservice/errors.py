@@ -28,6 +28,14 @@ Hierarchy::
     │                             it may (RESOURCE_EXHAUSTED)
     ├── StoreUnavailableError     the execution history cannot be opened or
     │                             written (UNAVAILABLE)
+    ├── ExecutionNotFoundError    the history has no execution by that id
+    │                             (NOT_FOUND)
+    ├── ExecutionFinishedError    the execution has finished: it cannot be
+    │                             cancelled (FAILED_PRECONDITION)
+    ├── ExecutionCancelledError   CancelExecution ended the execution this
+    │                             call ran (CANCELLED)
+    ├── InvalidPageTokenError     a page token this server did not issue, or
+    │                             for other filters (INVALID_ARGUMENT)
     └── InvalidWorkRequestError   a worker's request breaks the protocol;
                                   carries every `Violation` (INVALID_ARGUMENT)
 
@@ -45,8 +53,12 @@ from dataclasses import dataclass
 __all__ = [
     "AssignmentNotFoundError",
     "AuthenticationError",
+    "ExecutionCancelledError",
+    "ExecutionFinishedError",
+    "ExecutionNotFoundError",
     "FlowServiceError",
     "InvalidFlowError",
+    "InvalidPageTokenError",
     "InvalidWorkRequestError",
     "MalformedRequestError",
     "PermissionDeniedError",
@@ -171,6 +183,38 @@ class StoreUnavailableError(FlowServiceError):
     def __init__(self, problem: str) -> None:
         self.problem = problem
         super().__init__(f"the execution history is unavailable: {problem}")
+
+
+class ExecutionNotFoundError(FlowServiceError):
+    """The history holds no execution `execution_id` (never run, or past the retention)."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"no execution {execution_id!r} in the history")
+
+
+class ExecutionFinishedError(FlowServiceError):
+    """Execution `execution_id` has finished, with `status`; it cannot be cancelled."""
+
+    def __init__(self, execution_id: str, status: str) -> None:
+        self.execution_id = execution_id
+        self.status = status
+        super().__init__(f"execution {execution_id!r} has finished ({status})")
+
+
+class ExecutionCancelledError(FlowServiceError):
+    """`CancelExecution` cancelled execution `execution_id`, which this call was running."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"execution {execution_id!r} was cancelled by CancelExecution")
+
+
+class InvalidPageTokenError(FlowServiceError):
+    """A page token that this server did not issue, or issued for other filters."""
+
+    def __init__(self) -> None:
+        super().__init__("page_token is not one this server issued for these filters")
 
 
 class AssignmentNotFoundError(FlowServiceError):

@@ -22,6 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flowmanager.v1 import (
+    execution_service_pb2,
+    execution_service_pb2_grpc,
     flow_service_pb2,
     flow_service_pb2_grpc,
     worker_service_pb2,
@@ -29,6 +31,7 @@ from flowmanager.v1 import (
 )
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
+from flowservice.api.execution_servicer import ExecutionServicer
 from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.tls import server_credentials
@@ -54,7 +57,10 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
 WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
-_SERVICE_NAMES = ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME)
+EXECUTION_SERVICE_NAME: str = execution_service_pb2.DESCRIPTOR.services_by_name[
+    "ExecutionService"
+].full_name
+_SERVICE_NAMES = ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, EXECUTION_SERVICE_NAME)
 """The names health reports on ("" is the server as a whole)."""
 
 
@@ -162,7 +168,10 @@ def create_server(
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-        FlowServicer(engine, history.store), server
+        FlowServicer(engine, history.store, history.running), server
+    )
+    execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
+        ExecutionServicer(engine, history.store, history.running), server
     )
     worker_servicer = WorkerServicer(dispatcher, limits.max_name_length)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, server)
@@ -170,7 +179,7 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.security.reflection:
         reflection.enable_server_reflection(
-            (FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (*_SERVICE_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME),
             server,
         )
     credentials = server_credentials(settings.security)
@@ -243,7 +252,7 @@ def _worker_dispatch(
 
 def _served_methods(security: SecuritySettings) -> list[str]:
     """Full names (`/package.Service/Method`) of every method the server serves."""
-    names = [FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME]
+    names = [*_SERVICE_NAMES[1:], health.SERVICE_NAME]
     if security.reflection:
         names.append(reflection.SERVICE_NAME)
     pool = descriptor_pool.Default()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2
 
+from flowservice.api.recording import RunningExecutions
 from flowservice.errors import StoreUnavailableError
 from flowservice.history import ExecutionStore
 
@@ -38,6 +39,7 @@ class HistoryKeeper:
 
     def __init__(self, store: ExecutionStore, retention_days: float, services: Sequence[str]):
         self.store = store
+        self.running = RunningExecutions()
         self._retention = timedelta(days=retention_days)
         self._purge_interval = min(retention_days * _DAY / 100, _LONGEST_PURGE_INTERVAL)
         self._services = tuple(services)
@@ -48,7 +50,8 @@ class HistoryKeeper:
         self._task = asyncio.get_running_loop().create_task(self._keep(health))
 
     async def stop(self) -> None:
-        """Stops the task, then writes what is queued and closes the store."""
+        """Cancels the executions still running, writes what is queued, closes the store."""
+        await self.running.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -26,7 +26,7 @@ from flowservice.api.convert import (
     stubs_from_request,
     validation_to_proto,
 )
-from flowservice.api.recording import check_writable, recorded
+from flowservice.api.recording import RunningExecutions, check_writable, recorded
 from flowservice.api.status import status_for, timed_out_status
 from flowservice.engine import Engine, ValidationReport
 from flowservice.errors import InvalidFlowError
@@ -42,9 +42,10 @@ _Context = grpc.aio.ServicerContext[object, object]
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     """Serves `Execute`, `ExecuteStream` and `Validate` with one engine."""
 
-    def __init__(self, engine: Engine, store: ExecutionStore) -> None:
+    def __init__(self, engine: Engine, store: ExecutionStore, running: RunningExecutions) -> None:
         self._engine = engine
         self._store = store
+        self._running = running
 
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
@@ -97,7 +98,7 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             stubs=stubs_from_request(request),
             time_allowed=_time_allowed(context),
         )
-        return recorded(events, self._store, request.SerializeToString())
+        return recorded(events, self._store, self._running, request.SerializeToString())
 
     async def Validate(
         self, request: flow_service_pb2.ValidateRequest, context: _Context

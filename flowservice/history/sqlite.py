@@ -18,7 +18,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
 _Op = Callable[[sqlite3.Connection], None]
 # What the writer thread's queue holds: (kind, item).
@@ -84,11 +85,12 @@ _STATEMENTS = {
 
 def _micros(moment: datetime) -> int:
     """`moment` as integer microseconds since the epoch: compact and sortable."""
-    return round(moment.timestamp() * 1_000_000)
+    since = moment - _EPOCH  # exact: a float timestamp may be one microsecond off
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 def _moment(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class SqliteStore:
