@@ -142,6 +142,8 @@ def create_server(
     """
     limits = settings.limits
     history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
+    if metrics is not None:
+        metrics.watch_store(history.store)
     registry = registry or builtin_registry()
     dispatcher = _worker_dispatch(settings, registry, metrics)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]

@@ -6,6 +6,7 @@ Nothing survives a restart; retention still applies. Every write is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -31,6 +32,13 @@ class MemoryStore:
     def failure(self) -> str:
         """Always "": memory does not fail to write."""
         return ""
+
+    @property
+    def count(self) -> int:
+        return len(self._executions)
+
+    def observe(self, on_write: Callable[[float, bool], None]) -> None:
+        """Nothing to observe: memory has no write transactions."""
 
     def begin(self, record: ExecutionRecord) -> None:
         self._executions[record.execution_id] = StoredExecution(record, RUNNING, b"", None)

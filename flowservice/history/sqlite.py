@@ -17,6 +17,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,7 +66,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
-_Op = Callable[[sqlite3.Connection], None]
+_Op = Callable[[sqlite3.Connection], int]  # returns how many executions it deleted
 # What the writer thread's queue holds: (kind, item).
 _INSERT_EXECUTION = "execution"  # item: a row of `executions`
 _INSERT_EVENT = "event"  # item: a row of `events`
@@ -104,10 +105,12 @@ class SqliteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(path, busy_timeout)
             _migrate(writer)
+            self._count = int(writer.execute("SELECT count(*) FROM executions").fetchone()[0])
             self._reader = _connect(path, busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailableError(f"cannot open {path}: {exc}") from None
         self._read_lock = threading.Lock()
+        self._on_write: Callable[[float, bool], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="history-writer", daemon=True
@@ -118,6 +121,14 @@ class SqliteStore:
     def failure(self) -> str:
         """Why the last write failed; "" while writes succeed."""
         return self._failure
+
+    @property
+    def count(self) -> int:
+        """Executions in the file, as this process has written them (others' aside)."""
+        return self._count
+
+    def observe(self, on_write: Callable[[float, bool], None]) -> None:
+        self._on_write = on_write
 
     def begin(self, record: ExecutionRecord) -> None:
         if self._failure:
@@ -190,21 +201,24 @@ class SqliteStore:
         _merge_finished(rows)
         if not any(rows.values()) and not runs:
             return
+        started = time.perf_counter()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for kind, statement in _STATEMENTS.items():
                     if rows[kind]:
                         db.executemany(statement, rows[kind])
-                for run in runs:
-                    run(db)
+                purged = sum(run(db) for run in runs)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             self._failure = ""
+            self._count += len(rows[_INSERT_EXECUTION]) - purged
         except sqlite3.Error as exc:
             self._failure = f"cannot write {self._path}: {exc}"
+        if self._on_write is not None:
+            self._on_write(time.perf_counter() - started, not self._failure)
 
     async def get(self, execution_id: str) -> StoredExecution | None:
         rows = await self._read(
@@ -233,7 +247,7 @@ class SqliteStore:
         cutoff = _micros(finished_before)
         counts: list[int] = []
 
-        def delete(db: sqlite3.Connection) -> None:
+        def delete(db: sqlite3.Connection) -> int:
             # What finished before the cutoff started before it: the index on
             # started_at narrows the search.
             old = "FROM executions WHERE started_at < ?1 AND finished_at < ?1"
@@ -241,6 +255,7 @@ class SqliteStore:
                 f"DELETE FROM events WHERE execution_id IN (SELECT execution_id {old})", (cutoff,)
             )
             counts.append(db.execute(f"DELETE {old}", (cutoff,)).rowcount)
+            return counts[-1]
 
         self._queue.put((_RUN, delete))
         await self._written()

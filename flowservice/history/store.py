@@ -10,6 +10,7 @@ and says so in `failure`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,15 @@ class ExecutionStore(Protocol):
     @property
     def failure(self) -> str:
         """Why the store cannot write; "" while it can."""
+        ...
+
+    @property
+    def count(self) -> int:
+        """How many executions the store holds (running and finished)."""
+        ...
+
+    def observe(self, on_write: Callable[[float, bool], None]) -> None:
+        """Calls `on_write(seconds, ok)` after each write transaction, from any thread."""
         ...
 
     def begin(self, record: ExecutionRecord) -> None:

@@ -11,9 +11,8 @@ import pytest
 from google.protobuf import json_format
 
 from flowmanager.v1 import execution_service_pb2 as pb
-from flowmanager.v1 import execution_service_pb2_grpc
+from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from flowmanager.v1 import flow_service_pb2_grpc
 from flowservice.server import FlowServer
 from flowservice.settings import Settings
 from tests.api.conftest import Gate, Recorder, execute_request

@@ -14,7 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as pb
 from flowmanager.v1 import flow_service_pb2_grpc
 from flowservice.history import RUNNING, StoredExecution
-from flowservice.server import FlowServer
+from flowservice.observability import Metrics
+from flowservice.server import FlowServer, create_server
 from flowservice.settings import Settings
 from tests.api.conftest import Recorder, execute_request, stream_request
 from tests.api.test_execute import seed_body
@@ -150,3 +151,30 @@ async def _until(check: Callable[[], bool]) -> None:
 async def _until_async(check: Callable[[], Awaitable[bool]]) -> None:
     while not await check():
         await asyncio.sleep(0.02)
+
+
+async def test_metrics_count_stored_executions_write_latency_and_errors(
+    settings: Settings, tmp_path: Path
+) -> None:
+    metrics = Metrics()
+    flow_server = create_server(settings, metrics=metrics)
+    await flow_server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{flow_server.port}") as channel:
+            stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+            for _ in range(3):
+                await stub.Execute(execute_request(seed_body()))
+            value = metrics.registry.get_sample_value
+            assert value("flowmanager_stored_executions") == 3
+            assert (value("flowmanager_store_write_seconds_count") or 0) >= 1
+            assert value("flowmanager_store_errors_total") == 0
+
+            db = sqlite3.connect(tmp_path / "history.db", isolation_level=None)
+            db.execute("ALTER TABLE events RENAME TO events_away")
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Execute(execute_request(seed_body()))
+            assert (value("flowmanager_store_errors_total") or 0) >= 1
+            assert value("flowmanager_stored_executions") == 3
+            db.execute("ALTER TABLE events_away RENAME TO events")
+    finally:
+        await flow_server.stop(grace=None)
