@@ -34,6 +34,8 @@ Hierarchy::
     │                             cancelled (FAILED_PRECONDITION)
     ├── ExecutionCancelledError   CancelExecution ended the execution this
     │                             call ran (CANCELLED)
+    ├── RequestIdReusedError      a request id names an execution started by
+    │                             a request with other fields (ALREADY_EXISTS)
     ├── InvalidPageTokenError     a page token this server did not issue, or
     │                             for other filters (INVALID_ARGUMENT)
     └── InvalidWorkRequestError   a worker's request breaks the protocol;
@@ -62,6 +64,7 @@ __all__ = [
     "InvalidWorkRequestError",
     "MalformedRequestError",
     "PermissionDeniedError",
+    "RequestIdReusedError",
     "SecurityConfigError",
     "ServerShuttingDownError",
     "StoreUnavailableError",
@@ -208,6 +211,17 @@ class ExecutionCancelledError(FlowServiceError):
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
         super().__init__(f"execution {execution_id!r} was cancelled by CancelExecution")
+
+
+class RequestIdReusedError(FlowServiceError):
+    """`request_id` started execution `execution_id` with a request that differs from this one."""
+
+    def __init__(self, request_id: str, execution_id: str) -> None:
+        self.request_id = request_id
+        self.execution_id = execution_id
+        super().__init__(
+            f"request_id {request_id!r} started execution {execution_id!r} with another request"
+        )
 
 
 class InvalidPageTokenError(FlowServiceError):

@@ -3,9 +3,9 @@
 `StartExecution` runs an execution in a task of its own, detached from the
 call, through the same `recorded` path as `Execute`. Reads come from the
 store, so they see executions that any RPC started, in this process or in
-another sharing the file. `WatchExecution` reads the stored events after the
-last sequence it sent, then looks again every `WATCH_POLL` seconds until the
-execution has finished and every event has been sent: the store orders
+another sharing the file. `WatchExecution` replays the stored events after the
+last sequence it sent, then looks again every `idempotency.POLL` seconds until
+the execution has finished and every event has been sent: the store orders
 events by sequence, so a watcher resuming from the last sequence it received
 misses none and repeats none.
 """
@@ -28,25 +28,28 @@ from flowservice.api.history_convert import (
     next_page_token,
     query_from_request,
 )
+from flowservice.api.idempotency import (
+    earlier_execution,
+    finished,
+    replayed,
+    stored_execution,
+)
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
 from flowservice.api.status import status_for
 from flowservice.engine import Engine
 from flowservice.errors import (
     ExecutionCancelledError,
     ExecutionFinishedError,
-    ExecutionNotFoundError,
 )
 from flowservice.events import Event
-from flowservice.history import RUNNING, ExecutionStore, StoredExecution
+from flowservice.history import RUNNING, ExecutionStore
 
-__all__ = ["WATCH_POLL", "ExecutionServicer"]
+__all__ = ["ExecutionServicer"]
 
 logger = logging.getLogger(__name__)
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
-WATCH_POLL = 0.05
-"""Seconds between a watcher's looks at a running execution's new events."""
 _CANCEL_WAIT = 10.0  # seconds CancelExecution waits for the cancelled end to be recorded
 
 
@@ -66,13 +69,10 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
             check_writable(self._store)
             # The same fields as ExecuteRequest: kept as one, converted as one.
             raw = request.SerializeToString()
-            as_execute = flow_service_pb2.ExecuteRequest.FromString(raw)
-            events = self._engine.run(  # validates now; no caller's deadline
-                flow_from_request(as_execute),
-                flow_input=input_from_request(as_execute),
-                stubs=stubs_from_request(as_execute),
-            )
-            messages = recorded(events, self._store, self._running, raw)
+            earlier = await earlier_execution(request.request_id, raw, self._store, self._running)
+            if earlier is not None:
+                return pb.StartExecutionResponse(execution=await self._execution(earlier))
+            messages = self._detached_run(raw, request.request_id)
             started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._running.in_background(_drain(messages, started))
             execution_id = await started
@@ -80,6 +80,22 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+    def _detached_run(
+        self, raw: bytes, request_id: str
+    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+        """The recorded run of the serialized request; validates now; no caller's deadline."""
+        as_execute = flow_service_pb2.ExecuteRequest.FromString(raw)
+        try:
+            events = self._engine.run(
+                flow_from_request(as_execute),
+                flow_input=input_from_request(as_execute),
+                stubs=stubs_from_request(as_execute),
+            )
+        except BaseException:
+            self._running.release(request_id)
+            raise
+        return recorded(events, self._store, self._running, raw, request_id)
 
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: _Context
@@ -113,17 +129,9 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
         """The stored events after `after_sequence`, then the new ones until the end."""
         try:
-            sent = max(request.after_sequence, 0)
-            while True:
-                stored = await self._stored(request.execution_id)
-                # The end is written after every event: read once it is known.
-                for event in await self._store.events(request.execution_id, after=sent):
-                    message = flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
-                    yield pb.WatchExecutionResponse(event=message)
-                    sent = event.sequence
-                if stored.status != RUNNING:
-                    return
-                await asyncio.sleep(WATCH_POLL)
+            after = max(request.after_sequence, 0)
+            async for message in replayed(self._store, request.execution_id, after):
+                yield pb.WatchExecutionResponse(event=message)
         except Exception as exc:
             await _abort(context, exc)
 
@@ -132,26 +140,18 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     ) -> pb.CancelExecutionResponse:
         """Cancels the running execution and returns it once it is recorded cancelled."""
         try:
-            stored = await self._stored(request.execution_id)
+            stored = await stored_execution(self._store, request.execution_id)
             if stored.status != RUNNING or not self._running.cancel(request.execution_id):
                 raise ExecutionFinishedError(request.execution_id, stored.status)
             async with asyncio.timeout(_CANCEL_WAIT):
-                while stored.status == RUNNING:
-                    await asyncio.sleep(WATCH_POLL)
-                    stored = await self._stored(request.execution_id)
+                stored = await finished(self._store, request.execution_id)
             return pb.CancelExecutionResponse(execution=execution_to_proto(stored))
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
 
-    async def _stored(self, execution_id: str) -> StoredExecution:
-        stored = await self._store.get(execution_id) if execution_id else None
-        if stored is None:
-            raise ExecutionNotFoundError(execution_id)
-        return stored
-
     async def _execution(self, execution_id: str) -> pb.Execution:
-        return execution_to_proto(await self._stored(execution_id))
+        return execution_to_proto(await stored_execution(self._store, execution_id))
 
 
 async def _drain(

@@ -38,6 +38,14 @@ class RunningExecutions:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._cancelled: set[str] = set()
+        self.claims: dict[str, asyncio.Future[str]] = {}
+        """Request ids of executions being started here -> their execution ids, once known."""
+
+    def release(self, request_id: str) -> None:
+        """Drops the claim on `request_id`; those waiting on it look in the store again."""
+        claim = self.claims.pop(request_id, None)
+        if claim is not None and not claim.done():
+            claim.cancel()
 
     def cancel(self, execution_id: str) -> bool:
         """Cancels the execution's task; False when it does not run here."""
@@ -103,6 +111,9 @@ async def recorded(
                     execution_id = event.execution_id
                     store.begin(_record(event, request, request_id))
                     running.add(execution_id, _current_task())
+                    claim = running.claims.get(request_id)
+                    if claim is not None and not claim.done():
+                        claim.set_result(execution_id)
                 store.append(execution_id, StoredEvent(event.sequence, message.SerializeToString()))
                 if isinstance(event, ExecutionFinished):
                     finished = True  # from here on, its end is the store's to write
@@ -118,6 +129,7 @@ async def recorded(
         _current_task().uncancel()
         raise ExecutionCancelledError(execution_id) from None
     finally:
+        running.release(request_id)  # the store answers for it from now on
         running.remove(execution_id)
         if execution_id and not finished:
             running.in_background(_record_cancelled(store, execution_id))

@@ -26,12 +26,13 @@ from flowservice.api.convert import (
     stubs_from_request,
     validation_to_proto,
 )
+from flowservice.api.idempotency import earlier_execution, finished, replayed
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
 from flowservice.api.status import status_for, timed_out_status
 from flowservice.engine import Engine, ValidationReport
-from flowservice.errors import InvalidFlowError
+from flowservice.errors import ExecutionCancelledError, InvalidFlowError
 from flowservice.events import Event, ExecutionFinished
-from flowservice.history import ExecutionStore
+from flowservice.history import ExecutionStore, StoredExecution
 from flowservice.models import ExecutionStatus, ExecutionSummary
 
 __all__ = ["FlowServicer"]
@@ -50,10 +51,15 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
     ) -> flow_service_pb2.ExecuteResponse:
-        """Runs the flow to its end and returns its summary."""
+        """Runs the flow to its end and returns its summary (a repeat: the first's)."""
         last: tuple[Event, flow_service_pb2.ExecuteStreamResponse] | None = None
         try:
-            async with contextlib.aclosing(self._recorded_run(request, context)) as events:
+            raw = request.SerializeToString()
+            earlier = await self._earlier(request.request_id, raw)
+            if earlier is not None:
+                return _summary(await finished(self._store, earlier))
+            run = self._recorded_run(request, raw, context)
+            async with contextlib.aclosing(run) as events:
                 async for item in events:
                     last = item
         except Exception as exc:
@@ -66,10 +72,17 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     async def ExecuteStream(
         self, request: flow_service_pb2.ExecuteStreamRequest, context: _Context
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
-        """Runs the flow and streams its events as they happen."""
+        """Runs the flow and streams its events as they happen (a repeat: the first's)."""
         summary: ExecutionSummary | None = None
         try:
-            async with contextlib.aclosing(self._recorded_run(request, context)) as events:
+            raw = request.SerializeToString()
+            earlier = await self._earlier(request.request_id, raw)
+            if earlier is not None:
+                async for message in replayed(self._store, earlier):
+                    yield message
+                return
+            run = self._recorded_run(request, raw, context)
+            async with contextlib.aclosing(run) as events:
                 async for event, message in events:
                     yield message
                     if isinstance(event, ExecutionFinished):
@@ -81,24 +94,33 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             # the flow got; the status says it ran out of time.
             await _abort_timed_out(context, summary)
 
+    async def _earlier(self, request_id: str, raw: bytes) -> str | None:
+        """The execution a repeated `request_id` started (see `earlier_execution`)."""
+        check_writable(self._store)
+        return await earlier_execution(request_id, raw, self._store, self._running)
+
     def _recorded_run(
         self,
         request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+        raw: bytes,
         context: _Context,
     ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
-        """The execution `request` asks for, recorded in the history as it runs.
+        """The execution `request` (serialized: `raw`) asks for, recorded as it runs.
 
         Raises at once what the engine raises before running (an invalid
-        flow) and StoreUnavailableError when the history cannot be written.
+        flow), releasing the request id the caller claimed.
         """
-        check_writable(self._store)
-        events = self._engine.run(
-            flow_from_request(request),
-            flow_input=input_from_request(request),
-            stubs=stubs_from_request(request),
-            time_allowed=_time_allowed(context),
-        )
-        return recorded(events, self._store, self._running, request.SerializeToString())
+        try:
+            events = self._engine.run(
+                flow_from_request(request),
+                flow_input=input_from_request(request),
+                stubs=stubs_from_request(request),
+                time_allowed=_time_allowed(context),
+            )
+        except BaseException:
+            self._running.release(request.request_id)
+            raise
+        return recorded(events, self._store, self._running, raw, request.request_id)
 
     async def Validate(
         self, request: flow_service_pb2.ValidateRequest, context: _Context
@@ -115,6 +137,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+
+def _summary(stored: StoredExecution) -> flow_service_pb2.ExecuteResponse:
+    """The summary of a finished execution; ExecutionCancelledError if it was cut short."""
+    if not stored.summary:
+        raise ExecutionCancelledError(stored.record.execution_id)
+    return flow_service_pb2.ExecuteResponse.FromString(stored.summary)
 
 
 async def _abort_timed_out(context: _Context, summary: ExecutionSummary) -> NoReturn:

@@ -52,6 +52,7 @@ from flowservice.errors import (
     InvalidWorkRequestError,
     MalformedRequestError,
     PermissionDeniedError,
+    RequestIdReusedError,
     ServerShuttingDownError,
     StoreUnavailableError,
     TooManyCallsError,
@@ -166,6 +167,13 @@ def _history_status(exc: Exception) -> grpc.Status | None:
                 "EXECUTION_FINISHED", execution_id=exc.execution_id, status=exc.status
             )
             return _status(code_pb2.FAILED_PRECONDITION, str(exc), info)
+        case RequestIdReusedError():
+            info = _error_info(
+                "REQUEST_ID_REUSED",
+                request_id=exc.request_id[:128],
+                execution_id=exc.execution_id,
+            )
+            return _status(code_pb2.ALREADY_EXISTS, str(exc), info)
         case InvalidPageTokenError():
             violation = Violation("page_token", str(exc), "INVALID_PAGE_TOKEN")
             info = _error_info("INVALID_PAGE_TOKEN")

@@ -58,6 +58,12 @@ class MemoryStore:
     async def get(self, execution_id: str) -> StoredExecution | None:
         return self._executions.get(execution_id)
 
+    async def find_request(self, request_id: str) -> StoredExecution | None:
+        for stored in self._executions.values():
+            if stored.record.request_id == request_id:
+                return stored
+        return None
+
     async def events(self, execution_id: str, after: int = 0) -> list[StoredEvent]:
         return [e for e in self._events.get(execution_id, ()) if e.sequence > after]
 

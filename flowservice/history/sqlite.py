@@ -226,6 +226,14 @@ class SqliteStore:
         )
         return _execution(rows[0]) if rows else None
 
+    async def find_request(self, request_id: str) -> StoredExecution | None:
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM executions WHERE request_id = ? AND request_id != ''"
+            " ORDER BY started_at LIMIT 1",
+            (request_id,),
+        )
+        return _execution(rows[0]) if rows else None
+
     async def events(self, execution_id: str, after: int = 0) -> list[StoredEvent]:
         rows = await self._read(
             "SELECT sequence, payload FROM events WHERE execution_id = ? AND sequence > ?"

@@ -125,6 +125,10 @@ class ExecutionStore(Protocol):
         """The execution, None when the history has none by that id."""
         ...
 
+    async def find_request(self, request_id: str) -> StoredExecution | None:
+        """The execution started by the request with idempotency key `request_id`, if any."""
+        ...
+
     async def events(self, execution_id: str, after: int = 0) -> list[StoredEvent]:
         """Its stored events whose sequence is greater than `after`, in order."""
         ...

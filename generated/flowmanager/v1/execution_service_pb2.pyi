@@ -23,7 +23,7 @@ EXECUTION_STATE_RUNNING: ExecutionState
 EXECUTION_STATE_FINISHED: ExecutionState
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("flow", "input", "stubs")
+    __slots__ = ("flow", "input", "stubs", "request_id")
     class StubsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,10 +34,12 @@ class StartExecutionRequest(_message.Message):
     FLOW_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     STUBS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     input: _struct_pb2.Struct
     stubs: _containers.MessageMap[str, _flow_service_pb2.TaskStub]
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, _flow_service_pb2.TaskStub]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, _flow_service_pb2.TaskStub]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution",)
