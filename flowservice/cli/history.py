@@ -7,7 +7,8 @@ shows the same live view as `run`. Errors go through `commands`'s mapping.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -34,6 +35,7 @@ __all__ = [
     "watch_execution",
 ]
 
+_T = TypeVar("_T")
 _STATUSES = {
     "completed": pb.EXECUTION_STATUS_COMPLETED,
     "failed": pb.EXECUTION_STATUS_FAILED,
@@ -49,24 +51,18 @@ async def start_execution(
 ) -> ExitCode:
     """Starts the flow in `path` detached and prints its execution id."""
     request = load_with_input(path, flow_input)
-    async with FlowClient(connection.server, metadata=connection.metadata) as client:
-        await check_reachable(client, connection.connect_timeout)
-        try:
-            execution = await client.start_execution(request, timeout=connection.timeout)
-        except FlowClientError as error:
-            raise server_error(error) from None
+    execution = await _call(
+        connection, lambda c: c.start_execution(request, timeout=connection.timeout)
+    )
     _print(execution, as_json, f"started {execution.execution_id}")
     return ExitCode.COMPLETED
 
 
 async def get_execution(execution_id: str, *, connection: Connection, as_json: bool) -> ExitCode:
     """Prints one execution."""
-    async with FlowClient(connection.server, metadata=connection.metadata) as client:
-        await check_reachable(client, connection.connect_timeout)
-        try:
-            execution = await client.get_execution(execution_id, timeout=connection.timeout)
-        except FlowClientError as error:
-            raise server_error(error) from None
+    execution = await _call(
+        connection, lambda c: c.get_execution(execution_id, timeout=connection.timeout)
+    )
     _print(execution, as_json, "\n".join(_describe(execution)))
     return ExitCode.COMPLETED
 
@@ -88,12 +84,9 @@ async def list_executions(
         request.state = history_pb.EXECUTION_STATE_RUNNING
     elif status:
         request.status = _STATUSES[status]
-    async with FlowClient(connection.server, metadata=connection.metadata) as client:
-        await check_reachable(client, connection.connect_timeout)
-        try:
-            response = await client.list_executions(request, timeout=connection.timeout)
-        except FlowClientError as error:
-            raise server_error(error) from None
+    response = await _call(
+        connection, lambda c: c.list_executions(request, timeout=connection.timeout)
+    )
     lines = [_row(execution) for execution in response.executions]
     if response.next_page_token:
         lines.append(f"next page: --page-token {response.next_page_token}")
@@ -133,14 +126,21 @@ async def watch_execution(
 
 async def cancel_execution(execution_id: str, *, connection: Connection, as_json: bool) -> ExitCode:
     """Cancels a running execution."""
+    execution = await _call(
+        connection, lambda c: c.cancel_execution(execution_id, timeout=connection.timeout)
+    )
+    _print(execution, as_json, f"cancelled {execution.execution_id}")
+    return ExitCode.COMPLETED
+
+
+async def _call(connection: Connection, call: Callable[[FlowClient], Awaitable[_T]]) -> _T:
+    """What `call` returns from a client of the server, once it is known to answer."""
     async with FlowClient(connection.server, metadata=connection.metadata) as client:
         await check_reachable(client, connection.connect_timeout)
         try:
-            execution = await client.cancel_execution(execution_id, timeout=connection.timeout)
+            return await call(client)
         except FlowClientError as error:
             raise server_error(error) from None
-    _print(execution, as_json, f"cancelled {execution.execution_id}")
-    return ExitCode.COMPLETED
 
 
 def _describe(execution: history_pb.Execution) -> Sequence[str]:
