@@ -176,10 +176,14 @@ class SqliteStore:
                 except queue.Empty:
                     break
             self._write(db, batch)
+            # One wake-up of each loop per batch, not one per waiter: each
+            # call_soon_threadsafe writes to the loop's self-pipe.
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
             for kind, item in batch:
                 if kind == _WAKE:
-                    loop, written = item
-                    loop.call_soon_threadsafe(_resolve, written, self._failure)
+                    waiting.setdefault(item[0], []).append(item[1])
+            for loop, futures in waiting.items():
+                loop.call_soon_threadsafe(_resolve_all, futures, self._failure)
             if any(kind == _STOP for kind, _ in batch):
                 db.close()
                 return
@@ -342,9 +346,10 @@ def _merge_finished(rows: dict[str, list[Any]]) -> None:
     rows[_FINISH] = updates
 
 
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():  # its waiter may have been cancelled
-        future.set_result(value)
+def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:
+    for future in futures:
+        if not future.done():  # its waiter may have been cancelled
+            future.set_result(failure)
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
