@@ -38,7 +38,13 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
-from flowmanager.v1 import flow_pb2, flow_service_pb2, flow_service_pb2_grpc
+from flowmanager.v1 import (
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+    flow_pb2,
+    flow_service_pb2,
+    flow_service_pb2_grpc,
+)
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -210,6 +216,7 @@ class FlowClient:
         self._metadata = tuple(metadata)
         self._wait_for_ready = wait_for_ready
         self._stub = flow_service_pb2_grpc.FlowServiceStub(self._channel)
+        self._history = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
         self._health_check = self._channel.unary_unary(
             _HEALTH_CHECK,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -318,6 +325,89 @@ class FlowClient:
         request = health_pb2.HealthCheckRequest(service=service)
         with self._errors():
             return await self._health_check(request, **self._call_options(timeout, metadata))
+
+    async def start_execution(
+        self,
+        request: FlowRequest,
+        *,
+        input: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        stubs: Stubs | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> execution_service_pb2.Execution:
+        """Starts a flow detached from the call (`ExecutionService.StartExecution`); arguments
+        as for `execute`. Returns the execution, usually still running."""
+        message = _request(flow_service_pb2.ExecuteRequest, request, input, stubs)
+        start = execution_service_pb2.StartExecutionRequest.FromString(message.SerializeToString())
+        with self._errors():
+            response = await self._history.StartExecution(
+                start, **self._call_options(timeout, metadata)
+            )
+        return response.execution
+
+    async def get_execution(
+        self,
+        execution_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> execution_service_pb2.Execution:
+        """One execution from the history; `FlowClientError` NOT_FOUND for an unknown id."""
+        request = execution_service_pb2.GetExecutionRequest(execution_id=execution_id)
+        with self._errors():
+            response = await self._history.GetExecution(
+                request, **self._call_options(timeout, metadata)
+            )
+        return response.execution
+
+    async def list_executions(
+        self,
+        request: execution_service_pb2.ListExecutionsRequest | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> execution_service_pb2.ListExecutionsResponse:
+        """A page of executions, newest first (filters and paging in `request`)."""
+        message = request or execution_service_pb2.ListExecutionsRequest()
+        with self._errors():
+            return await self._history.ListExecutions(
+                message, **self._call_options(timeout, metadata)
+            )
+
+    async def watch_execution(
+        self,
+        execution_id: str,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> AsyncGenerator[flow_service_pb2.ExecuteStreamResponse, None]:
+        """The execution's events after `after_sequence`, then live until it finishes."""
+        request = execution_service_pb2.WatchExecutionRequest(
+            execution_id=execution_id, after_sequence=after_sequence
+        )
+        call = self._history.WatchExecution(request, **self._call_options(timeout, metadata))
+        try:
+            with self._errors():
+                async for message in call:
+                    yield message.event
+        finally:
+            call.cancel()  # only the watch: the execution goes on
+
+    async def cancel_execution(
+        self,
+        execution_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> execution_service_pb2.Execution:
+        """Cancels a running execution; FAILED_PRECONDITION for a finished one."""
+        request = execution_service_pb2.CancelExecutionRequest(execution_id=execution_id)
+        with self._errors():
+            response = await self._history.CancelExecution(
+                request, **self._call_options(timeout, metadata)
+            )
+        return response.execution
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

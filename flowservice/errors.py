@@ -26,6 +26,18 @@ Hierarchy::
     │                             is unknown or already finished (NOT_FOUND)
     ├── TooManyWorkersError       the server has as many workers connected as
     │                             it may (RESOURCE_EXHAUSTED)
+    ├── StoreUnavailableError     the execution history cannot be opened or
+    │                             written (UNAVAILABLE)
+    ├── ExecutionNotFoundError    the history has no execution by that id
+    │                             (NOT_FOUND)
+    ├── ExecutionFinishedError    the execution has finished: it cannot be
+    │                             cancelled (FAILED_PRECONDITION)
+    ├── ExecutionCancelledError   CancelExecution ended the execution this
+    │                             call ran (CANCELLED)
+    ├── RequestIdReusedError      a request id names an execution started by
+    │                             a request with other fields (ALREADY_EXISTS)
+    ├── InvalidPageTokenError     a page token this server did not issue, or
+    │                             for other filters (INVALID_ARGUMENT)
     └── InvalidWorkRequestError   a worker's request breaks the protocol;
                                   carries every `Violation` (INVALID_ARGUMENT)
 
@@ -43,13 +55,19 @@ from dataclasses import dataclass
 __all__ = [
     "AssignmentNotFoundError",
     "AuthenticationError",
+    "ExecutionCancelledError",
+    "ExecutionFinishedError",
+    "ExecutionNotFoundError",
     "FlowServiceError",
     "InvalidFlowError",
+    "InvalidPageTokenError",
     "InvalidWorkRequestError",
     "MalformedRequestError",
     "PermissionDeniedError",
+    "RequestIdReusedError",
     "SecurityConfigError",
     "ServerShuttingDownError",
+    "StoreUnavailableError",
     "TaskRegistrationError",
     "TooManyCallsError",
     "TooManyExecutionsError",
@@ -160,6 +178,57 @@ class ServerShuttingDownError(FlowServiceError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down; reconnect to another instance")
+
+
+class StoreUnavailableError(FlowServiceError):
+    """The execution history cannot be opened or written; `problem` says why."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"the execution history is unavailable: {problem}")
+
+
+class ExecutionNotFoundError(FlowServiceError):
+    """The history holds no execution `execution_id` (never run, or past the retention)."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"no execution {execution_id!r} in the history")
+
+
+class ExecutionFinishedError(FlowServiceError):
+    """Execution `execution_id` has finished, with `status`; it cannot be cancelled."""
+
+    def __init__(self, execution_id: str, status: str) -> None:
+        self.execution_id = execution_id
+        self.status = status
+        super().__init__(f"execution {execution_id!r} has finished ({status})")
+
+
+class ExecutionCancelledError(FlowServiceError):
+    """`CancelExecution` cancelled execution `execution_id`, which this call was running."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(f"execution {execution_id!r} was cancelled by CancelExecution")
+
+
+class RequestIdReusedError(FlowServiceError):
+    """`request_id` started execution `execution_id` with a request that differs from this one."""
+
+    def __init__(self, request_id: str, execution_id: str) -> None:
+        self.request_id = request_id
+        self.execution_id = execution_id
+        super().__init__(
+            f"request_id {request_id!r} started execution {execution_id!r} with another request"
+        )
+
+
+class InvalidPageTokenError(FlowServiceError):
+    """A page token that this server did not issue, or issued for other filters."""
+
+    def __init__(self) -> None:
+        super().__init__("page_token is not one this server issued for these filters")
 
 
 class AssignmentNotFoundError(FlowServiceError):

@@ -22,6 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flowmanager.v1 import (
+    execution_service_pb2,
+    execution_service_pb2_grpc,
     flow_service_pb2,
     flow_service_pb2_grpc,
     worker_service_pb2,
@@ -29,13 +31,20 @@ from flowmanager.v1 import (
 )
 from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
+from flowservice.api.execution_servicer import ExecutionServicer
+from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
 from flowservice.dispatch import Dispatcher
 from flowservice.engine import Engine
-from flowservice.errors import SecurityConfigError, TaskRegistrationError
+from flowservice.errors import (
+    SecurityConfigError,
+    StoreUnavailableError,
+    TaskRegistrationError,
+)
+from flowservice.history import open_store
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
@@ -53,6 +62,11 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 _IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
 WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+EXECUTION_SERVICE_NAME: str = execution_service_pb2.DESCRIPTOR.services_by_name[
+    "ExecutionService"
+].full_name
+_SERVICE_NAMES = ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, EXECUTION_SERVICE_NAME)
+"""The names health reports on ("" is the server as a whole)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +85,16 @@ class FlowServer:
     """The interceptor every call goes through; told when the server drains."""
     dispatcher: Dispatcher | None = None
     """Hands `worker` tasks to the workers connected to its WorkerService."""
+    history: HistoryKeeper | None = None
+    """The execution history and its upkeep (retention, health)."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
         await self.server.start()
-        for service in ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME):
+        for service in _SERVICE_NAMES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.history is not None:
+            self.history.start(self.health)
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
@@ -94,6 +112,8 @@ class FlowServer:
         finally:
             closer.cancel()
         await self.engine.aclose()
+        if self.history is not None:
+            await self.history.stop()
 
     async def _close_workers_when_idle(self) -> None:
         """Ends the workers' streams once no execution runs (one might still need them).
@@ -122,9 +142,13 @@ def create_server(
     `metrics` and `tracing`, when given, observe every execution and RPC.
     The `worker` task type is added to `registry` unless it has one already
     (see `_worker_dispatch`).
-    Raises SecurityConfigError when a TLS, token or policy file cannot be used.
+    Raises SecurityConfigError when a TLS, token or policy file cannot be used,
+    StoreUnavailableError when the history (`--store`) cannot be opened.
     """
     limits = settings.limits
+    history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
+    if metrics is not None:
+        metrics.watch_store(history.store)
     registry = registry or server_registry(settings, metrics, tracing)
     dispatcher = _worker_dispatch(settings, registry, metrics)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
@@ -150,14 +174,19 @@ def create_server(
             *_transport_options(limits),
         ],
     )
-    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(FlowServicer(engine), server)
+    flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
+        FlowServicer(engine, history.store, history.running), server
+    )
+    execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
+        ExecutionServicer(engine, history.store, history.running), server
+    )
     worker_servicer = WorkerServicer(dispatcher, limits.max_name_length)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.security.reflection:
         reflection.enable_server_reflection(
-            (FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            (*_SERVICE_NAMES[1:], health.SERVICE_NAME, reflection.SERVICE_NAME),
             server,
         )
     credentials = server_credentials(settings.security)
@@ -172,6 +201,7 @@ def create_server(
         engine=engine,
         observer=observer,
         dispatcher=dispatcher,
+        history=history,
     )
 
 
@@ -229,7 +259,7 @@ def _worker_dispatch(
 
 def _served_methods(security: SecuritySettings) -> list[str]:
     """Full names (`/package.Service/Method`) of every method the server serves."""
-    names = [FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, health.SERVICE_NAME]
+    names = [*_SERVICE_NAMES[1:], health.SERVICE_NAME]
     if security.reflection:
         names.append(reflection.SERVICE_NAME)
     pool = descriptor_pool.Default()
@@ -302,7 +332,7 @@ async def serve(settings: Settings) -> None:
     tracing = Tracing.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
     try:
         flow_server = create_server(settings, metrics=metrics, tracing=tracing)
-    except (SecurityConfigError, TaskRegistrationError) as exc:
+    except (SecurityConfigError, StoreUnavailableError, TaskRegistrationError) as exc:
         logger.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
     # Both ports are bound before "listening" is logged, so a taken one is a

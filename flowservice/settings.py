@@ -222,6 +222,13 @@ class Settings:
         (), "module whose register(registry) adds task types", flag="--task-module", many=True
     )
     """Python modules with a `register(registry)` function, imported at start-up."""
+    store: str = setting(".data/flowmanager.db", "SQLite file of the execution history, or memory")
+    """Where executions are recorded (docs/history.md): the path of an SQLite
+    file, made with its directory if missing, or `memory` to keep them only
+    in this process."""
+    retention: float = setting(7.0, "days a finished execution stays in the history")
+    """Days a finished execution stays in the history; older ones are deleted
+    in the background."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -279,6 +286,8 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--workers must be at least 1")
     if settings.max_worker_streams < 1 or settings.max_worker_backlog < 1:
         parser.error("--max-worker-streams and --max-worker-backlog must be at least 1")
+    if settings.retention <= 0 or not settings.store:
+        parser.error("--retention must be positive and --store not empty")
     for problem in settings.security.problems():
         parser.error(problem)
     try:

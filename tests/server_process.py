@@ -96,6 +96,10 @@ def serving(
     `MemoryError`, or the process dies) instead of exhausting the machine.
     """
     command = [sys.executable, "-m", "flowservice", *flags]
+    if not any(flag.startswith("--store") for flag in flags):
+        # Its own history beside its log, not the repository's .data/ that
+        # `make run` uses: tests neither see nor leave each other's executions.
+        command += ["--store", str(log_path.with_name(log_path.stem + "-history.db"))]
     if workers == 1:
         command += ["--address", "127.0.0.1:0"]
         if pin:

@@ -1,36 +1,38 @@
 """The `flowmanager.v1.FlowService` servicer: thin glue between gRPC and the engine.
 
-Both RPCs share one path: convert the request, run the engine, convert what
-it yields. The caller's gRPC deadline is handed to the engine as the
-execution's time limit; an execution that runs out of time ends the call with
-DEADLINE_EXCEEDED (after the finished event, on a stream). Every exception
-goes through `status_for`, the one mapping from errors to status codes. Only
-two modules call `abort`, both with a status `flowservice.api.status` built:
-this one, and `flowservice.api.auth`, whose interceptor refuses a call
-before the servicer sees it.
+Both RPCs share one path: convert the request, run the engine, record and
+convert what it yields (`flowservice.api.recording`). The caller's gRPC
+deadline is handed to the engine as the execution's time limit; an
+execution that runs out of time ends the call with DEADLINE_EXCEEDED (after
+the finished event, on a stream). Every exception goes through `status_for`,
+the one mapping from errors to status codes. Only two modules call `abort`,
+both with a status `flowservice.api.status` built: this one, and
+`flowservice.api.auth`, whose interceptor refuses a call before the servicer
+sees it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import NoReturn
 
 import grpc
 
 from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
 from flowservice.api.convert import (
-    event_to_proto,
     flow_from_request,
     input_from_request,
     stubs_from_request,
-    summary_to_proto,
     validation_to_proto,
 )
+from flowservice.api.idempotency import earlier_execution, finished, replayed
+from flowservice.api.recording import RunningExecutions, check_writable, recorded
 from flowservice.api.status import status_for, timed_out_status
 from flowservice.engine import Engine, ValidationReport
-from flowservice.errors import InvalidFlowError
-from flowservice.events import ExecutionFinished
+from flowservice.errors import ExecutionCancelledError, InvalidFlowError
+from flowservice.events import Event, ExecutionFinished
+from flowservice.history import ExecutionStore, StoredExecution
 from flowservice.models import ExecutionStatus, ExecutionSummary
 
 __all__ = ["FlowServicer"]
@@ -41,42 +43,48 @@ _Context = grpc.aio.ServicerContext[object, object]
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     """Serves `Execute`, `ExecuteStream` and `Validate` with one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, store: ExecutionStore, running: RunningExecutions) -> None:
         self._engine = engine
+        self._store = store
+        self._running = running
 
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
     ) -> flow_service_pb2.ExecuteResponse:
-        """Runs the flow to its end and returns its summary."""
+        """Runs the flow to its end and returns its summary (a repeat: the first's)."""
+        last: tuple[Event, flow_service_pb2.ExecuteStreamResponse] | None = None
         try:
-            summary = await self._engine.execute(
-                flow_from_request(request),
-                flow_input=input_from_request(request),
-                stubs=stubs_from_request(request),
-                time_allowed=_time_allowed(context),
-            )
-            if summary.status is not ExecutionStatus.TIMED_OUT:
-                return summary_to_proto(summary)
+            raw = request.SerializeToString()
+            earlier = await self._earlier(request.request_id, raw)
+            if earlier is not None:
+                return _summary(await finished(self._store, earlier))
+            run = self._recorded_run(request, raw, context)
+            async with contextlib.aclosing(run) as events:
+                async for item in events:
+                    last = item
         except Exception as exc:
             await _abort(context, exc)
-            raise  # unreachable: abort raises
-        await _abort_timed_out(context, summary)
+        assert last is not None and isinstance(last[0], ExecutionFinished)  # see Engine.run
+        if last[0].summary.status is ExecutionStatus.TIMED_OUT:
+            await _abort_timed_out(context, last[0].summary)
+        return last[1].execution_finished.result
 
     async def ExecuteStream(
         self, request: flow_service_pb2.ExecuteStreamRequest, context: _Context
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
-        """Runs the flow and streams its events as they happen."""
+        """Runs the flow and streams its events as they happen (a repeat: the first's)."""
         summary: ExecutionSummary | None = None
         try:
-            events = self._engine.run(
-                flow_from_request(request),
-                flow_input=input_from_request(request),
-                stubs=stubs_from_request(request),
-                time_allowed=_time_allowed(context),
-            )
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    yield event_to_proto(event)
+            raw = request.SerializeToString()
+            earlier = await self._earlier(request.request_id, raw)
+            if earlier is not None:
+                async for message in replayed(self._store, earlier):
+                    yield message
+                return
+            run = self._recorded_run(request, raw, context)
+            async with contextlib.aclosing(run) as events:
+                async for event, message in events:
+                    yield message
                     if isinstance(event, ExecutionFinished):
                         summary = event.summary
         except Exception as exc:
@@ -85,6 +93,34 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             # The finished event went out first, so the caller sees how far
             # the flow got; the status says it ran out of time.
             await _abort_timed_out(context, summary)
+
+    async def _earlier(self, request_id: str, raw: bytes) -> str | None:
+        """The execution a repeated `request_id` started (see `earlier_execution`)."""
+        check_writable(self._store)
+        return await earlier_execution(request_id, raw, self._store, self._running)
+
+    def _recorded_run(
+        self,
+        request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
+        raw: bytes,
+        context: _Context,
+    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+        """The execution `request` (serialized: `raw`) asks for, recorded as it runs.
+
+        Raises at once what the engine raises before running (an invalid
+        flow), releasing the request id the caller claimed.
+        """
+        try:
+            events = self._engine.run(
+                flow_from_request(request),
+                flow_input=input_from_request(request),
+                stubs=stubs_from_request(request),
+                time_allowed=_time_allowed(context),
+            )
+        except BaseException:
+            self._running.release(request.request_id)
+            raise
+        return recorded(events, self._store, self._running, raw, request.request_id)
 
     async def Validate(
         self, request: flow_service_pb2.ValidateRequest, context: _Context
@@ -101,6 +137,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises
+
+
+def _summary(stored: StoredExecution) -> flow_service_pb2.ExecuteResponse:
+    """The summary of a finished execution; ExecutionCancelledError if it was cut short."""
+    if not stored.summary:
+        raise ExecutionCancelledError(stored.record.execution_id)
+    return flow_service_pb2.ExecuteResponse.FromString(stored.summary)
 
 
 async def _abort_timed_out(context: _Context, summary: ExecutionSummary) -> NoReturn:

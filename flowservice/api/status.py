@@ -44,11 +44,17 @@ from grpc_status import rpc_status
 from flowservice.errors import (
     AssignmentNotFoundError,
     AuthenticationError,
+    ExecutionCancelledError,
+    ExecutionFinishedError,
+    ExecutionNotFoundError,
     InvalidFlowError,
+    InvalidPageTokenError,
     InvalidWorkRequestError,
     MalformedRequestError,
     PermissionDeniedError,
+    RequestIdReusedError,
     ServerShuttingDownError,
+    StoreUnavailableError,
     TooManyCallsError,
     TooManyExecutionsError,
     TooManyWorkersError,
@@ -100,15 +106,20 @@ def status_for(exc: Exception) -> grpc.Status:
             return _status(code_pb2.INVALID_ARGUMENT, str(exc), info)
         case ServerShuttingDownError():
             return _status(code_pb2.UNAVAILABLE, str(exc), _error_info("SERVER_SHUTTING_DOWN"))
+        case StoreUnavailableError():
+            # The problem (a path, an SQLite error) is the operator's: it is in the log.
+            message = "the server cannot record executions now; retry later or elsewhere"
+            info = _error_info("STORE_UNAVAILABLE")
+            return _status(code_pb2.UNAVAILABLE, message, info, _retry_info())
         case AuthenticationError():
             info = _error_info(exc.reason, method=exc.method)
             return _status(code_pb2.UNAUTHENTICATED, str(exc), info)
         case PermissionDeniedError():
             info = _error_info("PERMISSION_DENIED", method=exc.method, identity=exc.identity)
             return _status(code_pb2.PERMISSION_DENIED, str(exc), info)
-    worker_status = _worker_status(exc)
-    if worker_status is not None:
-        return worker_status
+    known = _worker_status(exc) or _history_status(exc)
+    if known is not None:
+        return known
     incident = str(uuid.uuid4())
     logger.error("unexpected error while handling a call; incident %s", incident, exc_info=exc)
     return _status(
@@ -145,6 +156,34 @@ def _worker_status(exc: Exception) -> grpc.Status | None:
         case InvalidWorkRequestError():
             info = _error_info("INVALID_WORK_REQUEST", violations=str(len(exc.violations)))
             return _status(code_pb2.INVALID_ARGUMENT, str(exc), info, _bad_request(exc.violations))
+    return None
+
+
+def _history_status(exc: Exception) -> grpc.Status | None:
+    """The status of an error of the ExecutionService; None for any other error."""
+    match exc:
+        case ExecutionNotFoundError():
+            info = _error_info("EXECUTION_NOT_FOUND", execution_id=exc.execution_id[:128])
+            return _status(code_pb2.NOT_FOUND, str(exc), info)
+        case ExecutionCancelledError():
+            info = _error_info("EXECUTION_CANCELLED", execution_id=exc.execution_id)
+            return _status(code_pb2.CANCELLED, str(exc), info)
+        case ExecutionFinishedError():
+            info = _error_info(
+                "EXECUTION_FINISHED", execution_id=exc.execution_id, status=exc.status
+            )
+            return _status(code_pb2.FAILED_PRECONDITION, str(exc), info)
+        case RequestIdReusedError():
+            info = _error_info(
+                "REQUEST_ID_REUSED",
+                request_id=exc.request_id[:128],
+                execution_id=exc.execution_id,
+            )
+            return _status(code_pb2.ALREADY_EXISTS, str(exc), info)
+        case InvalidPageTokenError():
+            violation = Violation("page_token", str(exc), "INVALID_PAGE_TOKEN")
+            info = _error_info("INVALID_PAGE_TOKEN")
+            return _status(code_pb2.INVALID_ARGUMENT, str(exc), info, _bad_request((violation,)))
     return None
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
+from flowservice.cli import history
 from flowservice.cli.commands import GRAPH_FORMATS, Connection, draw_graph, run_flow, validate_flow
 from flowservice.cli.errors import CliError, ExitCode
 from flowservice.cli.render import console
@@ -76,6 +77,8 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             execution=args.execution,
         )
     connection = _connection(args)
+    if args.command in _HISTORY_COMMANDS:
+        return asyncio.run(_history_command(args, connection))
     if args.command == "run":
         return asyncio.run(
             run_flow(
@@ -87,6 +90,69 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
         )
     )
+
+
+_HISTORY_COMMANDS = ("start", "get", "list", "watch", "cancel")
+
+
+async def _history_command(args: argparse.Namespace, connection: Connection) -> ExitCode:
+    """Runs one of the ExecutionService commands (`flowservice.cli.history`)."""
+    match args.command:
+        case "start":
+            return await history.start_execution(
+                args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+            )
+        case "get":
+            return await history.get_execution(
+                args.execution_id, connection=connection, as_json=args.json
+            )
+        case "list":
+            return await history.list_executions(
+                flow_id=args.flow,
+                status=args.status,
+                page_size=args.page_size,
+                page_token=args.page_token,
+                connection=connection,
+                as_json=args.json,
+            )
+        case "watch":
+            return await history.watch_execution(
+                args.execution_id, after=args.after, connection=connection, as_json=args.json
+            )
+    return await history.cancel_execution(
+        args.execution_id, connection=connection, as_json=args.json
+    )
+
+
+def _add_history_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    server: argparse.ArgumentParser,
+) -> None:
+    """`start`, `get`, `list`, `watch` and `cancel`: executions that outlive the call."""
+    start = commands.add_parser(
+        "start", parents=[server], help="start a flow detached and print its execution id"
+    )
+    start.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    start.add_argument("--input", metavar="JSON", help="the flow's input (JSON or @FILE)")
+    get = commands.add_parser("get", parents=[server], help="show one execution")
+    watch = commands.add_parser(
+        "watch", parents=[server], help="show an execution's events live, as run does"
+    )
+    watch.add_argument(
+        "--after", type=int, default=0, metavar="SEQUENCE", help="only events after this one"
+    )
+    cancel = commands.add_parser("cancel", parents=[server], help="cancel a running execution")
+    for command in (get, watch, cancel):
+        command.add_argument("execution_id", metavar="EXECUTION_ID")
+    listing = commands.add_parser("list", parents=[server], help="list executions, newest first")
+    listing.add_argument("--flow", default="", metavar="FLOW_ID", help="only this flow's")
+    listing.add_argument(
+        "--status", default="", choices=history.STATUS_CHOICES, help="only those with it"
+    )
+    listing.add_argument("--page-size", type=int, default=20, metavar="N")
+    listing.add_argument("--page-token", default="", metavar="TOKEN")
+    for command in (start, get, watch, cancel, listing):
+        command.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _connection(args: argparse.Namespace) -> Connection:
@@ -146,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the flow's input, a JSON object (or @FILE); replaces the file's own",
     )
     validate.add_argument("--json", action="store_true", help="print the ValidateResponse as JSON")
+
+    _add_history_commands(commands, server)
 
     graph = commands.add_parser(
         "graph",

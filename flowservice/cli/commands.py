@@ -32,7 +32,16 @@ from flowservice.cli.render import (
 )
 from flowservice.client import FlowClient, FlowClientError, Metadata
 
-__all__ = ["GRAPH_FORMATS", "Connection", "draw_graph", "run_flow", "validate_flow"]
+__all__ = [
+    "GRAPH_FORMATS",
+    "Connection",
+    "check_reachable",
+    "draw_graph",
+    "load_with_input",
+    "run_flow",
+    "server_error",
+    "validate_flow",
+]
 
 FLOW_SERVICE = pb.DESCRIPTOR.services_by_name["FlowService"].full_name
 """The name the server's health service knows the Flow Manager by."""
@@ -205,6 +214,21 @@ def _run_error(
             err.print(Text(f"flowctl: {message}"))
             return ExitCode.FLOW_DID_NOT_COMPLETE
     raise _server_error(error)
+
+
+def server_error(error: FlowClientError) -> CliError:
+    """The `CliError` that reports an RPC error of the server (or that it is unreachable)."""
+    return _server_error(error)
+
+
+async def check_reachable(client: FlowClient, deadline: float) -> None:
+    """Raises `CliError` when no Flow Manager answers at the client's address."""
+    await _check_reachable(client, deadline)
+
+
+def load_with_input(path: str, flow_input: str | None) -> pb.ExecuteRequest:
+    """The request in `path`, with `flow_input` (JSON or @FILE) as its input when given."""
+    return _load_with_input(path, flow_input)
 
 
 def _server_error(error: FlowClientError) -> CliError:

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
+from flowservice.history import ExecutionStore
 from flowservice.models import Flow, Task
 from flowservice.security.https import serve_https
 
@@ -101,6 +102,33 @@ class Metrics:
         waiting, so the label is bounded by the waiting assignments themselves.
         """
         self.registry.register(_BacklogCollector(backlog))
+
+    def watch_store(self, store: ExecutionStore) -> None:
+        """Exports the execution history's size, write latency and write errors."""
+        Gauge(
+            "flowmanager_stored_executions",
+            "Executions in the execution history, running and finished.",
+            registry=self.registry,
+        ).set_function(lambda: store.count)
+        writes = Histogram(
+            "flowmanager_store_write_seconds",
+            "How long each write transaction of the execution history took (many executions' "
+            "events each).",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        errors = Counter(
+            "flowmanager_store_errors",
+            "Write transactions of the execution history that failed.",
+            registry=self.registry,
+        )
+
+        def on_write(seconds: float, ok: bool) -> None:
+            writes.observe(seconds)
+            if not ok:
+                errors.inc()
+
+        store.observe(on_write)
 
     def serve(self, address: str, tls: ssl.SSLContext | None = None) -> int:
         """Serves /metrics on `address` (host:port, port 0 picks one); the port.

@@ -135,12 +135,12 @@ async def test_outputs_travel_as_structs(stub: Stub) -> None:
 async def test_an_unexpected_server_fault_is_internal_without_python_text(
     stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowservice.api import servicer
+    from flowservice.api import recording
 
-    def broken(summary: object) -> None:
+    def broken(event: object) -> None:
         raise KeyError("secret internals")
 
-    monkeypatch.setattr(servicer, "summary_to_proto", broken)
+    monkeypatch.setattr(recording, "event_to_proto", broken)
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.Execute(execute_request(seed_body()))

@@ -1,0 +1,98 @@
+"""Idempotent requests (AIP-155): a repeated `request_id` attaches to the first execution.
+
+A request with a `request_id` first looks for the execution that id started:
+among the ones starting in this process (`RunningExecutions.claims`, which
+closes the gap before the store has the execution), then in the store. None:
+the caller claims the id and runs the flow. One: the request's other fields
+must be those the execution was started with (ALREADY_EXISTS otherwise), and
+the caller replays it, from the store, waiting for it while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from flowmanager.v1 import flow_service_pb2
+from flowservice.api.recording import RunningExecutions
+from flowservice.errors import ExecutionNotFoundError, RequestIdReusedError
+from flowservice.history import RUNNING, ExecutionStore, StoredExecution
+
+__all__ = ["POLL", "earlier_execution", "finished", "replayed", "stored_execution"]
+
+POLL = 0.05
+"""Seconds between looks at a running execution's new events or end."""
+
+
+async def earlier_execution(
+    request_id: str, request: bytes, store: ExecutionStore, running: RunningExecutions
+) -> str | None:
+    """The id of the execution `request_id` started; None when none did, and the caller now
+    holds the claim on it (which `recorded` releases).
+
+    `request` is the serialized request; RequestIdReusedError when the
+    execution was started by a request with other fields.
+    """
+    if not request_id:
+        return None
+    while True:
+        claim = running.claims.get(request_id)
+        if claim is not None:
+            await asyncio.wait([claim])
+            if claim.cancelled():
+                continue  # it never started (or has ended): the store knows
+            execution_id = claim.result()
+            break
+        stored = await store.find_request(request_id)
+        if stored is not None:
+            execution_id = stored.record.execution_id
+            break
+        if request_id not in running.claims:  # the look in the store awaited
+            running.claims[request_id] = asyncio.get_running_loop().create_future()
+            return None
+    earlier = await stored_execution(store, execution_id)
+    if _fields(earlier.record.request) != _fields(request):
+        raise RequestIdReusedError(request_id, execution_id)
+    return execution_id
+
+
+async def finished(store: ExecutionStore, execution_id: str) -> StoredExecution:
+    """The execution, once it has finished."""
+    while True:
+        stored = await stored_execution(store, execution_id)
+        if stored.status != RUNNING:
+            return stored
+        await asyncio.sleep(POLL)
+
+
+async def replayed(
+    store: ExecutionStore, execution_id: str, after: int = 0
+) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
+    """The execution's events after sequence `after`, stored then live, until it finishes.
+
+    Its end is written after its every event, so the events read once it is
+    known to have finished are the last ones.
+    """
+    while True:
+        stored = await stored_execution(store, execution_id)
+        for event in await store.events(execution_id, after=after):
+            yield flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
+            after = event.sequence
+        if stored.status != RUNNING:
+            return
+        await asyncio.sleep(POLL)
+
+
+async def stored_execution(store: ExecutionStore, execution_id: str) -> StoredExecution:
+    """The execution; ExecutionNotFoundError when the store has none by that id."""
+    stored = await store.get(execution_id) if execution_id else None
+    if stored is None:
+        raise ExecutionNotFoundError(execution_id)
+    return stored
+
+
+def _fields(request: bytes) -> bytes:
+    """The request's fields but its request id, comparable: serialized deterministically."""
+    message = flow_service_pb2.ExecuteRequest.FromString(request)
+    message.ClearField("request_id")
+    return message.SerializeToString(deterministic=True)

@@ -1,0 +1,158 @@
+"""Records the executions the servicer runs in the history store.
+
+`recorded` sits between the engine's events and the call: it converts each
+event to the message `ExecuteStream` sends, hands its bytes to the store, and
+passes the message on. The store is told of the end, and the call waits until
+it is durable, before the last message leaves: no caller hears of an end the
+history does not hold. An execution whose caller went away (the engine ends
+it at once) is recorded as cancelled, without holding up the cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from flowmanager.v1 import flow_service_pb2
+from flowservice.api.convert import event_to_proto
+from flowservice.errors import ExecutionCancelledError, StoreUnavailableError
+from flowservice.events import Event, ExecutionFinished, ExecutionStarted
+from flowservice.history import ExecutionRecord, ExecutionStore, StoredEvent
+from flowservice.models import ExecutionStatus
+from flowservice.observability import request_id_var
+
+__all__ = ["RunningExecutions", "check_writable", "recorded"]
+
+
+class RunningExecutions:
+    """The executions running in this process, by id: what `CancelExecution` can cancel.
+
+    Also holds the background tasks that record cancelled executions, so
+    that they are not garbage-collected, and `stop` can wait for them.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._cancelled: set[str] = set()
+        self.claims: dict[str, asyncio.Future[str]] = {}
+        """Request ids of executions being started here -> their execution ids, once known."""
+
+    def release(self, request_id: str) -> None:
+        """Drops the claim on `request_id`; those waiting on it look in the store again."""
+        claim = self.claims.pop(request_id, None)
+        if claim is not None and not claim.done():
+            claim.cancel()
+
+    def cancel(self, execution_id: str) -> bool:
+        """Cancels the execution's task; False when it does not run here."""
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return False
+        self._cancelled.add(execution_id)
+        task.cancel()
+        return True
+
+    def was_cancelled(self, execution_id: str) -> bool:
+        """Whether `cancel` ended the execution (rather than its caller going away)."""
+        return execution_id in self._cancelled
+
+    def add(self, execution_id: str, task: asyncio.Task[Any]) -> None:
+        self._tasks[execution_id] = task
+
+    def remove(self, execution_id: str) -> None:
+        self._tasks.pop(execution_id, None)
+        self._cancelled.discard(execution_id)
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Runs `work` detached from the caller; `stop` cancels it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def stop(self) -> None:
+        """Cancels what still runs and waits until it has been recorded."""
+        for task in [*self._background, *self._tasks.values()]:
+            task.cancel()
+        while self._background:  # a cancelled execution adds the task that records it
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def check_writable(store: ExecutionStore) -> None:
+    """Raises StoreUnavailableError when `store` cannot record a new execution."""
+    if store.failure:
+        raise StoreUnavailableError(store.failure)
+
+
+async def recorded(
+    events: AsyncGenerator[Event, None],
+    store: ExecutionStore,
+    running: RunningExecutions,
+    request: bytes,
+    request_id: str = "",
+) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+    """Each of `events` with its message, recorded in `store` before it is yielded.
+
+    `request` is the serialized request that started the execution (kept
+    with it); `request_id` its idempotency key. The task iterating is in
+    `running` while the execution runs. Closes `events` when closed.
+    """
+    execution_id = ""
+    finished = False
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                message = event_to_proto(event)
+                if isinstance(event, ExecutionStarted):
+                    execution_id = event.execution_id
+                    store.begin(_record(event, request, request_id))
+                    running.add(execution_id, _current_task())
+                    claim = running.claims.get(request_id)
+                    if claim is not None and not claim.done():
+                        claim.set_result(execution_id)
+                store.append(execution_id, StoredEvent(event.sequence, message.SerializeToString()))
+                if isinstance(event, ExecutionFinished):
+                    finished = True  # from here on, its end is the store's to write
+                    summary = message.execution_finished.result.SerializeToString()
+                    status = event.summary.status.value
+                    await store.finish(execution_id, status, summary, event.time)
+                yield event, message
+    except asyncio.CancelledError:
+        if not running.was_cancelled(execution_id):
+            raise
+        # CancelExecution, not the caller, ended it: the call ends with a
+        # status that says so, instead of a cancellation that grpc never answers.
+        _current_task().uncancel()
+        raise ExecutionCancelledError(execution_id) from None
+    finally:
+        running.release(request_id)  # the store answers for it from now on
+        running.remove(execution_id)
+        if execution_id and not finished:
+            running.in_background(_record_cancelled(store, execution_id))
+
+
+def _record(event: ExecutionStarted, request: bytes, request_id: str) -> ExecutionRecord:
+    return ExecutionRecord(
+        execution_id=event.execution_id,
+        flow_id=event.flow_id,
+        request=request,
+        request_id=request_id,
+        caller_request_id=request_id_var.get(),
+        started_at=event.time,
+    )
+
+
+async def _record_cancelled(store: ExecutionStore, execution_id: str) -> None:
+    """Records that the execution ended without its last event: it was cancelled."""
+    with contextlib.suppress(StoreUnavailableError):  # the failure is in store.failure
+        await store.finish(execution_id, ExecutionStatus.CANCELLED.value, b"", datetime.now(UTC))
+
+
+def _current_task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None  # always inside a task: a call's handler or a detached run
+    return task

@@ -1,0 +1,173 @@
+"""The history stores, without gRPC: the SQLite file (in tmp_path) and memory behave alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from flowservice.errors import StoreUnavailableError
+from flowservice.history import (
+    RUNNING,
+    SCHEMA_VERSION,
+    ExecutionQuery,
+    ExecutionRecord,
+    ExecutionStore,
+    MemoryStore,
+    SqliteStore,
+    StoredEvent,
+    open_store,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionStore]:
+    made = open_store(str(tmp_path / "h.db") if request.param == "sqlite" else "memory")
+    yield made
+    made.close()
+
+
+def _record(n: int, flow_id: str = "f") -> ExecutionRecord:
+    return ExecutionRecord(f"e{n:03}", flow_id, b"req", "", f"x{n}", T0 + timedelta(seconds=n))
+
+
+async def _run(
+    store: ExecutionStore, n: int, flow_id: str = "f", status: str = "completed"
+) -> None:
+    store.begin(_record(n, flow_id))
+    for sequence in (1, 2, 3):
+        store.append(f"e{n:03}", StoredEvent(sequence, b"ev%d" % sequence))
+    await store.finish(f"e{n:03}", status, b"sum", T0 + timedelta(seconds=n, milliseconds=5))
+
+
+async def test_an_execution_is_kept_with_its_events(store: ExecutionStore) -> None:
+    await _run(store, 1)
+    got = await store.get("e001")
+    assert got is not None
+    assert (got.status, got.summary, got.record) == ("completed", b"sum", _record(1))
+    assert got.finished_at == T0 + timedelta(seconds=1, milliseconds=5)
+    assert [e.sequence for e in await store.events("e001")] == [1, 2, 3]
+    assert await store.events("e001", after=2) == [StoredEvent(3, b"ev3")]
+    assert await store.get("nope") is None
+
+
+async def test_list_is_newest_first_paged_and_filtered(store: ExecutionStore) -> None:
+    for n in range(6):
+        await _run(
+            store, n, flow_id="a" if n % 2 else "b", status="failed" if n == 5 else "completed"
+        )
+    store.begin(_record(9))
+    first = await store.find(ExecutionQuery(limit=4))
+    assert [s.record.execution_id for s in first] == ["e009", "e005", "e004", "e003"]
+    assert first[0].status == RUNNING
+    last = first[-1].record
+    rest = await store.find(ExecutionQuery(limit=4, after=(last.started_at, last.execution_id)))
+    assert [s.record.execution_id for s in rest] == ["e002", "e001", "e000"]
+    only_a = await store.find(ExecutionQuery(limit=10, flow_id="a"))
+    assert [s.record.execution_id for s in only_a] == ["e005", "e003", "e001"]
+    failed = await store.find(ExecutionQuery(limit=10, status="failed"))
+    assert [s.record.execution_id for s in failed] == ["e005"]
+    window = ExecutionQuery(
+        limit=10, started_after=T0 + timedelta(seconds=2), started_before=T0 + timedelta(seconds=4)
+    )
+    assert [s.record.execution_id for s in await store.find(window)] == ["e003", "e002"]
+
+
+async def test_purge_deletes_only_what_finished_before_the_cutoff(store: ExecutionStore) -> None:
+    for n in range(3):
+        await _run(store, n)
+    store.begin(_record(0 + 7))  # running: never purged
+    assert await store.purge(T0 + timedelta(seconds=2)) == 2
+    assert await store.get("e001") is None
+    assert await store.events("e001") == []
+    assert await store.get("e002") is not None
+    assert await store.get("e007") is not None
+
+
+async def test_sqlite_history_survives_a_restart(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "h.db")
+    await _run(store, 1)
+    store.close()
+    again = SqliteStore(tmp_path / "h.db")
+    try:
+        got = await again.get("e001")
+        assert got is not None and got.status == "completed"
+        assert len(await again.events("e001")) == 3
+    finally:
+        again.close()
+
+
+def _version_1_file(path: Path) -> None:
+    """A file as the first schema version wrote it, with one execution."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version VALUES (1);
+        CREATE TABLE executions (
+            execution_id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, status TEXT NOT NULL,
+            request BLOB NOT NULL, caller_request_id TEXT NOT NULL,
+            started_at INTEGER NOT NULL, finished_at INTEGER, summary BLOB NOT NULL DEFAULT x''
+        );
+        CREATE TABLE events (
+            execution_id TEXT NOT NULL, sequence INTEGER NOT NULL, payload BLOB NOT NULL,
+            PRIMARY KEY (execution_id, sequence)
+        ) WITHOUT ROWID;
+        INSERT INTO executions VALUES ('old', 'f', 'completed', x'00', 'x', 1767225600000000,
+            1767225601000000, x'01');
+        """
+    )
+    db.commit()
+    db.close()
+
+
+async def test_an_older_file_is_migrated_and_keeps_its_executions(tmp_path: Path) -> None:
+    _version_1_file(tmp_path / "h.db")
+    store = SqliteStore(tmp_path / "h.db")
+    try:
+        old = await store.get("old")
+        assert old is not None and old.record.request_id == "" and old.status == "completed"
+        await _run(store, 1)  # the new column is written
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "h.db")
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    SqliteStore(tmp_path / "h.db").close()
+    db = sqlite3.connect(tmp_path / "h.db")
+    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreUnavailableError, match="newer"):
+        SqliteStore(tmp_path / "h.db")
+
+
+async def test_a_store_that_cannot_write_fails_finish_and_refuses_new_executions(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "h.db", busy_timeout=0.05)
+    try:
+        blocker = sqlite3.connect(tmp_path / "h.db", timeout=0)
+        blocker.execute("PRAGMA busy_timeout = 0")
+        blocker.execute("BEGIN EXCLUSIVE")  # a file locked by another process
+        store.begin(_record(1))
+        with pytest.raises(StoreUnavailableError):
+            await store.finish("e001", "completed", b"", T0)
+        assert store.failure
+        with pytest.raises(StoreUnavailableError):
+            store.begin(_record(2))
+        blocker.rollback()
+        blocker.close()
+    finally:
+        store.close()
+
+
+def test_memory_is_what_store_memory_names() -> None:
+    assert isinstance(open_store("memory"), MemoryStore)
