@@ -66,7 +66,7 @@ def recorder() -> Recorder:
 @pytest.fixture
 def settings() -> Settings:
     """The server's settings; a test module overrides this fixture to change limits."""
-    return Settings(address="127.0.0.1:0")
+    return Settings(store="memory", address="127.0.0.1:0")
 
 
 @pytest.fixture

@@ -215,7 +215,9 @@ async def test_a_descriptor_set_serves_a_target_without_reflection(
     _add_with_deps(flow_service_pb2.DESCRIPTOR, files, [])
     path = tmp_path / "flow.protoset"
     path.write_bytes(files.SerializeToString())
-    dark = create_server(Settings(address="127.0.0.1:0", security=_no_reflection()), registry)
+    dark = create_server(
+        Settings(store="memory", address="127.0.0.1:0", security=_no_reflection()), registry
+    )
     await dark.start()
     caller = Caller((f"127.0.0.1:{dark.port}",), descriptors=load_descriptor_sets([str(path)]))
     try:
@@ -250,7 +252,9 @@ async def test_the_server_refuses_a_literal_target_at_execute_and_validate(
 ) -> None:
     from tests.api.test_validation_errors import details
 
-    settings = Settings(address="127.0.0.1:0", allow_targets=(f"127.0.0.1:{server.port}",))
+    settings = Settings(
+        store="memory", address="127.0.0.1:0", allow_targets=(f"127.0.0.1:{server.port}",)
+    )
     front = create_server(settings)
     await front.start()
     body = {
@@ -287,7 +291,9 @@ async def test_the_server_refuses_a_literal_target_at_execute_and_validate(
 async def test_a_target_without_reflection_or_descriptor_set_is_unimplemented(
     registry: TaskRegistry,
 ) -> None:
-    dark = create_server(Settings(address="127.0.0.1:0", security=_no_reflection()), registry)
+    dark = create_server(
+        Settings(store="memory", address="127.0.0.1:0", security=_no_reflection()), registry
+    )
     await dark.start()
     caller = Caller((f"127.0.0.1:{dark.port}",))
     try:

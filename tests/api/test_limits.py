@@ -34,7 +34,7 @@ LIMITS = Limits(
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(address="127.0.0.1:0", limits=LIMITS)
+    return Settings(store="memory", address="127.0.0.1:0", limits=LIMITS)
 
 
 def details(error: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInfo, list[str]]:

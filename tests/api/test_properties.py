@@ -88,7 +88,7 @@ def stub() -> Iterator[flow_service_pb2_grpc.FlowServiceStub]:
     stopped = asyncio.Event()
 
     async def serve() -> None:
-        server = create_server(Settings(address="127.0.0.1:0"))
+        server = create_server(Settings(store="memory", address="127.0.0.1:0"))
         await server.start()
         port.append(server.port)
         ready.set()

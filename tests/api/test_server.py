@@ -103,7 +103,7 @@ class TestCallLimit:
     @pytest.fixture
     def settings(self) -> Settings:
         limits = Limits(max_concurrent_rpcs=1, max_concurrent_executions=1)
-        return Settings(address="127.0.0.1:0", limits=limits)
+        return Settings(store="memory", address="127.0.0.1:0", limits=limits)
 
     async def test_calls_past_the_limit_are_shed_with_retry_info(
         self, stub: flow_service_pb2_grpc.FlowServiceStub, channel: grpc.aio.Channel, gate: Gate
@@ -126,7 +126,9 @@ class TestCallLimit:
 class TestExecutionLimit:
     @pytest.fixture
     def settings(self) -> Settings:
-        return Settings(address="127.0.0.1:0", limits=Limits(max_concurrent_executions=1))
+        return Settings(
+            store="memory", address="127.0.0.1:0", limits=Limits(max_concurrent_executions=1)
+        )
 
     async def test_too_many_executions_carries_retry_info(
         self, stub: flow_service_pb2_grpc.FlowServiceStub, gate: Gate

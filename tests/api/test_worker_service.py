@@ -41,7 +41,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def server(metrics: Metrics) -> AsyncIterator[FlowServer]:
-    flow_server = create_server(Settings(address="127.0.0.1:0"), metrics=metrics)
+    flow_server = create_server(Settings(store="memory", address="127.0.0.1:0"), metrics=metrics)
     await flow_server.start()
     yield flow_server
     await flow_server.stop(grace=None)
@@ -95,7 +95,7 @@ async def test_a_worker_started_before_the_server_connects_once_it_listens(
     async with running(worker):
         while not any("reconnecting" in record.getMessage() for record in caplog.records):
             await asyncio.sleep(0.01)
-        late = create_server(Settings(address=f"127.0.0.1:{port}"))
+        late = create_server(Settings(store="memory", address=f"127.0.0.1:{port}"))
         await late.start()
         try:
             await worker.connected.wait()
@@ -129,7 +129,7 @@ async def test_the_backlog_gauge_counts_runs_waiting_per_queue(
 
 
 async def test_stop_ends_idle_worker_streams_instead_of_waiting_the_grace() -> None:
-    flow_server = create_server(Settings(address="127.0.0.1:0"))
+    flow_server = create_server(Settings(store="memory", address="127.0.0.1:0"))
     await flow_server.start()
     worker = Worker(f"127.0.0.1:{flow_server.port}", {"q": lambda item: {}}, backoff=(30, 30))
     task = asyncio.create_task(worker.run())

@@ -53,7 +53,9 @@ ROUTE_FLOW = {
 @pytest.fixture
 def settings() -> Settings:
     # One execution at a time, so tests can see the server shed and free a slot.
-    return Settings(address="127.0.0.1:0", limits=Limits(max_concurrent_executions=1))
+    return Settings(
+        store="memory", address="127.0.0.1:0", limits=Limits(max_concurrent_executions=1)
+    )
 
 
 @pytest.fixture

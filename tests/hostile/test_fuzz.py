@@ -88,7 +88,10 @@ PYTHON_TEXT = re.compile(
     r'|File "[^"]*", line \d+'
 )
 # Port 0, and no drain: a killed fuzz server has nothing in flight worth waiting for.
-_SERVER_FLAGS = ("--address", "127.0.0.1:0", "--drain-delay", "0", "--grace-period", "1")
+_SERVER_FLAGS = (
+    *("--address", "127.0.0.1:0", "--drain-delay", "0", "--grace-period", "1"),
+    *("--store", "memory"),
+)
 _INCIDENT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A traceback up to its exception line (the first line that is not indented).
 _TRACEBACK = re.compile(r"^Traceback \(most recent call last\):\n(?:[ \t].*\n)*(\S.*)\n", re.M)

@@ -28,7 +28,7 @@ INF = math.inf
 
 @pytest.fixture
 async def server() -> AsyncIterator[FlowServer]:
-    flow_server = create_server(Settings(address="127.0.0.1:0"))
+    flow_server = create_server(Settings(store="memory", address="127.0.0.1:0"))
     await flow_server.start()
     yield flow_server
     await flow_server.stop(grace=None)

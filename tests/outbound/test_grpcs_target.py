@@ -35,7 +35,7 @@ async def _validate(port: int, roots: bytes) -> tuple[object, str]:
 async def test_the_target_certificate_is_checked_against_the_outbound_ca(tmp_path: Path) -> None:
     pki = Pki.create(tmp_path)
     security = SecuritySettings(tls_cert=str(pki.server.cert), tls_key=str(pki.server.key))
-    server = create_server(Settings(address="127.0.0.1:0", security=security))
+    server = create_server(Settings(store="memory", address="127.0.0.1:0", security=security))
     await server.start()
     try:
         trusted = await _validate(server.port, pki.ca.path.read_bytes())

@@ -57,7 +57,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
 @asynccontextmanager
 async def running(security: SecuritySettings) -> AsyncIterator[FlowServer]:
     """A started server on 127.0.0.1:0 with `security`, stopped on exit."""
-    server = create_server(Settings(address="127.0.0.1:0", security=security))
+    server = create_server(Settings(store="memory", address="127.0.0.1:0", security=security))
     await server.start()
     try:
         yield server

@@ -308,7 +308,9 @@ async def test_refusals_are_counted_and_logged_with_the_request_id(
 ) -> None:
     metrics = Metrics()
     security = SecuritySettings(jwt_public_key=str(issuer.public_key_path))
-    flow_server = create_server(Settings(address="127.0.0.1:0", security=security), metrics=metrics)
+    flow_server = create_server(
+        Settings(store="memory", address="127.0.0.1:0", security=security), metrics=metrics
+    )
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     configure_logging("INFO", "json")
