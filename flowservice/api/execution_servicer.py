@@ -35,7 +35,6 @@ from flowservice.api.idempotency import (
     stored_execution,
 )
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
-from flowservice.api.status import status_for
 from flowservice.engine import Engine
 from flowservice.errors import (
     ExecutionCancelledError,
@@ -65,21 +64,17 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.StartExecutionRequest, context: _Context
     ) -> pb.StartExecutionResponse:
         """Validates and starts the flow in a task of its own; returns it running."""
-        try:
-            check_writable(self._store)
-            # The same fields as ExecuteRequest: kept as one, converted as one.
-            raw = request.SerializeToString()
-            earlier = await earlier_execution(request.request_id, raw, self._store, self._running)
-            if earlier is not None:
-                return pb.StartExecutionResponse(execution=await self._execution(earlier))
-            messages = self._detached_run(raw, request.request_id)
-            started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self._running.in_background(_drain(messages, started))
-            execution_id = await started
-            return pb.StartExecutionResponse(execution=await self._execution(execution_id))
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        check_writable(self._store)
+        # The same fields as ExecuteRequest: kept as one, converted as one.
+        raw = request.SerializeToString()
+        earlier = await earlier_execution(request.request_id, raw, self._store, self._running)
+        if earlier is not None:
+            return pb.StartExecutionResponse(execution=await self._execution(earlier))
+        messages = self._detached_run(raw, request.request_id)
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._running.in_background(_drain(messages, started))
+        execution_id = await started
+        return pb.StartExecutionResponse(execution=await self._execution(execution_id))
 
     def _detached_run(
         self, raw: bytes, request_id: str
@@ -101,54 +96,39 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.GetExecutionRequest, context: _Context
     ) -> pb.GetExecutionResponse:
         """The execution, from the store."""
-        try:
-            return pb.GetExecutionResponse(execution=await self._execution(request.execution_id))
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        return pb.GetExecutionResponse(execution=await self._execution(request.execution_id))
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: _Context
     ) -> pb.ListExecutionsResponse:
         """A page of executions, newest first, without their requests."""
-        try:
-            query = query_from_request(request)
-            found = await self._store.find(query)
-            response = pb.ListExecutionsResponse(
-                executions=[execution_to_proto(s, with_request=False) for s in found]
-            )
-            if len(found) == query.limit:
-                response.next_page_token = next_page_token(request, found[-1])
-            return response
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        query = query_from_request(request)
+        found = await self._store.find(query)
+        response = pb.ListExecutionsResponse(
+            executions=[execution_to_proto(s, with_request=False) for s in found]
+        )
+        if len(found) == query.limit:
+            response.next_page_token = next_page_token(request, found[-1])
+        return response
 
     async def WatchExecution(
         self, request: pb.WatchExecutionRequest, context: _Context
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
         """The stored events after `after_sequence`, then the new ones until the end."""
-        try:
-            after = max(request.after_sequence, 0)
-            async for message in replayed(self._store, request.execution_id, after):
-                yield pb.WatchExecutionResponse(event=message)
-        except Exception as exc:
-            await _abort(context, exc)
+        after = max(request.after_sequence, 0)
+        async for message in replayed(self._store, request.execution_id, after):
+            yield pb.WatchExecutionResponse(event=message)
 
     async def CancelExecution(
         self, request: pb.CancelExecutionRequest, context: _Context
     ) -> pb.CancelExecutionResponse:
         """Cancels the running execution and returns it once it is recorded cancelled."""
-        try:
-            stored = await stored_execution(self._store, request.execution_id)
-            if stored.status != RUNNING or not self._running.cancel(request.execution_id):
-                raise ExecutionFinishedError(request.execution_id, stored.status)
-            async with asyncio.timeout(_CANCEL_WAIT):
-                stored = await finished(self._store, request.execution_id)
-            return pb.CancelExecutionResponse(execution=execution_to_proto(stored))
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        stored = await stored_execution(self._store, request.execution_id)
+        if stored.status != RUNNING or not self._running.cancel(request.execution_id):
+            raise ExecutionFinishedError(request.execution_id, stored.status)
+        async with asyncio.timeout(_CANCEL_WAIT):
+            stored = await finished(self._store, request.execution_id)
+        return pb.CancelExecutionResponse(execution=execution_to_proto(stored))
 
     async def _execution(self, execution_id: str) -> pb.Execution:
         return execution_to_proto(await stored_execution(self._store, execution_id))
@@ -171,9 +151,3 @@ async def _drain(
             started.set_exception(exc)
         else:
             logger.error("a started execution failed to run to its end", exc_info=exc)
-
-
-async def _abort(context: _Context, exc: Exception) -> None:
-    """Ends the call with the status `status_for` chose for `exc`."""
-    status = status_for(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)

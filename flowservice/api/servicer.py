@@ -4,11 +4,10 @@ Both RPCs share one path: convert the request, run the engine, record and
 convert what it yields (`flowservice.api.recording`). The caller's gRPC
 deadline is handed to the engine as the execution's time limit; an
 execution that runs out of time ends the call with DEADLINE_EXCEEDED (after
-the finished event, on a stream). Every exception goes through `status_for`,
-the one mapping from errors to status codes. Only two modules call `abort`,
-both with a status `flowservice.api.status` built: this one, and
-`flowservice.api.auth`, whose interceptor refuses a call before the servicer
-sees it.
+the finished event, on a stream). Any other exception a handler raises ends
+the call in `flowservice.api.interceptors.RpcObserver`, which every call goes
+through, with the status `status_for` chooses (the one mapping from errors to
+status codes); `flowservice.api.auth` refuses a call before it gets here.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from flowservice.api.convert import (
 )
 from flowservice.api.idempotency import earlier_execution, finished, replayed
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
-from flowservice.api.status import status_for, timed_out_status
+from flowservice.api.status import timed_out_status
 from flowservice.engine import Engine, ValidationReport
 from flowservice.errors import ExecutionCancelledError, InvalidFlowError
 from flowservice.events import Event, ExecutionFinished
@@ -53,17 +52,14 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ExecuteResponse:
         """Runs the flow to its end and returns its summary (a repeat: the first's)."""
         last: tuple[Event, flow_service_pb2.ExecuteStreamResponse] | None = None
-        try:
-            raw = request.SerializeToString()
-            earlier = await self._earlier(request.request_id, raw)
-            if earlier is not None:
-                return _summary(await finished(self._store, earlier))
-            run = self._recorded_run(request, raw, context)
-            async with contextlib.aclosing(run) as events:
-                async for item in events:
-                    last = item
-        except Exception as exc:
-            await _abort(context, exc)
+        raw = request.SerializeToString()
+        earlier = await self._earlier(request.request_id, raw)
+        if earlier is not None:
+            return _summary(await finished(self._store, earlier))
+        run = self._recorded_run(request, raw, context)
+        async with contextlib.aclosing(run) as events:
+            async for item in events:
+                last = item
         assert last is not None and isinstance(last[0], ExecutionFinished)  # see Engine.run
         if last[0].summary.status is ExecutionStatus.TIMED_OUT:
             await _abort_timed_out(context, last[0].summary)
@@ -74,21 +70,18 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
         """Runs the flow and streams its events as they happen (a repeat: the first's)."""
         summary: ExecutionSummary | None = None
-        try:
-            raw = request.SerializeToString()
-            earlier = await self._earlier(request.request_id, raw)
-            if earlier is not None:
-                async for message in replayed(self._store, earlier):
-                    yield message
-                return
-            run = self._recorded_run(request, raw, context)
-            async with contextlib.aclosing(run) as events:
-                async for event, message in events:
-                    yield message
-                    if isinstance(event, ExecutionFinished):
-                        summary = event.summary
-        except Exception as exc:
-            await _abort(context, exc)
+        raw = request.SerializeToString()
+        earlier = await self._earlier(request.request_id, raw)
+        if earlier is not None:
+            async for message in replayed(self._store, earlier):
+                yield message
+            return
+        run = self._recorded_run(request, raw, context)
+        async with contextlib.aclosing(run) as events:
+            async for event, message in events:
+                yield message
+                if isinstance(event, ExecutionFinished):
+                    summary = event.summary
         if summary is not None and summary.status is ExecutionStatus.TIMED_OUT:
             # The finished event went out first, so the caller sees how far
             # the flow got; the status says it ran out of time.
@@ -127,16 +120,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ValidateResponse:
         """Checks the flow without running it; problems come back as data."""
         try:
-            try:
-                report = self._engine.validate(
-                    flow_from_request(request), stubs=stubs_from_request(request)
-                )
-            except InvalidFlowError as missing:  # no flow at all: also data, here
-                report = ValidationReport(missing.violations, ())
-            return validation_to_proto(report)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+            report = self._engine.validate(
+                flow_from_request(request), stubs=stubs_from_request(request)
+            )
+        except InvalidFlowError as missing:  # no flow at all: also data, here
+            report = ValidationReport(missing.violations, ())
+        return validation_to_proto(report)
 
 
 def _summary(stored: StoredExecution) -> flow_service_pb2.ExecuteResponse:
@@ -164,9 +153,3 @@ def _time_allowed(context: _Context) -> float | None:
     if remaining is None:
         return None
     return max(remaining - min(DEADLINE_MARGIN, remaining / 10), 0.0)
-
-
-async def _abort(context: _Context, exc: Exception) -> None:
-    """Ends the call with the status `status_for` chose for `exc`."""
-    status = status_for(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)

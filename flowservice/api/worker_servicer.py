@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 import grpc
 
 from flowmanager.v1 import worker_service_pb2, worker_service_pb2_grpc
-from flowservice.api.status import status_for
 from flowservice.api.worker_convert import (
     assignment_to_proto,
     cancellation_to_proto,
@@ -65,11 +64,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request_iterator: _Requests, context: _Context
     ) -> AsyncIterator[worker_service_pb2.WorkResponse]:
         """Registers the worker, then pushes its assignments while applying its results."""
-        try:
-            session = await self._connect(request_iterator)
-        except Exception as exc:
-            await _abort(context, exc)
-            return
+        session = await self._connect(request_iterator)
         reader = asyncio.create_task(self._read(request_iterator, session))
         try:
             started = worker_service_pb2.WorkStarted(worker_id=session.id)
@@ -83,8 +78,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             # an exception asyncio would log as never retrieved.
             error = reader.exception() if reader.done() and not reader.cancelled() else None
         if error is not None:
-            assert isinstance(error, Exception)
-            await _abort(context, error)
+            raise error
 
     async def _connect(self, requests: _Requests) -> WorkerSession:
         # A stream that never says who it is would hold its slot for ever.
@@ -140,20 +134,14 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: worker_service_pb2.CompleteTaskRequest, context: _Context
     ) -> worker_service_pb2.CompleteTaskResponse:
         """Applies a success from any process."""
-        try:
-            self._dispatcher.resolve(*result_from_complete(request))
-        except Exception as exc:
-            await _abort(context, exc)
+        self._dispatcher.resolve(*result_from_complete(request))
         return worker_service_pb2.CompleteTaskResponse()
 
     async def FailTask(
         self, request: worker_service_pb2.FailTaskRequest, context: _Context
     ) -> worker_service_pb2.FailTaskResponse:
         """Applies a failure from any process."""
-        try:
-            self._dispatcher.resolve(*self._failure(request))
-        except Exception as exc:
-            await _abort(context, exc)
+        self._dispatcher.resolve(*self._failure(request))
         return worker_service_pb2.FailTaskResponse()
 
 
@@ -164,9 +152,3 @@ def _push_to_proto(item: Push) -> worker_service_pb2.WorkResponse:
     if isinstance(item, Cancellation):
         return cancellation_to_proto(item)
     return refusal_to_proto(item)
-
-
-async def _abort(context: _Context, exc: Exception) -> None:
-    """Ends the call with the status `status_for` chose for `exc`."""
-    status = status_for(exc)
-    await context.abort(status.code, status.details, status.trailing_metadata)
