@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health
 
+from flowservice.api._handlers import rewrap
 from flowservice.api.interceptors import REQUEST_ID_KEY
 from flowservice.api.status import status_for
 from flowservice.errors import AuthenticationError, PermissionDeniedError
@@ -155,32 +156,22 @@ def _wrap(
     """`handler` with `admit` run before its behaviour, whatever its kind; a call
     already `refused` keeps its request bytes unparsed."""
     deserializer = _discard if refused else handler.request_deserializer
-    if handler.unary_unary is not None:
-        unary_unary: Callable[..., Awaitable[Any]] = handler.unary_unary
-
-        async def unary(request: Any, context: _Context) -> Any:
-            await admit(context)
-            return await unary_unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary, deserializer, handler.response_serializer)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _streaming(handler.unary_stream, admit), deserializer, handler.response_serializer
-        )
-    if handler.stream_unary is not None:
-        stream_unary: Callable[..., Awaitable[Any]] = handler.stream_unary
-
-        async def client_stream(requests: Any, context: _Context) -> Any:
-            await admit(context)
-            return await stream_unary(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            client_stream, deserializer, handler.response_serializer
-        )
-    assert handler.stream_stream is not None
-    return grpc.stream_stream_rpc_method_handler(
-        _streaming(handler.stream_stream, admit), deserializer, handler.response_serializer
+    return rewrap(
+        handler,
+        lambda behavior, _: _admitted(behavior, admit),
+        lambda behavior, _: _streaming(behavior, admit),
+        deserializer,
     )
+
+
+def _admitted(
+    behavior: Callable[..., Awaitable[Any]], admit: Callable[[_Context], Awaitable[None]]
+) -> Callable[[Any, _Context], Awaitable[Any]]:
+    async def admitted(request: Any, context: _Context) -> Any:
+        await admit(context)
+        return await behavior(request, context)
+
+    return admitted
 
 
 def _streaming(

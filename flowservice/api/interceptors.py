@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from flowservice.api._handlers import rewrap
 from flowservice.api.status import status_for
 from flowservice.errors import MalformedRequestError, ServerShuttingDownError, TooManyCallsError
 from flowservice.observability import Metrics, request_id_var
@@ -78,27 +79,17 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
         call = _Call(method, str(metadata.get(REQUEST_ID_KEY, "")))
-        serializer = handler.response_serializer
         one = _RequestParser(handler.request_deserializer)  # grpc then hands over bytes
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(call, handler.unary_unary, one.parse), response_serializer=serializer
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(call, handler.unary_stream, one.parse), response_serializer=serializer
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(call, handler.stream_unary, one.parse_each),
-                response_serializer=serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(call, handler.stream_stream, one.parse_each),
-                response_serializer=serializer,
-            )
-        return handler
+
+        def parser(streamed_requests: bool) -> Callable[[Any], Any]:
+            return one.parse_each if streamed_requests else one.parse
+
+        return rewrap(
+            handler,
+            lambda behavior, streamed: self._unary(call, behavior, parser(streamed)),
+            lambda behavior, streamed: self._stream(call, behavior, parser(streamed)),
+            request_deserializer=None,
+        )
 
     def _unary(
         self, call: _Call, behavior: Callable[..., Any], parse: Callable[[Any], Any]
