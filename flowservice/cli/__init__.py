@@ -124,16 +124,29 @@ async def _history_command(args: argparse.Namespace, connection: Connection) -> 
     )
 
 
+def _flow_request_options() -> argparse.ArgumentParser:
+    """The flow file and `--input` that `run`, `validate` and `start` all take."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    options.add_argument(
+        "--input",
+        metavar="JSON",
+        help="the flow's input, a JSON object (or @FILE); replaces the file's own",
+    )
+    return options
+
+
 def _add_history_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     server: argparse.ArgumentParser,
+    flow_request: argparse.ArgumentParser,
 ) -> None:
     """`start`, `get`, `list`, `watch` and `cancel`: executions that outlive the call."""
     start = commands.add_parser(
-        "start", parents=[server], help="start a flow detached and print its execution id"
+        "start",
+        parents=[server, flow_request],
+        help="start a flow detached and print its execution id",
     )
-    start.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
-    start.add_argument("--input", metavar="JSON", help="the flow's input (JSON or @FILE)")
     get = commands.add_parser("get", parents=[server], help="show one execution")
     watch = commands.add_parser(
         "watch", parents=[server], help="show an execution's events live, as run does"
@@ -176,21 +189,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server = argparse.ArgumentParser(add_help=False)
     _add_server_options(server, after_command=True)
+    flow_request = _flow_request_options()
 
     run = commands.add_parser(
         "run",
-        parents=[server],
+        parents=[server, flow_request],
         help="run a flow and show it live",
         description="Run a flow on the server, showing each task as it starts and finishes,\n"
         "retries, the branch each condition took, and a summary.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
-    run.add_argument(
-        "--input",
-        metavar="JSON",
-        help="the flow's input, a JSON object (or @FILE); replaces the file's own",
     )
     run.add_argument(
         "--json", action="store_true", help="print the raw events, one JSON object per line"
@@ -198,22 +206,16 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        parents=[server],
+        parents=[server, flow_request],
         help="check a flow without running it",
         description="Check a flow on the server without running it: errors and warnings,\n"
         "each with its field path. Exits 2 when the flow has errors.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    validate.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
-    validate.add_argument(
-        "--input",
-        metavar="JSON",
-        help="the flow's input, a JSON object (or @FILE); replaces the file's own",
-    )
     validate.add_argument("--json", action="store_true", help="print the ValidateResponse as JSON")
 
-    _add_history_commands(commands, server)
+    _add_history_commands(commands, server, flow_request)
 
     graph = commands.add_parser(
         "graph",
