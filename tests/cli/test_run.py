@@ -260,9 +260,11 @@ def test_run_against_an_unreachable_server_exits_3_at_once(
 
 
 def test_run_against_a_draining_server_exits_3(flowctl: Flowctl, tmp_path: Path) -> None:
-    with serving(tmp_path / "server.log", flags=["--drain-delay", "10"]) as draining:
+    # A drain longer than any wait here: on a loaded machine flowctl's own start
+    # can take seconds, and a server that has finished draining is not draining.
+    with serving(tmp_path / "server.log", flags=["--drain-delay", "120"]) as draining:
         draining.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while "draining" not in draining.log() and time.monotonic() < deadline:
             time.sleep(0.05)
 
