@@ -47,10 +47,15 @@ STATUS_CHOICES = ("running", *_STATUSES)
 
 
 async def start_execution(
-    path: str, *, flow_input: str | None, connection: Connection, as_json: bool
+    path: str,
+    *,
+    flow_input: str | None,
+    connection: Connection,
+    as_json: bool,
+    flow_ref: str | None = None,
 ) -> ExitCode:
-    """Starts the flow in `path` detached and prints its execution id."""
-    request = load_with_input(path, flow_input)
+    """Starts the flow in `path` (or `flow_ref`'s) detached and prints its execution id."""
+    request = load_with_input(path, flow_input, flow_ref)
     execution = await _call(
         connection, lambda c: c.start_execution(request, timeout=connection.timeout)
     )
@@ -146,7 +151,8 @@ async def _call(connection: Connection, call: Callable[[FlowClient], Awaitable[_
 def _describe(execution: history_pb.Execution) -> Sequence[str]:
     lines = [
         f"execution  {execution.execution_id}",
-        f"flow       {execution.flow_id}",
+        f"flow       {execution.flow_id}"
+        + (f"@{execution.flow_version}" if execution.flow_version else ""),
         f"status     {_status(execution)}",
         f"started    {execution.start_time.ToJsonString()}",
     ]
