@@ -10,8 +10,10 @@ run's own deadline.
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -41,6 +43,7 @@ from flowservice.client import FlowClient, FlowClientError, Metadata
 __all__ = [
     "GRAPH_FORMATS",
     "Connection",
+    "call_server",
     "check_reachable",
     "draw_graph",
     "load_with_input",
@@ -48,6 +51,8 @@ __all__ = [
     "server_error",
     "validate_flow",
 ]
+
+_T = TypeVar("_T")
 
 FLOW_SERVICE = pb.DESCRIPTOR.services_by_name["FlowService"].full_name
 """The name the server's health service knows the Flow Manager by."""
@@ -230,6 +235,16 @@ def _run_error(
             err.print(Text(f"flowctl: {message}"))
             return ExitCode.FLOW_DID_NOT_COMPLETE
     raise _server_error(error)
+
+
+async def call_server(connection: Connection, call: Callable[[FlowClient], Awaitable[_T]]) -> _T:
+    """What `call` returns from a client of the server, once it is known to answer."""
+    async with FlowClient(connection.server, metadata=connection.metadata) as client:
+        await _check_reachable(client, connection.connect_timeout)
+        try:
+            return await call(client)
+        except FlowClientError as error:
+            raise _server_error(error) from None
 
 
 def server_error(error: FlowClientError) -> CliError:

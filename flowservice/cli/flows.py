@@ -7,16 +7,13 @@ default and the response as JSON with `--json`, as the history commands do.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.text import Text
 
 from flowmanager.v1 import flow_registry_service_pb2 as registry_pb
 from flowmanager.v1 import flow_service_pb2 as pb
-from flowservice.cli.commands import Connection, check_reachable, server_error
+from flowservice.cli.commands import Connection, call_server, check_reachable, server_error
 from flowservice.cli.errors import ExitCode
 from flowservice.cli.files import load_request, parse_reference
 from flowservice.cli.render import console, print_client_error, print_validation
@@ -28,8 +25,6 @@ __all__ = [
     "list_flow_versions",
     "list_flows",
 ]
-
-_T = TypeVar("_T")
 
 
 async def create_flow(path: str, *, connection: Connection, as_json: bool) -> ExitCode:
@@ -61,7 +56,7 @@ async def create_flow(path: str, *, connection: Connection, as_json: bool) -> Ex
 async def get_flow(reference: str, *, connection: Connection, as_json: bool) -> ExitCode:
     """Prints a version of a flow (the latest unless the reference names one), as JSON too."""
     wanted = parse_reference(reference)
-    found = await _call(
+    found = await call_server(
         connection,
         lambda c: c.get_flow(wanted.flow_id, wanted.version, timeout=connection.timeout),
     )
@@ -77,7 +72,9 @@ async def list_flows(
 ) -> ExitCode:
     """Prints a page of the registry's flows (the latest version of each), by id."""
     request = registry_pb.ListFlowsRequest(page_size=page_size, page_token=page_token)
-    response = await _call(connection, lambda c: c.list_flows(request, timeout=connection.timeout))
+    response = await call_server(
+        connection, lambda c: c.list_flows(request, timeout=connection.timeout)
+    )
     _print_page(response, [_row(v) for v in response.flows], as_json, "no flows")
     return ExitCode.COMPLETED
 
@@ -89,21 +86,11 @@ async def list_flow_versions(
     request = registry_pb.ListFlowVersionsRequest(
         flow_id=flow_id, page_size=page_size, page_token=page_token
     )
-    response = await _call(
+    response = await call_server(
         connection, lambda c: c.list_flow_versions(request, timeout=connection.timeout)
     )
     _print_page(response, [_row(v) for v in response.versions], as_json, "no versions")
     return ExitCode.COMPLETED
-
-
-async def _call(connection: Connection, call: Callable[[FlowClient], Awaitable[_T]]) -> _T:
-    """What `call` returns from a client of the server, once it is known to answer."""
-    async with FlowClient(connection.server, metadata=connection.metadata) as client:
-        await check_reachable(client, connection.connect_timeout)
-        try:
-            return await call(client)
-        except FlowClientError as error:
-            raise server_error(error) from None
 
 
 def _print_page(
