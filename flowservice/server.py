@@ -193,10 +193,10 @@ def create_server(
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-        FlowServicer(engine, history.store, history.running, flows), server
+        FlowServicer(engine, history.store, history.running, registry=flows), server
     )
     execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
-        ExecutionServicer(engine, history.store, history.running, flows), server
+        ExecutionServicer(engine, history.store, history.running, registry=flows), server
     )
     flow_registry_service_pb2_grpc.add_FlowRegistryServiceServicer_to_server(
         RegistryServicer(engine, flows, limits), server

@@ -62,8 +62,10 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         engine: Engine,
         store: ExecutionStore,
         running: RunningExecutions,
+        *,
         registry: FlowRegistry | None = None,
     ) -> None:
+        """`registry`: the flows a request's `flow_ref` names (none stored when None)."""
         self._engine = engine
         self._store = store
         self._running = running

@@ -52,8 +52,10 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         engine: Engine,
         store: ExecutionStore,
         running: RunningExecutions,
+        *,
         registry: FlowRegistry | None = None,
     ) -> None:
+        """`registry`: the flows a request's `flow_ref` names (none stored when None)."""
         self._engine = engine
         self._store = store
         self._running = running

@@ -11,6 +11,7 @@ over the same table.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Protocol
 from flowservice.errors import FlowNotFoundError
 
 __all__ = ["FlowRegistry", "FlowVersion", "body_digest", "find_version", "open_registry"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +89,20 @@ async def find_version(registry: FlowRegistry, flow_id: str, version: int = 0) -
 def open_registry(location: str) -> FlowRegistry:
     """The registry `--store` names: "memory", or the SQLite file of the history.
 
+    A database URL (`postgresql://...`) has no registry of its own yet: the
+    flows are then kept in this process's memory, with a warning in the log.
     Raises `StoreUnavailableError` when the file cannot be opened.
     """
     from flowservice.registry.memory import MemoryRegistry
     from flowservice.registry.sqlite import SqliteRegistry
 
     if location == "memory":
+        return MemoryRegistry()
+    if "://" in location:
+        logger.warning(
+            "the flow registry keeps flows in this process's memory: --store %s has no "
+            "registry tables yet",
+            location.split("://", 1)[0] + "://...",
+        )
         return MemoryRegistry()
     return SqliteRegistry(Path(location))
