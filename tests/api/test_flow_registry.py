@@ -19,6 +19,7 @@ from flowmanager.v1 import (
     flow_service_pb2_grpc,
 )
 from flowmanager.v1 import flow_registry_service_pb2 as pb
+from flowservice.client import FlowClient, FlowClientError
 from flowservice.limits import Limits
 from flowservice.server import FlowServer
 from flowservice.settings import Settings
@@ -365,3 +366,24 @@ async def test_a_request_id_repeated_after_a_new_version_returns_the_first_execu
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.Execute(execute_request(inline))
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_the_python_client_creates_reads_and_runs_by_reference(server: FlowServer) -> None:
+    flow = json_format.ParseDict(seed(), flow_service_pb2.ExecuteRequest().flow)
+    async with FlowClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+        created = await client.create_flow(flow)
+        assert (created.flow.version, created.created) == (1, True)
+        assert (await client.get_flow("flow123", 1)).flow == flow
+        listed = await client.list_flows()
+        assert [f.flow_id for f in listed.flows] == ["flow123"]
+        versions = await client.list_flow_versions(pb.ListFlowVersionsRequest(flow_id="flow123"))
+        assert [v.version for v in versions.versions] == [1]
+        summary = await client.execute({"flow_ref": {"flow_id": "flow123"}})
+        assert list(summary.executed_tasks) == ["task1", "task2", "task3"]
+        started = await client.start_execution({"flow_ref": {"flow_id": "flow123", "version": 1}})
+        assert started.flow_version == 1
+        with pytest.raises(FlowClientError) as raised:
+            await client.get_flow("nobody")
+        assert raised.value.code == grpc.StatusCode.NOT_FOUND
+        assert raised.value.error_info is not None
+        assert raised.value.error_info.reason == "FLOW_NOT_FOUND"
