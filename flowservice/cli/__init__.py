@@ -29,7 +29,8 @@ SERVER_VARIABLE = "FLOWCTL_SERVER"
 _EPILOG = f"""\
 flow files are JSON or YAML: a request {{"flow": ..., "input": ..., "stubs": ...}}
 (the body grpcurl sends) or a bare flow {{"start_task": ..., "tasks": [...]}};
-`-` reads standard input.
+`-` reads standard input. `--flow ID[@VERSION]` instead of a file names a
+flow stored on the server (`flowctl flows`).
 
 exit codes:
   {ExitCode.COMPLETED:<3} the flow completed; the flow is valid; the graph was written
