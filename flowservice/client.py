@@ -6,7 +6,9 @@ metadata. It speaks the generated `flowmanager.v1` messages, so anything the
 API can express the client can send. Every RPC error comes out as a
 `FlowClientError` carrying the status code, the message and the decoded
 AIP-193 details (`BadRequest` field violations, `ErrorInfo`), so callers
-never dig through trailing metadata themselves.
+never dig through trailing metadata themselves. The history
+(`start_execution`, ...) and the flow registry (`create_flow`, ...) have
+their methods too.
 
 A request is a generated message (a bare `Flow` or any of the three request
 messages) or a dict holding a request's JSON form, the body grpcurl takes
@@ -42,6 +44,8 @@ from flowmanager.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
     flow_pb2,
+    flow_registry_service_pb2,
+    flow_registry_service_pb2_grpc,
     flow_service_pb2,
     flow_service_pb2_grpc,
 )
@@ -217,6 +221,7 @@ class FlowClient:
         self._wait_for_ready = wait_for_ready
         self._stub = flow_service_pb2_grpc.FlowServiceStub(self._channel)
         self._history = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        self._registry = flow_registry_service_pb2_grpc.FlowRegistryServiceStub(self._channel)
         self._health_check = self._channel.unary_unary(
             _HEALTH_CHECK,
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -408,6 +413,61 @@ class FlowClient:
                 request, **self._call_options(timeout, metadata)
             )
         return response.execution
+
+    async def create_flow(
+        self,
+        flow: flow_pb2.Flow,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> flow_registry_service_pb2.CreateFlowResponse:
+        """Stores `flow` in the registry under its `id` (`FlowRegistryService.CreateFlow`):
+        the version, whether it is new, and the flow's warnings. An invalid flow
+        fails with INVALID_ARGUMENT, as `execute` does."""
+        request = flow_registry_service_pb2.CreateFlowRequest(flow=flow)
+        with self._errors():
+            return await self._registry.CreateFlow(request, **self._call_options(timeout, metadata))
+
+    async def get_flow(
+        self,
+        flow_id: str,
+        version: int = 0,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> flow_registry_service_pb2.FlowVersion:
+        """A version of a flow of the registry (0: the latest); NOT_FOUND when there is none."""
+        request = flow_registry_service_pb2.GetFlowRequest(flow_id=flow_id, version=version)
+        with self._errors():
+            response = await self._registry.GetFlow(
+                request, **self._call_options(timeout, metadata)
+            )
+        return response.flow
+
+    async def list_flows(
+        self,
+        request: flow_registry_service_pb2.ListFlowsRequest | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> flow_registry_service_pb2.ListFlowsResponse:
+        """A page of the registry's flows, by id: the latest version of each, without bodies."""
+        message = request or flow_registry_service_pb2.ListFlowsRequest()
+        with self._errors():
+            return await self._registry.ListFlows(message, **self._call_options(timeout, metadata))
+
+    async def list_flow_versions(
+        self,
+        request: flow_registry_service_pb2.ListFlowVersionsRequest,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline, sent to the server
+        metadata: Metadata = (),
+    ) -> flow_registry_service_pb2.ListFlowVersionsResponse:
+        """A page of one flow's versions, newest first, without bodies."""
+        with self._errors():
+            return await self._registry.ListFlowVersions(
+                request, **self._call_options(timeout, metadata)
+            )
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

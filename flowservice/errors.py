@@ -38,6 +38,8 @@ Hierarchy::
     │                             a request with other fields (ALREADY_EXISTS)
     ├── InvalidPageTokenError     a page token this server did not issue, or
     │                             for other filters (INVALID_ARGUMENT)
+    ├── FlowNotFoundError         the registry has no flow by that id, or not
+    │                             that version of it (NOT_FOUND)
     └── InvalidWorkRequestError   a worker's request breaks the protocol;
                                   carries every `Violation` (INVALID_ARGUMENT)
 
@@ -58,6 +60,7 @@ __all__ = [
     "ExecutionCancelledError",
     "ExecutionFinishedError",
     "ExecutionNotFoundError",
+    "FlowNotFoundError",
     "FlowServiceError",
     "InvalidFlowError",
     "InvalidPageTokenError",
@@ -229,6 +232,23 @@ class InvalidPageTokenError(FlowServiceError):
 
     def __init__(self) -> None:
         super().__init__("page_token is not one this server issued for these filters")
+
+
+class FlowNotFoundError(FlowServiceError):
+    """The registry has no version `version` (0: any) of flow `flow_id`.
+
+    `flow_exists` tells an unknown version of a known flow from an unknown flow.
+    """
+
+    def __init__(self, flow_id: str, version: int, *, flow_exists: bool = False) -> None:
+        self.flow_id = flow_id
+        self.version = version
+        self.flow_exists = flow_exists
+        shown = flow_id[:128]  # an id sent by a caller: bounded in the message
+        if flow_exists:
+            super().__init__(f"flow {shown!r} has no version {version} in the registry")
+        else:
+            super().__init__(f"no flow {shown!r} in the registry")
 
 
 class AssignmentNotFoundError(FlowServiceError):

@@ -66,3 +66,9 @@ class Limits:
     min_ping_interval: float = 300.0
     """Fewest seconds between a client's pings when it has no call; pinging more
     often twice (`grpc.http2.max_ping_strikes`) closes the connection (GOAWAY too_many_pings)."""
+    max_flow_id_length: int = 63
+    """Characters in the id of a flow stored in the registry (`CreateFlow`): letters, digits,
+    `-`, `_` and `.`, starting with a letter or digit (63, as DNS labels and AIP-122 ids)."""
+    max_flows_page_size: int = 1_000
+    """Flows or versions in one page of `ListFlows` or `ListFlowVersions`; a larger
+    `page_size` gets this many."""

@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from flowmanager.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
+    flow_registry_service_pb2,
+    flow_registry_service_pb2_grpc,
     flow_service_pb2,
     flow_service_pb2_grpc,
     worker_service_pb2,
@@ -34,6 +36,7 @@ from flowservice.api.auth import AccessControl
 from flowservice.api.execution_servicer import ExecutionServicer
 from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
+from flowservice.api.registry_servicer import RegistryServicer
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
@@ -48,6 +51,7 @@ from flowservice.history import open_store
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
+from flowservice.registry import FlowRegistry, open_registry
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
 from flowservice.settings import Settings
@@ -65,7 +69,16 @@ WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["Worke
 EXECUTION_SERVICE_NAME: str = execution_service_pb2.DESCRIPTOR.services_by_name[
     "ExecutionService"
 ].full_name
-_SERVICE_NAMES = ("", FLOW_SERVICE_NAME, WORKER_SERVICE_NAME, EXECUTION_SERVICE_NAME)
+REGISTRY_SERVICE_NAME: str = flow_registry_service_pb2.DESCRIPTOR.services_by_name[
+    "FlowRegistryService"
+].full_name
+_SERVICE_NAMES = (
+    "",
+    FLOW_SERVICE_NAME,
+    WORKER_SERVICE_NAME,
+    EXECUTION_SERVICE_NAME,
+    REGISTRY_SERVICE_NAME,
+)
 """The names health reports on ("" is the server as a whole)."""
 
 
@@ -87,6 +100,8 @@ class FlowServer:
     """Hands `worker` tasks to the workers connected to its WorkerService."""
     history: HistoryKeeper | None = None
     """The execution history and its upkeep (retention, health)."""
+    flows: FlowRegistry | None = None
+    """The flow registry (`FlowRegistryService`), in the history's store."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -114,6 +129,8 @@ class FlowServer:
         await self.engine.aclose()
         if self.history is not None:
             await self.history.stop()
+        if self.flows is not None:
+            self.flows.close()
 
     async def _close_workers_when_idle(self) -> None:
         """Ends the workers' streams once no execution runs (one might still need them).
@@ -147,6 +164,7 @@ def create_server(
     """
     limits = settings.limits
     history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
+    flows = open_registry(settings.store)
     if metrics is not None:
         metrics.watch_store(history.store)
     registry = registry or server_registry(settings, metrics, tracing)
@@ -175,10 +193,13 @@ def create_server(
         ],
     )
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-        FlowServicer(engine, history.store, history.running), server
+        FlowServicer(engine, history.store, history.running, registry=flows), server
     )
     execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
-        ExecutionServicer(engine, history.store, history.running), server
+        ExecutionServicer(engine, history.store, history.running, registry=flows), server
+    )
+    flow_registry_service_pb2_grpc.add_FlowRegistryServiceServicer_to_server(
+        RegistryServicer(engine, flows, limits), server
     )
     worker_servicer = WorkerServicer(dispatcher, limits.max_name_length)
     worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(worker_servicer, server)
@@ -202,6 +223,7 @@ def create_server(
         observer=observer,
         dispatcher=dispatcher,
         history=history,
+        flows=flows,
     )
 
 

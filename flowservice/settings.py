@@ -120,6 +120,12 @@ _LIMIT_FLAGS = (
         "min_ping_interval",
         "fewest seconds between a client's pings when it has no call",
     ),
+    ("--max-flow-id-length", "max_flow_id_length", "characters in a registry flow id"),
+    (
+        "--max-flows-page-size",
+        "max_flows_page_size",
+        "flows or versions per page of ListFlows and ListFlowVersions",
+    ),
 )
 
 

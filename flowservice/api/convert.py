@@ -81,7 +81,9 @@ def flow_from_request(
 ) -> Flow:
     """The domain flow of a request; `InvalidFlowError` when the request has none."""
     if not request.HasField("flow"):
-        raise InvalidFlowError((Violation("flow", "flow is required", "MISSING_FLOW"),))
+        raise InvalidFlowError(
+            (Violation("flow", "flow (or flow_ref) is required", "MISSING_FLOW"),)
+        )
     return flow_from_proto(request.flow)
 
 

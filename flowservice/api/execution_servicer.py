@@ -23,6 +23,7 @@ import grpc
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2
 from flowservice.api.convert import flow_from_request, input_from_request, stubs_from_request
+from flowservice.api.flow_refs import resolved
 from flowservice.api.history_convert import (
     execution_to_proto,
     next_page_token,
@@ -42,6 +43,7 @@ from flowservice.errors import (
 )
 from flowservice.events import Event
 from flowservice.history import RUNNING, ExecutionStore
+from flowservice.registry import FlowRegistry, MemoryRegistry
 
 __all__ = ["ExecutionServicer"]
 
@@ -55,22 +57,32 @@ _CANCEL_WAIT = 10.0  # seconds CancelExecution waits for the cancelled end to be
 class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     """Serves the history of `store` and starts and cancels executions with `engine`."""
 
-    def __init__(self, engine: Engine, store: ExecutionStore, running: RunningExecutions) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ExecutionStore,
+        running: RunningExecutions,
+        *,
+        registry: FlowRegistry | None = None,
+    ) -> None:
+        """`registry`: the flows a request's `flow_ref` names (none stored when None)."""
         self._engine = engine
         self._store = store
         self._running = running
+        self._registry = registry or MemoryRegistry()
 
     async def StartExecution(
         self, request: pb.StartExecutionRequest, context: _Context
     ) -> pb.StartExecutionResponse:
         """Validates and starts the flow in a task of its own; returns it running."""
         check_writable(self._store)
+        to_run = await resolved(request, self._registry)
         # The same fields as ExecuteRequest: kept as one, converted as one.
         raw = request.SerializeToString()
         earlier = await earlier_execution(request.request_id, raw, self._store, self._running)
         if earlier is not None:
             return pb.StartExecutionResponse(execution=await self._execution(earlier))
-        messages = self._detached_run(raw, request.request_id)
+        messages = self._detached_run(to_run.SerializeToString(), request.request_id)
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._running.in_background(_drain(messages, started))
         execution_id = await started

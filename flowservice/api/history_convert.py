@@ -64,8 +64,9 @@ def execution_to_proto(stored: StoredExecution, *, with_request: bool = True) ->
         message.end_time.FromDatetime(stored.finished_at)
     if stored.summary:
         message.result.ParseFromString(stored.summary)
-    if with_request:
-        message.request.ParseFromString(record.request)
+    request = message.request if with_request else flow_service_pb2.ExecuteRequest()
+    request.ParseFromString(record.request)
+    message.flow_version = request.flow_ref.version  # 0 for a flow sent inline
     return message
 
 

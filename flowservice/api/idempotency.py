@@ -51,7 +51,8 @@ async def earlier_execution(
             running.claims[request_id] = asyncio.get_running_loop().create_future()
             return None
     earlier = await stored_execution(store, execution_id)
-    if _fields(earlier.record.request) != _fields(request):
+    sent = flow_service_pb2.ExecuteRequest.FromString(request)
+    if _fields(earlier.record.request, sent) != _fields(request, sent):
         raise RequestIdReusedError(request_id, execution_id)
     return execution_id
 
@@ -91,8 +92,17 @@ async def stored_execution(store: ExecutionStore, execution_id: str) -> StoredEx
     return stored
 
 
-def _fields(request: bytes) -> bytes:
-    """The request's fields but its request id, comparable: serialized deterministically."""
+def _fields(request: bytes, sent: flow_service_pb2.ExecuteRequest) -> bytes:
+    """The request's fields but its request id, comparable: serialized deterministically.
+
+    A request by reference is kept resolved (`flowservice.api.flow_refs`):
+    compared as `sent`, without the body the server added and, when `sent`
+    asks for the latest version, whichever version that was.
+    """
     message = flow_service_pb2.ExecuteRequest.FromString(request)
     message.ClearField("request_id")
+    if message.HasField("flow_ref"):
+        message.ClearField("flow")
+        if not sent.flow_ref.version:
+            message.flow_ref.version = 0
     return message.SerializeToString(deterministic=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -25,6 +25,7 @@ from flowservice.api.convert import (
     stubs_from_request,
     validation_to_proto,
 )
+from flowservice.api.flow_refs import resolved
 from flowservice.api.idempotency import earlier_execution, finished, replayed
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
 from flowservice.api.status import timed_out_status
@@ -33,30 +34,44 @@ from flowservice.errors import ExecutionCancelledError, InvalidFlowError
 from flowservice.events import Event, ExecutionFinished
 from flowservice.history import ExecutionStore, StoredExecution
 from flowservice.models import ExecutionStatus, ExecutionSummary
+from flowservice.registry import FlowRegistry, MemoryRegistry
 
 __all__ = ["FlowServicer"]
 
 _Context = grpc.aio.ServicerContext[object, object]
+_Request = TypeVar(
+    "_Request", flow_service_pb2.ExecuteRequest, flow_service_pb2.ExecuteStreamRequest
+)
 
 
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     """Serves `Execute`, `ExecuteStream` and `Validate` with one engine."""
 
-    def __init__(self, engine: Engine, store: ExecutionStore, running: RunningExecutions) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ExecutionStore,
+        running: RunningExecutions,
+        *,
+        registry: FlowRegistry | None = None,
+    ) -> None:
+        """`registry`: the flows a request's `flow_ref` names (none stored when None)."""
         self._engine = engine
         self._store = store
         self._running = running
+        self._registry = registry or MemoryRegistry()
 
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
     ) -> flow_service_pb2.ExecuteResponse:
         """Runs the flow to its end and returns its summary (a repeat: the first's)."""
         last: tuple[Event, flow_service_pb2.ExecuteStreamResponse] | None = None
+        to_run = await resolved(request, self._registry)
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
             return _summary(await finished(self._store, earlier))
-        run = self._recorded_run(request, raw, context)
+        run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
         async with contextlib.aclosing(run) as events:
             async for item in events:
                 last = item
@@ -70,13 +85,14 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> AsyncIterator[flow_service_pb2.ExecuteStreamResponse]:
         """Runs the flow and streams its events as they happen (a repeat: the first's)."""
         summary: ExecutionSummary | None = None
+        to_run = await resolved(request, self._registry)
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
             async for message in replayed(self._store, earlier):
                 yield message
             return
-        run = self._recorded_run(request, raw, context)
+        run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
         async with contextlib.aclosing(run) as events:
             async for event, message in events:
                 yield message
@@ -120,12 +136,18 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     ) -> flow_service_pb2.ValidateResponse:
         """Checks the flow without running it; problems come back as data."""
         try:
+            checked = await resolved(request, self._registry)
             report = self._engine.validate(
-                flow_from_request(request), stubs=stubs_from_request(request)
+                flow_from_request(checked), stubs=stubs_from_request(checked)
             )
         except InvalidFlowError as missing:  # no flow at all: also data, here
             report = ValidationReport(missing.violations, ())
         return validation_to_proto(report)
+
+
+def _kept(sent: _Request, raw: bytes, to_run: _Request) -> bytes:
+    """The bytes the history keeps of the request: `raw` (the sent one's), or the resolved one's."""
+    return raw if to_run is sent else to_run.SerializeToString()
 
 
 def _summary(stored: StoredExecution) -> flow_service_pb2.ExecuteResponse:

@@ -19,6 +19,7 @@ server log; the exception's text never reaches the client.
 | AssignmentNotFoundError       | NOT_FOUND          | ASSIGNMENT_NOT_FOUND |
 | TooManyWorkersError           | RESOURCE_EXHAUSTED | TOO_MANY_WORKERS     |
 | InvalidWorkRequestError       | INVALID_ARGUMENT   | INVALID_WORK_REQUEST |
+| FlowNotFoundError             | NOT_FOUND          | FLOW_NOT_FOUND (2)   |
 | anything else                 | INTERNAL           | INTERNAL             |
 
 TOO_MANY_CALLS and TOO_MANY_EXECUTIONS carry `RetryInfo`: the call was refused
@@ -28,6 +29,8 @@ turns into the call's status.
 
 (1) UNAUTHENTICATED (no credentials), INVALID_TOKEN, TOKEN_EXPIRED or
 TOKEN_NOT_YET_VALID; the auth errors' metadata carry the `method`.
+(2) FLOW_VERSION_NOT_FOUND when the flow exists but not that version; the
+metadata carry `flow_id` and `version`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from flowservice.errors import (
     ExecutionCancelledError,
     ExecutionFinishedError,
     ExecutionNotFoundError,
+    FlowNotFoundError,
     InvalidFlowError,
     InvalidPageTokenError,
     InvalidWorkRequestError,
@@ -164,6 +168,10 @@ def _history_status(exc: Exception) -> grpc.Status | None:
     match exc:
         case ExecutionNotFoundError():
             info = _error_info("EXECUTION_NOT_FOUND", execution_id=exc.execution_id[:128])
+            return _status(code_pb2.NOT_FOUND, str(exc), info)
+        case FlowNotFoundError():
+            reason = "FLOW_VERSION_NOT_FOUND" if exc.flow_exists else "FLOW_NOT_FOUND"
+            info = _error_info(reason, flow_id=exc.flow_id[:128], version=str(exc.version))
             return _status(code_pb2.NOT_FOUND, str(exc), info)
         case ExecutionCancelledError():
             info = _error_info("EXECUTION_CANCELLED", execution_id=exc.execution_id)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from flowservice.cli import history
+from flowservice.cli import flows, history
 from flowservice.cli.commands import GRAPH_FORMATS, Connection, draw_graph, run_flow, validate_flow
 from flowservice.cli.errors import CliError, ExitCode
 from flowservice.cli.render import console
@@ -29,7 +29,8 @@ SERVER_VARIABLE = "FLOWCTL_SERVER"
 _EPILOG = f"""\
 flow files are JSON or YAML: a request {{"flow": ..., "input": ..., "stubs": ...}}
 (the body grpcurl sends) or a bare flow {{"start_task": ..., "tasks": [...]}};
-`-` reads standard input.
+`-` reads standard input. `--flow ID[@VERSION]` instead of a file names a
+flow stored on the server (`flowctl flows`).
 
 exit codes:
   {ExitCode.COMPLETED:<3} the flow completed; the flow is valid; the graph was written
@@ -48,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "flow_file", "") is None and getattr(args, "flow", None) is None:
+            parser.error(f"{args.command}: give a FLOW_FILE or --flow ID[@VERSION]")
     except SystemExit as exit_:  # --help, or a usage error argparse has printed
         return exit_.code if isinstance(exit_.code, int) else ExitCode.USAGE
     err = console(stderr=True)
@@ -77,18 +80,56 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
             execution=args.execution,
         )
     connection = _connection(args)
+    if args.command == "flows":
+        return asyncio.run(_flows_command(args, connection))
     if args.command in _HISTORY_COMMANDS:
         return asyncio.run(_history_command(args, connection))
+    path, flow_ref = _flow_source(args)
     if args.command == "run":
         return asyncio.run(
             run_flow(
-                args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+                path,
+                flow_input=args.input,
+                connection=connection,
+                as_json=args.json,
+                flow_ref=flow_ref,
             )
         )
     return asyncio.run(
         validate_flow(
-            args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+            path, flow_input=args.input, connection=connection, as_json=args.json, flow_ref=flow_ref
         )
+    )
+
+
+def _flow_source(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The FLOW_FILE and the `--flow` reference of `run`, `validate` or `start`: one of them
+    (`main` has refused neither)."""
+    if args.flow_file is not None and args.flow is not None:
+        raise CliError("give a FLOW_FILE or --flow ID[@VERSION], not both")
+    return args.flow_file or "", args.flow
+
+
+async def _flows_command(args: argparse.Namespace, connection: Connection) -> ExitCode:
+    """Runs one of the FlowRegistryService commands (`flowservice.cli.flows`)."""
+    match args.flows_command:
+        case "create":
+            return await flows.create_flow(args.flow_file, connection=connection, as_json=args.json)
+        case "get":
+            return await flows.get_flow(args.reference, connection=connection, as_json=args.json)
+        case "list":
+            return await flows.list_flows(
+                page_size=args.page_size,
+                page_token=args.page_token,
+                connection=connection,
+                as_json=args.json,
+            )
+    return await flows.list_flow_versions(
+        args.flow_id,
+        page_size=args.page_size,
+        page_token=args.page_token,
+        connection=connection,
+        as_json=args.json,
     )
 
 
@@ -99,8 +140,13 @@ async def _history_command(args: argparse.Namespace, connection: Connection) -> 
     """Runs one of the ExecutionService commands (`flowservice.cli.history`)."""
     match args.command:
         case "start":
+            path, flow_ref = _flow_source(args)
             return await history.start_execution(
-                args.flow_file, flow_input=args.input, connection=connection, as_json=args.json
+                path,
+                flow_input=args.input,
+                connection=connection,
+                as_json=args.json,
+                flow_ref=flow_ref,
             )
         case "get":
             return await history.get_execution(
@@ -127,7 +173,14 @@ async def _history_command(args: argparse.Namespace, connection: Connection) -> 
 def _flow_request_options() -> argparse.ArgumentParser:
     """The flow file and `--input` that `run`, `validate` and `start` all take."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    options.add_argument(
+        "flow_file", metavar="FLOW_FILE", nargs="?", help="the flow (JSON or YAML)"
+    )
+    options.add_argument(
+        "--flow",
+        metavar="ID[@VERSION]",
+        help="a flow of the server's registry instead of FLOW_FILE (default: its latest version)",
+    )
     options.add_argument(
         "--input",
         metavar="JSON",
@@ -165,6 +218,37 @@ def _add_history_commands(
     listing.add_argument("--page-size", type=int, default=20, metavar="N")
     listing.add_argument("--page-token", default="", metavar="TOKEN")
     for command in (start, get, watch, cancel, listing):
+        command.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _add_flows_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    server: argparse.ArgumentParser,
+) -> None:
+    """`flows create|get|list|versions`: the server's registry of flows."""
+    registry = commands.add_parser(
+        "flows",
+        help="store flows on the server and read them back (the registry)",
+        description="Store flows in the server's registry, in immutable versions, and read\n"
+        "them back; `run --flow ID[@VERSION]` runs one.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = registry.add_subparsers(dest="flows_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create", parents=[server], help="store a flow file as a new version under its id"
+    )
+    create.add_argument("flow_file", metavar="FLOW_FILE", help="the flow (JSON or YAML)")
+    get = actions.add_parser("get", parents=[server], help="show a version (default: the latest)")
+    get.add_argument("reference", metavar="ID[@VERSION]")
+    listing = actions.add_parser("list", parents=[server], help="list the flows, by id")
+    versions = actions.add_parser(
+        "versions", parents=[server], help="list a flow's versions, newest first"
+    )
+    versions.add_argument("flow_id", metavar="ID")
+    for command in (listing, versions):
+        command.add_argument("--page-size", type=int, default=20, metavar="N")
+        command.add_argument("--page-token", default="", metavar="TOKEN")
+    for command in (create, get, listing, versions):
         command.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -216,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the ValidateResponse as JSON")
 
     _add_history_commands(commands, server, flow_request)
+    _add_flows_commands(commands, server)
 
     graph = commands.add_parser(
         "graph",

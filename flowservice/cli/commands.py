@@ -10,8 +10,10 @@ run's own deadline.
 from __future__ import annotations
 
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -21,7 +23,13 @@ from rich.text import Text
 
 from flowmanager.v1 import flow_service_pb2 as pb
 from flowservice.cli.errors import CliError, ExitCode
-from flowservice.cli.files import STDIN, load_execution, load_request, parse_input
+from flowservice.cli.files import (
+    STDIN,
+    load_execution,
+    load_request,
+    parse_input,
+    parse_reference,
+)
 from flowservice.cli.graph import ExecutionPath, FlowGraph, render_with_graphviz, to_dot, to_mermaid
 from flowservice.cli.render import (
     RunView,
@@ -35,6 +43,7 @@ from flowservice.client import FlowClient, FlowClientError, Metadata
 __all__ = [
     "GRAPH_FORMATS",
     "Connection",
+    "call_server",
     "check_reachable",
     "draw_graph",
     "load_with_input",
@@ -42,6 +51,8 @@ __all__ = [
     "server_error",
     "validate_flow",
 ]
+
+_T = TypeVar("_T")
 
 FLOW_SERVICE = pb.DESCRIPTOR.services_by_name["FlowService"].full_name
 """The name the server's health service knows the Flow Manager by."""
@@ -74,10 +85,15 @@ class Connection:
 
 
 async def run_flow(
-    path: str, *, flow_input: str | None, connection: Connection, as_json: bool
+    path: str,
+    *,
+    flow_input: str | None,
+    connection: Connection,
+    as_json: bool,
+    flow_ref: str | None = None,
 ) -> ExitCode:
     """Streams a run of the flow in `path`: live for people, or JSON lines with `as_json`."""
-    request = _load_with_input(path, flow_input)
+    request = _load_with_input(path, flow_input, flow_ref)
     out = console()
     err = console(stderr=True)
     view = RunView(out)
@@ -97,7 +113,7 @@ async def run_flow(
                 if event.HasField("execution_finished"):
                     finished = event.execution_finished.result
         except FlowClientError as error:
-            return _run_error(err, _label(path), error, finished, connection.timeout)
+            return _run_error(err, _label(flow_ref or path), error, finished, connection.timeout)
         finally:
             view.close()
             await events.aclose()  # on Ctrl-C too: cancels the call, so the server stops
@@ -111,14 +127,19 @@ async def run_flow(
 
 
 async def validate_flow(
-    path: str, *, flow_input: str | None, connection: Connection, as_json: bool
+    path: str,
+    *,
+    flow_input: str | None,
+    connection: Connection,
+    as_json: bool,
+    flow_ref: str | None = None,
 ) -> ExitCode:
     """Prints the errors and warnings the server finds in the request in `path`.
 
     The whole request is checked: its flow, and its input and stubs as `run`
     would send them.
     """
-    request = _load_with_input(path, flow_input)
+    request = _load_with_input(path, flow_input, flow_ref)
     async with FlowClient(connection.server, metadata=connection.metadata) as client:
         await _check_reachable(client, connection.connect_timeout)
         try:
@@ -128,7 +149,7 @@ async def validate_flow(
     if as_json:
         print(json_format.MessageToJson(response, preserving_proto_field_name=True))
     else:
-        print_validation(console(), _label(path), response)
+        print_validation(console(), _label(flow_ref or path), response)
     return ExitCode.COMPLETED if response.valid else ExitCode.USAGE
 
 
@@ -216,6 +237,16 @@ def _run_error(
     raise _server_error(error)
 
 
+async def call_server(connection: Connection, call: Callable[[FlowClient], Awaitable[_T]]) -> _T:
+    """What `call` returns from a client of the server, once it is known to answer."""
+    async with FlowClient(connection.server, metadata=connection.metadata) as client:
+        await _check_reachable(client, connection.connect_timeout)
+        try:
+            return await call(client)
+        except FlowClientError as error:
+            raise _server_error(error) from None
+
+
 def server_error(error: FlowClientError) -> CliError:
     """The `CliError` that reports an RPC error of the server (or that it is unreachable)."""
     return _server_error(error)
@@ -226,9 +257,11 @@ async def check_reachable(client: FlowClient, deadline: float) -> None:
     await _check_reachable(client, deadline)
 
 
-def load_with_input(path: str, flow_input: str | None) -> pb.ExecuteRequest:
-    """The request in `path`, with `flow_input` (JSON or @FILE) as its input when given."""
-    return _load_with_input(path, flow_input)
+def load_with_input(
+    path: str, flow_input: str | None, flow_ref: str | None = None
+) -> pb.ExecuteRequest:
+    """The request in `path` (or by `flow_ref`), with `flow_input` (JSON or @FILE) as its input."""
+    return _load_with_input(path, flow_input, flow_ref)
 
 
 def _server_error(error: FlowClientError) -> CliError:
@@ -264,9 +297,18 @@ def _write(content: str | bytes, output: str | None) -> None:
     console(stderr=True).print(Text(f"wrote {output}"))
 
 
-def _load_with_input(path: str, flow_input: str | None) -> pb.ExecuteRequest:
-    """The request in `path`, its input replaced by `flow_input` (`--input`) when given."""
-    request = load_request(path)
+def _load_with_input(
+    path: str, flow_input: str | None, flow_ref: str | None = None
+) -> pb.ExecuteRequest:
+    """The request in `path`, its input replaced by `flow_input` (`--input`) when given.
+
+    With `flow_ref` (`--flow ID[@VERSION]`), a request for that flow of the
+    registry instead of the file's.
+    """
+    if flow_ref is not None:
+        request = pb.ExecuteRequest(flow_ref=parse_reference(flow_ref))
+    else:
+        request = load_request(path)
     if flow_input is not None:
         request.input.Clear()
         request.input.update(parse_input(flow_input))

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from flowmanager.v1 import flow_service_pb2
 from flowservice.cli.errors import CliError
 
-__all__ = ["load_execution", "load_request", "parse_input"]
+__all__ = ["load_execution", "load_request", "parse_input", "parse_reference"]
 
 STDIN = "-"
 """The file name that means standard input."""
@@ -38,6 +38,7 @@ _EVENT_KEYS = frozenset(
 _PARSE_PREFIX = re.compile(r"^Failed to parse (\w+) field: ")
 _AT_PATH = re.compile(r"\s+at \"?ExecuteRequest\.?([^\"\s]*?)\"?\.*$")
 _UNKNOWN_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "([^"]+)"')
+_REFERENCE = re.compile(r"(?P<id>[^@]+)(?:@(?P<version>latest|[1-9][0-9]{0,8}))?")
 
 
 def load_request(path: str) -> flow_service_pb2.ExecuteRequest:
@@ -80,6 +81,19 @@ def parse_input(value: str) -> dict[str, Any]:
         raise CliError(f"{where}: the input must be a JSON object, found {_kind(data)}")
     _check_json_like(where, data, "input")
     return data
+
+
+def parse_reference(text: str) -> flow_service_pb2.FlowReference:
+    """The flow of the registry `ID`, `ID@VERSION` or `ID@latest` names (`--flow`)."""
+    match = _REFERENCE.fullmatch(text)
+    if match is None:
+        raise CliError(
+            f"{text!r} is not a flow reference: expected ID, ID@VERSION (1, 2, ...) or ID@latest"
+        )
+    version = match["version"]
+    return flow_service_pb2.FlowReference(
+        flow_id=match["id"], version=0 if version in (None, "latest") else int(version)
+    )
 
 
 def load_execution(path: str) -> flow_service_pb2.ExecuteResponse:

@@ -7,8 +7,7 @@ shows the same live view as `run`. Errors go through `commands`'s mapping.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -18,6 +17,7 @@ from flowmanager.v1 import execution_service_pb2 as history_pb
 from flowmanager.v1 import flow_service_pb2 as pb
 from flowservice.cli.commands import (
     Connection,
+    call_server,
     check_reachable,
     load_with_input,
     server_error,
@@ -35,7 +35,6 @@ __all__ = [
     "watch_execution",
 ]
 
-_T = TypeVar("_T")
 _STATUSES = {
     "completed": pb.EXECUTION_STATUS_COMPLETED,
     "failed": pb.EXECUTION_STATUS_FAILED,
@@ -47,11 +46,16 @@ STATUS_CHOICES = ("running", *_STATUSES)
 
 
 async def start_execution(
-    path: str, *, flow_input: str | None, connection: Connection, as_json: bool
+    path: str,
+    *,
+    flow_input: str | None,
+    connection: Connection,
+    as_json: bool,
+    flow_ref: str | None = None,
 ) -> ExitCode:
-    """Starts the flow in `path` detached and prints its execution id."""
-    request = load_with_input(path, flow_input)
-    execution = await _call(
+    """Starts the flow in `path` (or `flow_ref`'s) detached and prints its execution id."""
+    request = load_with_input(path, flow_input, flow_ref)
+    execution = await call_server(
         connection, lambda c: c.start_execution(request, timeout=connection.timeout)
     )
     _print(execution, as_json, f"started {execution.execution_id}")
@@ -60,7 +64,7 @@ async def start_execution(
 
 async def get_execution(execution_id: str, *, connection: Connection, as_json: bool) -> ExitCode:
     """Prints one execution."""
-    execution = await _call(
+    execution = await call_server(
         connection, lambda c: c.get_execution(execution_id, timeout=connection.timeout)
     )
     _print(execution, as_json, "\n".join(_describe(execution)))
@@ -84,7 +88,7 @@ async def list_executions(
         request.state = history_pb.EXECUTION_STATE_RUNNING
     elif status:
         request.status = _STATUSES[status]
-    response = await _call(
+    response = await call_server(
         connection, lambda c: c.list_executions(request, timeout=connection.timeout)
     )
     lines = [_row(execution) for execution in response.executions]
@@ -126,27 +130,18 @@ async def watch_execution(
 
 async def cancel_execution(execution_id: str, *, connection: Connection, as_json: bool) -> ExitCode:
     """Cancels a running execution."""
-    execution = await _call(
+    execution = await call_server(
         connection, lambda c: c.cancel_execution(execution_id, timeout=connection.timeout)
     )
     _print(execution, as_json, f"cancelled {execution.execution_id}")
     return ExitCode.COMPLETED
 
 
-async def _call(connection: Connection, call: Callable[[FlowClient], Awaitable[_T]]) -> _T:
-    """What `call` returns from a client of the server, once it is known to answer."""
-    async with FlowClient(connection.server, metadata=connection.metadata) as client:
-        await check_reachable(client, connection.connect_timeout)
-        try:
-            return await call(client)
-        except FlowClientError as error:
-            raise server_error(error) from None
-
-
 def _describe(execution: history_pb.Execution) -> Sequence[str]:
     lines = [
         f"execution  {execution.execution_id}",
-        f"flow       {execution.flow_id}",
+        f"flow       {execution.flow_id}"
+        + (f"@{execution.flow_version}" if execution.flow_version else ""),
         f"status     {_status(execution)}",
         f"started    {execution.start_time.ToJsonString()}",
     ]

@@ -32,7 +32,7 @@ from flowservice.history.store import (
     StoredExecution,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "open_file"]
 
 _MIGRATIONS: tuple[str, ...] = (
     # 0 -> 1: executions and their events.
@@ -59,6 +59,18 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE executions ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX executions_by_request_id ON executions (request_id) WHERE request_id != '';
+    """,
+    # 2 -> 3: the flow registry's versions (flowservice.registry.sqlite).
+    """
+    CREATE TABLE flow_versions (
+        flow_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        body BLOB NOT NULL,
+        digest TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (flow_id, version)
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -358,6 +370,18 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+    return db
+
+
+def open_file(path: Path, busy_timeout: float = 5.0) -> sqlite3.Connection:
+    """A connection to the file at `path` (made if missing), its schema at `SCHEMA_VERSION`.
+
+    For the stores that keep their tables in the history's file (the flow
+    registry); `sqlite3.Error` or `OSError` when it cannot be opened.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = _connect(path, busy_timeout)
+    _migrate(db)
     return db
 
 

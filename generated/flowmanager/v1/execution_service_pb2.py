@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&flowmanager/v1/execution_service.proto\x12\x0e\x66lowmanager.v1\x1a\x19\x66lowmanager/v1/flow.proto\x1a!flowmanager/v1/flow_service.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x15StartExecutionRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12?\n\x05stubs\x18\x03 \x03(\x0b\x32\x30.flowmanager.v1.StartExecutionRequest.StubsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"F\n\x16StartExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"D\n\x14GetExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"\x97\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.flowmanager.v1.ExecutionState\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12\x33\n\x0fstart_time_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rstart_time_to\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x16ListExecutionsResponse\x12-\n\nexecutions\x18\x01 \x03(\x0b\x32\x19.flowmanager.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"N\n\x16WatchExecutionResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32%.flowmanager.v1.ExecuteStreamResponse\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x17\x43\x61ncelExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"\xed\x02\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.flowmanager.v1.ExecutionState\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06result\x18\x06 \x01(\x0b\x32\x1f.flowmanager.v1.ExecuteResponse\x12/\n\x06status\x18\x07 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12/\n\x07request\x18\x08 \x01(\x0b\x32\x1e.flowmanager.v1.ExecuteRequest\x12\x19\n\x11\x63\x61ller_request_id\x18\t \x01(\t*l\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x45XECUTION_STATE_FINISHED\x10\x02\x32\xf6\x03\n\x10\x45xecutionService\x12_\n\x0eStartExecution\x12%.flowmanager.v1.StartExecutionRequest\x1a&.flowmanager.v1.StartExecutionResponse\x12Y\n\x0cGetExecution\x12#.flowmanager.v1.GetExecutionRequest\x1a$.flowmanager.v1.GetExecutionResponse\x12_\n\x0eListExecutions\x12%.flowmanager.v1.ListExecutionsRequest\x1a&.flowmanager.v1.ListExecutionsResponse\x12\x61\n\x0eWatchExecution\x12%.flowmanager.v1.WatchExecutionRequest\x1a&.flowmanager.v1.WatchExecutionResponse0\x01\x12\x62\n\x0f\x43\x61ncelExecution\x12&.flowmanager.v1.CancelExecutionRequest\x1a\'.flowmanager.v1.CancelExecutionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&flowmanager/v1/execution_service.proto\x12\x0e\x66lowmanager.v1\x1a\x19\x66lowmanager/v1/flow.proto\x1a!flowmanager/v1/flow_service.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\x15StartExecutionRequest\x12\"\n\x04\x66low\x18\x01 \x01(\x0b\x32\x14.flowmanager.v1.Flow\x12&\n\x05input\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12?\n\x05stubs\x18\x03 \x03(\x0b\x32\x30.flowmanager.v1.StartExecutionRequest.StubsEntry\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12/\n\x08\x66low_ref\x18\x05 \x01(\x0b\x32\x1d.flowmanager.v1.FlowReference\x1a\x46\n\nStubsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.flowmanager.v1.TaskStub:\x02\x38\x01\"F\n\x16StartExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"+\n\x13GetExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"D\n\x14GetExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"\x97\x02\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x03 \x01(\t\x12-\n\x05state\x18\x04 \x01(\x0e\x32\x1e.flowmanager.v1.ExecutionState\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12\x33\n\x0fstart_time_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rstart_time_to\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x16ListExecutionsResponse\x12-\n\nexecutions\x18\x01 \x03(\x0b\x32\x19.flowmanager.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x15WatchExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"N\n\x16WatchExecutionResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32%.flowmanager.v1.ExecuteStreamResponse\".\n\x16\x43\x61ncelExecutionRequest\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\"G\n\x17\x43\x61ncelExecutionResponse\x12,\n\texecution\x18\x01 \x01(\x0b\x32\x19.flowmanager.v1.Execution\"\x83\x03\n\tExecution\x12\x14\n\x0c\x65xecution_id\x18\x01 \x01(\t\x12\x0f\n\x07\x66low_id\x18\x02 \x01(\t\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.flowmanager.v1.ExecutionState\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06result\x18\x06 \x01(\x0b\x32\x1f.flowmanager.v1.ExecuteResponse\x12/\n\x06status\x18\x07 \x01(\x0e\x32\x1f.flowmanager.v1.ExecutionStatus\x12/\n\x07request\x18\x08 \x01(\x0b\x32\x1e.flowmanager.v1.ExecuteRequest\x12\x19\n\x11\x63\x61ller_request_id\x18\t \x01(\t\x12\x14\n\x0c\x66low_version\x18\n \x01(\x05*l\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x45XECUTION_STATE_FINISHED\x10\x02\x32\xf6\x03\n\x10\x45xecutionService\x12_\n\x0eStartExecution\x12%.flowmanager.v1.StartExecutionRequest\x1a&.flowmanager.v1.StartExecutionResponse\x12Y\n\x0cGetExecution\x12#.flowmanager.v1.GetExecutionRequest\x1a$.flowmanager.v1.GetExecutionResponse\x12_\n\x0eListExecutions\x12%.flowmanager.v1.ListExecutionsRequest\x1a&.flowmanager.v1.ListExecutionsResponse\x12\x61\n\x0eWatchExecution\x12%.flowmanager.v1.WatchExecutionRequest\x1a&.flowmanager.v1.WatchExecutionResponse0\x01\x12\x62\n\x0f\x43\x61ncelExecution\x12&.flowmanager.v1.CancelExecutionRequest\x1a\'.flowmanager.v1.CancelExecutionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,32 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._loaded_options = None
   _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._serialized_options = b'8\001'
-  _globals['_EXECUTIONSTATE']._serialized_start=1649
-  _globals['_EXECUTIONSTATE']._serialized_end=1757
+  _globals['_EXECUTIONSTATE']._serialized_start=1720
+  _globals['_EXECUTIONSTATE']._serialized_end=1828
   _globals['_STARTEXECUTIONREQUEST']._serialized_start=184
-  _globals['_STARTEXECUTIONREQUEST']._serialized_end=440
-  _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._serialized_start=370
-  _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._serialized_end=440
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=442
-  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=512
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=514
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=557
-  _globals['_GETEXECUTIONRESPONSE']._serialized_start=559
-  _globals['_GETEXECUTIONRESPONSE']._serialized_end=627
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=630
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=909
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=911
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1007
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1009
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1078
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1080
-  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1158
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1160
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1206
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1208
-  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1279
-  _globals['_EXECUTION']._serialized_start=1282
-  _globals['_EXECUTION']._serialized_end=1647
-  _globals['_EXECUTIONSERVICE']._serialized_start=1760
-  _globals['_EXECUTIONSERVICE']._serialized_end=2262
+  _globals['_STARTEXECUTIONREQUEST']._serialized_end=489
+  _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._serialized_start=419
+  _globals['_STARTEXECUTIONREQUEST_STUBSENTRY']._serialized_end=489
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_start=491
+  _globals['_STARTEXECUTIONRESPONSE']._serialized_end=561
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=563
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=606
+  _globals['_GETEXECUTIONRESPONSE']._serialized_start=608
+  _globals['_GETEXECUTIONRESPONSE']._serialized_end=676
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=679
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=958
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=960
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1056
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1058
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1127
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_start=1129
+  _globals['_WATCHEXECUTIONRESPONSE']._serialized_end=1207
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1209
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1255
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_start=1257
+  _globals['_CANCELEXECUTIONRESPONSE']._serialized_end=1328
+  _globals['_EXECUTION']._serialized_start=1331
+  _globals['_EXECUTION']._serialized_end=1718
+  _globals['_EXECUTIONSERVICE']._serialized_start=1831
+  _globals['_EXECUTIONSERVICE']._serialized_end=2333
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ EXECUTION_STATE_RUNNING: ExecutionState
 EXECUTION_STATE_FINISHED: ExecutionState
 
 class StartExecutionRequest(_message.Message):
-    __slots__ = ("flow", "input", "stubs", "request_id")
+    __slots__ = ("flow", "input", "stubs", "request_id", "flow_ref")
     class StubsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,11 +35,13 @@ class StartExecutionRequest(_message.Message):
     INPUT_FIELD_NUMBER: _ClassVar[int]
     STUBS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_REF_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     input: _struct_pb2.Struct
     stubs: _containers.MessageMap[str, _flow_service_pb2.TaskStub]
     request_id: str
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, _flow_service_pb2.TaskStub]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    flow_ref: _flow_service_pb2.FlowReference
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, _flow_service_pb2.TaskStub]] = ..., request_id: _Optional[str] = ..., flow_ref: _Optional[_Union[_flow_service_pb2.FlowReference, _Mapping]] = ...) -> None: ...
 
 class StartExecutionResponse(_message.Message):
     __slots__ = ("execution",)
@@ -112,7 +114,7 @@ class CancelExecutionResponse(_message.Message):
     def __init__(self, execution: _Optional[_Union[Execution, _Mapping]] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("execution_id", "flow_id", "state", "start_time", "end_time", "result", "status", "request", "caller_request_id")
+    __slots__ = ("execution_id", "flow_id", "state", "start_time", "end_time", "result", "status", "request", "caller_request_id", "flow_version")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +124,7 @@ class Execution(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     CALLER_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_VERSION_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     flow_id: str
     state: ExecutionState
@@ -131,4 +134,5 @@ class Execution(_message.Message):
     status: _flow_service_pb2.ExecutionStatus
     request: _flow_service_pb2.ExecuteRequest
     caller_request_id: str
-    def __init__(self, execution_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_flow_service_pb2.ExecuteResponse, _Mapping]] = ..., status: _Optional[_Union[_flow_service_pb2.ExecutionStatus, str]] = ..., request: _Optional[_Union[_flow_service_pb2.ExecuteRequest, _Mapping]] = ..., caller_request_id: _Optional[str] = ...) -> None: ...
+    flow_version: int
+    def __init__(self, execution_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_flow_service_pb2.ExecuteResponse, _Mapping]] = ..., status: _Optional[_Union[_flow_service_pb2.ExecutionStatus, str]] = ..., request: _Optional[_Union[_flow_service_pb2.ExecuteRequest, _Mapping]] = ..., caller_request_id: _Optional[str] = ..., flow_version: _Optional[int] = ...) -> None: ...

@@ -45,7 +45,7 @@ BRANCH_SUCCESS: Branch
 BRANCH_FAILURE: Branch
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("flow", "input", "stubs", "request_id")
+    __slots__ = ("flow", "input", "stubs", "request_id", "flow_ref")
     class StubsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,11 +57,13 @@ class ExecuteRequest(_message.Message):
     INPUT_FIELD_NUMBER: _ClassVar[int]
     STUBS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_REF_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     input: _struct_pb2.Struct
     stubs: _containers.MessageMap[str, TaskStub]
     request_id: str
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    flow_ref: FlowReference
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ..., flow_ref: _Optional[_Union[FlowReference, _Mapping]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("flow_id", "status", "executed_tasks", "failed_task", "execution_id", "task_results", "error", "start_time", "duration", "output", "error_type")
@@ -90,7 +92,7 @@ class ExecuteResponse(_message.Message):
     def __init__(self, flow_id: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., executed_tasks: _Optional[_Iterable[str]] = ..., failed_task: _Optional[str] = ..., execution_id: _Optional[str] = ..., task_results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., error: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_type: _Optional[str] = ...) -> None: ...
 
 class ExecuteStreamRequest(_message.Message):
-    __slots__ = ("flow", "input", "stubs", "request_id")
+    __slots__ = ("flow", "input", "stubs", "request_id", "flow_ref")
     class StubsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -102,14 +104,16 @@ class ExecuteStreamRequest(_message.Message):
     INPUT_FIELD_NUMBER: _ClassVar[int]
     STUBS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_REF_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     input: _struct_pb2.Struct
     stubs: _containers.MessageMap[str, TaskStub]
     request_id: str
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    flow_ref: FlowReference
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ..., flow_ref: _Optional[_Union[FlowReference, _Mapping]] = ...) -> None: ...
 
 class ValidateRequest(_message.Message):
-    __slots__ = ("flow", "input", "stubs", "request_id")
+    __slots__ = ("flow", "input", "stubs", "request_id", "flow_ref")
     class StubsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,11 +125,13 @@ class ValidateRequest(_message.Message):
     INPUT_FIELD_NUMBER: _ClassVar[int]
     STUBS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FLOW_REF_FIELD_NUMBER: _ClassVar[int]
     flow: _flow_pb2.Flow
     input: _struct_pb2.Struct
     stubs: _containers.MessageMap[str, TaskStub]
     request_id: str
-    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    flow_ref: FlowReference
+    def __init__(self, flow: _Optional[_Union[_flow_pb2.Flow, _Mapping]] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., stubs: _Optional[_Mapping[str, TaskStub]] = ..., request_id: _Optional[str] = ..., flow_ref: _Optional[_Union[FlowReference, _Mapping]] = ...) -> None: ...
 
 class ValidateResponse(_message.Message):
     __slots__ = ("valid", "errors", "warnings")
@@ -266,6 +272,14 @@ class TaskStub(_message.Message):
     output: _struct_pb2.Struct
     error: str
     def __init__(self, outcome: _Optional[_Union[TaskOutcome, str]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FlowReference(_message.Message):
+    __slots__ = ("flow_id", "version")
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    flow_id: str
+    version: int
+    def __init__(self, flow_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ValidationIssue(_message.Message):
     __slots__ = ("field", "description", "reason")

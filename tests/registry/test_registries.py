@@ -1,0 +1,126 @@
+"""Both registries follow one contract: versions from 1, identical bodies not stored twice,
+pages by id and newest-first versions; the SQLite one keeps them across restarts and
+numbers them right when several connections create at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from flowservice.errors import FlowNotFoundError
+from flowservice.history import SCHEMA_VERSION, SqliteStore
+from flowservice.registry import (
+    FlowRegistry,
+    MemoryRegistry,
+    SqliteRegistry,
+    body_digest,
+    find_version,
+    open_registry,
+)
+
+NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FlowRegistry]:
+    opened = MemoryRegistry() if request.param == "memory" else SqliteRegistry(tmp_path / "f.db")
+    yield opened
+    opened.close()
+
+
+async def test_versions_count_from_one_and_an_identical_body_is_not_stored_again(
+    registry: FlowRegistry,
+) -> None:
+    first, created = await registry.create("orders", "Orders", b"one", NOW)
+    assert (first.version, created, first.digest) == (1, True, body_digest(b"one"))
+    same, created = await registry.create("orders", "Orders", b"one", NOW)
+    assert (same, created) == (first, False)
+    second, created = await registry.create("orders", "Orders v2", b"two", NOW)
+    assert (second.version, created) == (2, True)
+    # Only the latest counts: going back to an earlier body is a new version.
+    third, created = await registry.create("orders", "Orders", b"one", NOW)
+    assert (third.version, created) == (3, True)
+    other, _ = await registry.create("billing", "Billing", b"one", NOW)
+    assert other.version == 1
+
+
+async def test_get_returns_a_version_or_the_latest_with_its_body(registry: FlowRegistry) -> None:
+    await registry.create("orders", "Orders", b"one", NOW)
+    await registry.create("orders", "Orders", b"two", NOW)
+    latest = await registry.get("orders")
+    first = await registry.get("orders", 1)
+    assert latest is not None and (latest.version, latest.body) == (2, b"two")
+    assert first is not None and (first.body, first.created_at) == (b"one", NOW)
+    assert await registry.get("orders", 3) is None
+    assert await registry.get("nobody") is None
+
+
+async def test_find_version_tells_an_unknown_flow_from_an_unknown_version(
+    registry: FlowRegistry,
+) -> None:
+    await registry.create("orders", "Orders", b"one", NOW)
+    with pytest.raises(FlowNotFoundError) as unknown_flow:
+        await find_version(registry, "nobody")
+    with pytest.raises(FlowNotFoundError) as unknown_version:
+        await find_version(registry, "orders", 7)
+    assert not unknown_flow.value.flow_exists
+    assert unknown_version.value.flow_exists
+    assert (await find_version(registry, "orders", 1)).body == b"one"
+
+
+async def test_lists_page_flows_by_id_and_versions_newest_first_without_bodies(
+    registry: FlowRegistry,
+) -> None:
+    for flow_id in ("c", "a", "b"):
+        await registry.create(flow_id, flow_id.upper(), b"1", NOW)
+    await registry.create("b", "B", b"2", NOW)
+    page = await registry.list_flows(2)
+    assert [(v.flow_id, v.version, v.body) for v in page] == [("a", 1, b""), ("b", 2, b"")]
+    rest = await registry.list_flows(2, after="b")
+    assert [v.flow_id for v in rest] == ["c"]
+    for body in (b"3", b"4"):
+        await registry.create("b", "B", body, NOW)
+    versions = await registry.list_versions("b", 3)
+    assert [v.version for v in versions] == [4, 3, 2]
+    assert all(v.body == b"" and v.digest for v in versions)
+    assert [v.version for v in await registry.list_versions("b", 3, before=2)] == [1]
+    assert await registry.list_versions("nobody", 3) == []
+
+
+async def test_the_sqlite_registry_keeps_flows_across_restarts_beside_the_history(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.db"
+    history = SqliteStore(path)  # the history's store opens the same file
+    first = open_registry(str(path))
+    await first.create("orders", "Orders", b"one", NOW)
+    first.close()
+    history.close()
+    again = open_registry(str(path))
+    found = await again.get("orders")
+    again.close()
+    assert found is not None and found.body == b"one"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_two_connections_creating_at_once_never_number_two_bodies_alike(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.db"
+    registries = [SqliteRegistry(path), SqliteRegistry(path)]
+    created = await asyncio.gather(
+        *(
+            registries[i % 2].create("orders", "Orders", f"body {i}".encode(), NOW)
+            for i in range(20)
+        )
+    )
+    numbers = sorted(version.version for version, _ in created)
+    assert numbers == list(range(1, 21))
+    for opened in registries:
+        opened.close()
