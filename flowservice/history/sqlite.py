@@ -366,9 +366,12 @@ class SqliteStore:
             renewed.update((execution_id, bool(cancel)) for execution_id, cancel in rows)
             return 0
 
+        if not execution_ids:
+            return Renewal(frozenset(), frozenset())
         self._queue.put((_RUN, renew))
         await self._written()
-        lost = frozenset(i for i in execution_ids if i not in renewed)
+        # Held still: not finished meanwhile (`finish` lets go of it first).
+        lost = frozenset(i for i in execution_ids if i not in renewed and i in self._held)
         return Renewal(lost, frozenset(i for i, cancel in renewed.items() if cancel))
 
     async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:

@@ -94,9 +94,9 @@ async def test_a_stale_owner_cannot_write_what_another_claimed(
     await stale.renew(["a"])  # written, as another process's writes would be by now
     await live.claim(1, "a")
     stale.append("a", StoredEvent(2, b"from the stale owner"))
+    assert (await stale.renew(["a"])).lost == {"a"}
     with pytest.raises(LeaseLostError):
         await stale.finish("a", "completed", b"stale", T0)
-    assert (await stale.renew(["a"])).lost == {"a"}
     live.append("a", StoredEvent(2, b"from the new owner"))
     await live.finish("a", "completed", b"live", T0)
     assert [e.payload for e in await live.events("a")] == [b"started", b"from the new owner"]
@@ -143,3 +143,11 @@ async def test_a_claim_that_finds_a_cancel_request_says_so(tmp_path: Path) -> No
     finally:
         busy.close()
         live.close()
+
+
+async def test_an_execution_that_finished_here_is_not_reported_lost(store: ExecutionStore) -> None:
+    store.begin(_record("a"))
+    renewing = asyncio.ensure_future(store.renew(["a"]))
+    await store.finish("a", "completed", b"", T0)  # while its run is still delivering its end
+    assert (await renewing).lost == frozenset()
+    assert (await store.renew(["a"])).lost == frozenset()
