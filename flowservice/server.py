@@ -37,6 +37,7 @@ from flowservice.api.execution_servicer import ExecutionServicer
 from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.registry_servicer import RegistryServicer
+from flowservice.api.resumption import Resumer
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
@@ -99,9 +100,11 @@ class FlowServer:
     dispatcher: Dispatcher | None = None
     """Hands `worker` tasks to the workers connected to its WorkerService."""
     history: HistoryKeeper | None = None
-    """The execution history and its upkeep (retention, health)."""
+    """The execution history and its upkeep (retention, health, leases)."""
     flows: FlowRegistry | None = None
     """The flow registry (`FlowRegistryService`), in the history's store."""
+    resumer: Resumer | None = None
+    """Takes over the executions of server processes that died (docs/durability.md)."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -109,7 +112,7 @@ class FlowServer:
         for service in _SERVICE_NAMES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.history is not None:
-            self.history.start(self.health)
+            self.history.start(self.health, self.resumer)
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
@@ -121,11 +124,15 @@ class FlowServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         self.observer.drain()  # open health watches end now; they would hold the grace period
+        if self.history is not None:  # what the grace period cuts short, another process resumes
+            self.history.running.leave_for_takeover()
         closer = asyncio.create_task(self._close_workers_when_idle())
         try:
             await self.server.stop(grace)
         finally:
             closer.cancel()
+        if self.history is not None:  # before the tasks' connections close under them
+            await self.history.stop_executions()
         await self.engine.aclose()
         if self.history is not None:
             await self.history.stop()
@@ -163,7 +170,8 @@ def create_server(
     StoreUnavailableError when the history (`--store`) cannot be opened.
     """
     limits = settings.limits
-    history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
+    store = open_store(settings.store, lease_seconds=settings.lease_seconds)
+    history = HistoryKeeper(store, settings.retention, _SERVICE_NAMES)
     flows = open_registry(settings.store)
     if metrics is not None:
         metrics.watch_store(history.store)
@@ -192,8 +200,10 @@ def create_server(
             *_transport_options(limits),
         ],
     )
+    resumer = Resumer(engine, history.store, history.running)
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-        FlowServicer(engine, history.store, history.running, registry=flows), server
+        FlowServicer(engine, history.store, history.running, registry=flows, resumer=resumer),
+        server,
     )
     execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
         ExecutionServicer(engine, history.store, history.running, registry=flows), server
@@ -224,6 +234,7 @@ def create_server(
         dispatcher=dispatcher,
         history=history,
         flows=flows,
+        resumer=resumer,
     )
 
 

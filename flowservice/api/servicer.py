@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -28,6 +29,7 @@ from flowservice.api.convert import (
 from flowservice.api.flow_refs import resolved
 from flowservice.api.idempotency import earlier_execution, finished, replayed
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
+from flowservice.api.resumption import Resumer
 from flowservice.api.status import timed_out_status
 from flowservice.engine import Engine, ValidationReport
 from flowservice.errors import ExecutionCancelledError, InvalidFlowError
@@ -54,12 +56,15 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         running: RunningExecutions,
         *,
         registry: FlowRegistry | None = None,
+        resumer: Resumer | None = None,
     ) -> None:
-        """`registry`: the flows a request's `flow_ref` names (none stored when None)."""
+        """`registry`: the flows a request's `flow_ref` names (none stored when None);
+        `resumer`: takes over the execution a repeated request waits for when its owner dies."""
         self._engine = engine
         self._store = store
         self._running = running
         self._registry = registry or MemoryRegistry()
+        self._resumer = resumer
 
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
@@ -70,7 +75,8 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
-            return _summary(await finished(self._store, earlier))
+            async with self._standing_by(earlier):
+                return _summary(await finished(self._store, earlier))
         run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
         async with contextlib.aclosing(run) as events:
             async for item in events:
@@ -89,8 +95,9 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
-            async for message in replayed(self._store, earlier):
-                yield message
+            async with self._standing_by(earlier):
+                async for message in replayed(self._store, earlier):
+                    yield message
             return
         run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
         async with contextlib.aclosing(run) as events:
@@ -107,6 +114,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         """The execution a repeated `request_id` started (see `earlier_execution`)."""
         check_writable(self._store)
         return await earlier_execution(request_id, raw, self._store, self._running)
+
+    def _standing_by(self, execution_id: str) -> AbstractAsyncContextManager[None]:
+        """While a repeat waits for its execution: takes it over if its server dies."""
+        if self._resumer is None:
+            return contextlib.nullcontext()
+        return self._resumer.standing_by(execution_id)
 
     def _recorded_run(
         self,
