@@ -1,11 +1,13 @@
 """The history kept in the process's memory: `--store memory`, for tests.
 
 Nothing survives a restart; retention still applies. Every write is
-"durable" at once.
+"durable" at once, and wakes those waiting in `wait_for_change` for its
+execution at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -27,6 +29,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._executions: dict[str, StoredExecution] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
     @property
     def failure(self) -> str:
@@ -43,9 +46,11 @@ class MemoryStore:
     def begin(self, record: ExecutionRecord) -> None:
         self._executions[record.execution_id] = StoredExecution(record, RUNNING, b"", None)
         self._events[record.execution_id] = []
+        self._changed(record.execution_id)
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         self._events[execution_id].append(event)
+        self._changed(execution_id)
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
@@ -54,6 +59,7 @@ class MemoryStore:
         self._executions[execution_id] = replace(
             stored, status=status, summary=summary, finished_at=finished_at
         )
+        self._changed(execution_id)
 
     async def get(self, execution_id: str) -> StoredExecution | None:
         return self._executions.get(execution_id)
@@ -91,6 +97,23 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        changed = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(execution_id, set())
+        waiting.add(changed)
+        try:
+            await asyncio.wait([changed], timeout=timeout)
+        finally:
+            waiting.discard(changed)
+            if not waiting:
+                self._waiting.pop(execution_id, None)
+
+    def _changed(self, execution_id: str) -> None:
+        """Wakes those waiting for a change to the execution."""
+        for changed in self._waiting.get(execution_id, ()):
+            if not changed.done():
+                changed.set_result(None)
 
 
 def _selected(stored: StoredExecution, query: ExecutionQuery) -> bool:

@@ -3,8 +3,12 @@
 One writer thread owns the writing connection. The event loop only puts
 operations on its queue; the thread takes everything queued at once and
 writes it in one transaction (one commit, one fsync, for many executions'
-events), then wakes those who wait in `finish`. Reads use a second
-connection, in a worker thread, which WAL lets run beside the writer.
+events), then wakes those who wait in `finish`, and those in
+`wait_for_change` for an execution the batch touched: one
+`call_soon_threadsafe` per event loop and batch, and none while nobody
+watches. Reads use a second connection, in a worker thread, which WAL lets
+run beside the writer. Another process writing the same file wakes nobody
+here: `wait_for_change` then returns at its timeout.
 
 The schema is versioned (`schema_version`); `_MIGRATIONS[n]` takes a file
 from version n to n + 1, and they run at start-up, in one transaction. A file
@@ -112,6 +116,9 @@ class SqliteStore:
         self._read_lock = threading.Lock()
         self._on_write: Callable[[float, bool], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Execution id -> futures of those in wait_for_change; the writer thread reads it.
+        self._watching: dict[str, set[asyncio.Future[str]]] = {}
+        self._watching_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="history-writer", daemon=True
         )
@@ -182,11 +189,35 @@ class SqliteStore:
             for kind, item in batch:
                 if kind == _WAKE:
                     waiting.setdefault(item[0], []).append(item[1])
+            for future in self._watchers(batch):
+                waiting.setdefault(future.get_loop(), []).append(future)
             for loop, futures in waiting.items():
                 loop.call_soon_threadsafe(_resolve_all, futures, self._failure)
             if any(kind == _STOP for kind, _ in batch):
                 db.close()
                 return
+
+    def _watchers(self, batch: Sequence[tuple[str, Any]]) -> list[asyncio.Future[str]]:
+        """The futures of those waiting for a change to an execution that `batch` wrote."""
+        if not self._watching:  # the usual case: nobody watches; no work per row
+            return []
+        with self._watching_lock:
+            watched = set(self._watching)
+            touched = {_execution_id(kind, item) for kind, item in batch} & watched
+            return [future for execution_id in touched for future in self._watching[execution_id]]
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        with self._watching_lock:
+            self._watching.setdefault(execution_id, set()).add(changed)
+        try:
+            await asyncio.wait([changed], timeout=timeout)
+        finally:
+            with self._watching_lock:
+                waiting = self._watching.get(execution_id, set())
+                waiting.discard(changed)
+                if not waiting:
+                    self._watching.pop(execution_id, None)
 
     def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, Any]]) -> None:
         """Writes `batch` in one transaction; on an error, notes it in `failure`.
@@ -344,6 +375,15 @@ def _merge_finished(rows: dict[str, list[Any]]) -> None:
             row = rows[_INSERT_EXECUTION][i]
             rows[_INSERT_EXECUTION][i] = (*row[:2], status, *row[3:7], finished_at, summary)
     rows[_FINISH] = updates
+
+
+def _execution_id(kind: str, item: Any) -> str:
+    """The id of the execution a queued operation writes; "" for one of no execution."""
+    if kind in (_INSERT_EXECUTION, _INSERT_EVENT):
+        return str(item[0])
+    if kind == _FINISH:
+        return str(item[3])
+    return ""
 
 
 def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:

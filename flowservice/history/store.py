@@ -6,6 +6,12 @@ once the execution's last event and its end are durable, so no execution is
 reported finished before it is in the history. A store that cannot write
 raises `StoreUnavailableError` from `finish` and from every later `begin`,
 and says so in `failure`.
+
+Readers learn of new events without polling: `wait_for_change` returns
+once a change to the execution is readable (a change made in this process
+wakes its waiters at once; one made by another process sharing the store
+may be seen only when `timeout` runs out). It may return without a change:
+the caller reads again and decides.
 """
 
 from __future__ import annotations
@@ -143,6 +149,10 @@ class ExecutionStore(Protocol):
 
     def close(self) -> None:
         """Writes what is queued, then releases the store."""
+        ...
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Returns when the execution may have new stored events or an end, or after `timeout` seconds."""  # noqa: E501
         ...
 
 

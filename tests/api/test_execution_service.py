@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
+from flowservice.api import idempotency
 from flowservice.server import FlowServer
 from flowservice.settings import Settings
 from tests.api.conftest import Gate, Recorder, execute_request
@@ -58,6 +59,12 @@ def gated() -> dict[str, Any]:
             ],
         }
     }
+
+
+@pytest.fixture
+def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Watchers that never look at the store on their own: only the store's wake-ups move them."""
+    monkeypatch.setattr(idempotency, "POLL", 3600.0)
 
 
 async def finished(executions: Stub, execution_id: str) -> pb.Execution:
@@ -157,7 +164,7 @@ async def test_list_pages_newest_first_and_filters(
 
 
 async def test_watch_from_zero_from_the_middle_and_reconnecting(
-    server: FlowServer, executions: Stub, gate: Gate
+    server: FlowServer, executions: Stub, gate: Gate, no_polling: None
 ) -> None:
     started = await executions.StartExecution(start_request(gated()))
     execution_id = started.execution.execution_id
@@ -186,6 +193,37 @@ async def test_watch_from_zero_from_the_middle_and_reconnecting(
         )
     ]
     assert whole == [early[0].event, early[1].event, *rest]
+
+
+async def read_to_the_end(call: Any) -> list[Any]:
+    """What is left of a server stream, read with `read` (a stream read once so cannot iterate)."""
+    messages = []
+    while (message := await call.read()) != grpc.aio.EOF:
+        messages.append(message)
+    return messages
+
+
+async def test_a_watcher_is_woken_by_each_event_of_a_running_execution(
+    server: FlowServer,
+    executions: Stub,
+    flows: flow_service_pb2_grpc.FlowServiceStub,
+    gate: Gate,
+    no_polling: None,
+) -> None:
+    """With polling off, the watch moves only when the store says the execution changed."""
+    stream = flows.ExecuteStream(json_format.ParseDict(gated(), flow_pb.ExecuteStreamRequest()))
+    started = await stream.read()
+    watch = executions.WatchExecution(pb.WatchExecutionRequest(execution_id=started.execution_id))
+    async with asyncio.timeout(30):
+        first = [await watch.read(), await watch.read()]
+        await gate.entered.wait()
+        gate.opened.set()  # the rest is stored while the watcher waits
+        rest = await read_to_the_end(watch)
+    sent = [started, *await read_to_the_end(stream)]
+    watched = [m.event for m in [*first, *rest]]
+    assert watched == sent  # the same messages, in the same order, nothing twice
+    assert [m.sequence for m in watched] == list(range(1, len(sent) + 1))
+    assert watched[-1].HasField("execution_finished")
 
 
 async def test_watch_of_an_unknown_id_is_not_found(server: FlowServer, executions: Stub) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -167,6 +168,64 @@ async def test_a_store_that_cannot_write_fails_finish_and_refuses_new_executions
         blocker.close()
     finally:
         store.close()
+
+
+async def _waiting(store: ExecutionStore, execution_id: str) -> asyncio.Task[None]:
+    """A task in `wait_for_change` for the execution, with no timeout that could end it."""
+    waiter = asyncio.create_task(store.wait_for_change(execution_id, 3600))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    return waiter
+
+
+async def test_a_waiter_wakes_when_its_execution_has_a_new_event_or_ends(
+    store: ExecutionStore,
+) -> None:
+    store.begin(_record(1))
+    await store.get("e001")  # written: nothing left to wake anyone
+    waiter = await _waiting(store, "e001")
+    store.append("e001", StoredEvent(1, b"ev1"))
+    async with asyncio.timeout(30):
+        await waiter
+    assert await store.events("e001") == [StoredEvent(1, b"ev1")]
+
+    waiter = await _waiting(store, "e001")
+    await store.finish("e001", "completed", b"sum", T0)
+    async with asyncio.timeout(30):
+        await waiter
+    got = await store.get("e001")
+    assert got is not None and got.status == "completed"
+
+
+async def test_a_change_to_another_execution_wakes_nobody(store: ExecutionStore) -> None:
+    store.begin(_record(1))
+    await store.get("e001")
+    waiter = await _waiting(store, "e001")
+    await _run(store, 2)  # written, and its waiters woken, once finish returns
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    store.append("e001", StoredEvent(1, b"ev1"))  # nobody waits: nothing to wake
+    assert len(await store.events("e001")) == 1
+
+
+async def test_another_process_s_change_is_seen_when_the_wait_times_out(tmp_path: Path) -> None:
+    ours, theirs = SqliteStore(tmp_path / "h.db"), SqliteStore(tmp_path / "h.db")
+    try:
+        theirs.begin(_record(1))
+        await theirs.get("e001")
+        waiting = asyncio.create_task(ours.wait_for_change("e001", 0.05))
+        await theirs.finish("e001", "completed", b"sum", T0)
+        await waiting  # the timeout, not a wake-up: the write was another store's
+        got = await ours.get("e001")
+        assert got is not None and got.status == "completed"
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_memory_is_what_store_memory_names() -> None:
