@@ -2,8 +2,8 @@
 
 One writer thread owns the writing connection. The event loop only puts
 operations on its queue; the thread takes everything queued at once and
-writes it in one transaction (one commit, one fsync, for many executions'
-events), then wakes those who wait in `finish`, and those in
+writes it in one transaction (one commit for many executions' events),
+then wakes those who wait in `finish`, and those in
 `wait_for_change` for an execution the batch touched: one
 `call_soon_threadsafe` per event loop and batch, and none while nobody
 watches. Reads use a second connection, in a worker thread, which WAL lets
@@ -18,6 +18,7 @@ of a newer version than this code knows is refused with a clear message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import sqlite3
 import threading
@@ -70,6 +71,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
+_CHUNK = 256  # rows per statement, at most (a power of two; `_write_rows`)
 _Op = Callable[[sqlite3.Connection], int]  # returns how many executions it deleted
 # What the writer thread's queue holds: (kind, item).
 _INSERT_EXECUTION = "execution"  # item: a row of `executions`
@@ -222,9 +224,9 @@ class SqliteStore:
     def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, Any]]) -> None:
         """Writes `batch` in one transaction; on an error, notes it in `failure`.
 
-        Rows of a kind go in one `executemany` (the thread then holds the GIL
-        little, which the event loop needs): the executions first, so that
-        the ends and events in the same batch find theirs, the ends last.
+        Rows of a kind go in a few multi-row statements (`_write_rows`): the
+        executions first, so that the ends and events in the same batch find
+        theirs, the ends last.
         """
         rows: dict[str, list[Any]] = {kind: [] for kind in _STATEMENTS}
         runs: list[_Op] = []
@@ -240,9 +242,8 @@ class SqliteStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for kind, statement in _STATEMENTS.items():
-                    if rows[kind]:
-                        db.executemany(statement, rows[kind])
+                for kind in _STATEMENTS:
+                    _write_rows(db, kind, rows[kind])
                 purged = sum(run(db) for run in runs)
                 db.execute("COMMIT")
             except BaseException:
@@ -357,12 +358,52 @@ def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _write_rows(db: sqlite3.Connection, kind: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Writes `rows` of `kind` with one statement per chunk of up to `_CHUNK` rows.
+
+    Why not `executemany`: it runs one step per row, and sqlite3 releases the
+    GIL around each step. Taking it back while the event loop runs Python
+    waits up to the switch interval (5 ms): row by row, the writer thread
+    crawled whenever the server was busy, and calls waited for their ends.
+    A multi-row statement is one step, one hand-over of the GIL.
+    """
+    done = 0
+    size = _CHUNK
+    while done < len(rows):
+        while size > len(rows) - done:
+            size //= 2
+        chunk = rows[done : done + size]
+        db.execute(_statement(kind, size), [value for row in chunk for value in row])
+        done += size
+
+
+@functools.cache
+def _statement(kind: str, count: int) -> str:
+    """The statement that writes `count` rows of `kind`.
+
+    Counts are powers of two, so there are few texts, which sqlite3 keeps
+    compiled (its statement cache).
+    """
+    statement = _STATEMENTS[kind]
+    if kind == _FINISH:  # the same update, joined with the rows' values
+        values = ", ".join(["(?, ?, ?, ?)"] * count)
+        return (
+            "UPDATE executions SET status = v.column1, summary = v.column2,"
+            f" finished_at = v.column3 FROM (VALUES {values}) AS v"
+            " WHERE executions.execution_id = v.column4"
+        )
+    row = statement[statement.rindex(" VALUES ") + len(" VALUES ") :]
+    return statement + f", {row}" * (count - 1)
+
+
 def _merge_finished(rows: dict[str, list[Any]]) -> None:
     """Folds the ends of executions that started in the same batch into their inserts.
 
     A short execution starts and ends within one batch: one insert of the
-    whole row then replaces an insert and an update.
+    whole row then replaces an insert and an update. Of two ends of one
+    execution, the later is kept (one multi-row update would pick either).
     """
+    rows[_FINISH] = list({row[3]: row for row in rows[_FINISH]}.values())
     started = {row[0]: i for i, row in enumerate(rows[_INSERT_EXECUTION])}
     if not started:
         return
@@ -393,10 +434,18 @@ def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection in WAL mode with full fsync on commit; autocommit outside `with`."""
+    """A connection in WAL mode, `synchronous = NORMAL`; autocommit outside `with`.
+
+    What a commit then survives: a crash of the process (the WAL is written
+    with write(2) before COMMIT returns), not one of the operating system or
+    a power loss, which may lose the last transactions (never corrupt the
+    file): SQLite fsyncs at checkpoints only. FULL, an fsync per commit,
+    made the writer thread's batches ten times slower (milliseconds, not
+    tenths), and every call waits for one (docs/history.md).
+    """
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA synchronous = NORMAL")
     db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
     return db
 
