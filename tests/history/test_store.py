@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from flowservice.history import (
     SqliteStore,
     StoredEvent,
     open_store,
+    time_ordered_id,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -226,6 +229,32 @@ async def test_another_process_s_change_is_seen_when_the_wait_times_out(tmp_path
     finally:
         ours.close()
         theirs.close()
+
+
+async def test_a_batch_of_hundreds_of_rows_is_written_whole(store: ExecutionStore) -> None:
+    """More rows of each kind than one statement takes, and ends of executions begun earlier."""
+    for n in range(300):
+        store.begin(_record(n))
+        for sequence in range(1, 8):
+            store.append(f"e{n:03}", StoredEvent(sequence, b"ev%d" % sequence))
+    await store.get("e000")  # all of it in one batch, written
+    await asyncio.gather(*(store.finish(f"e{n:03}", "failed", b"s%d" % n, T0) for n in range(300)))
+    assert store.count == 300
+    found = await store.find(ExecutionQuery(limit=1000, status="failed"))
+    assert sorted(s.record.execution_id for s in found) == [f"e{n:03}" for n in range(300)]
+    last = await store.get("e299")
+    assert last is not None and last.summary == b"s299"
+    assert [e.sequence for e in await store.events("e299")] == list(range(1, 8))
+
+
+def test_time_ordered_ids_are_version_7_uuids_that_sort_by_time() -> None:
+    earlier = time_ordered_id()
+    time.sleep(0.002)  # the next millisecond at least
+    later = time_ordered_id()
+    assert uuid.UUID(earlier).version == uuid.UUID(later).version == 7
+    assert uuid.UUID(later).variant == uuid.RFC_4122
+    assert earlier < later
+    assert len({time_ordered_id() for _ in range(1000)}) == 1000
 
 
 def test_memory_is_what_store_memory_names() -> None:
