@@ -106,8 +106,8 @@ async def test_sqlite_history_survives_a_restart(tmp_path: Path) -> None:
         again.close()
 
 
-def _version_1_file(path: Path) -> None:
-    """A file as the first schema version wrote it, with one execution."""
+def version_1_file(path: Path, request: bytes = b"\x00", summary: bytes = b"\x01") -> None:
+    """A file as the first schema version wrote it, with one finished execution, "old"."""
     db = sqlite3.connect(path)
     db.executescript(
         """
@@ -122,16 +122,19 @@ def _version_1_file(path: Path) -> None:
             execution_id TEXT NOT NULL, sequence INTEGER NOT NULL, payload BLOB NOT NULL,
             PRIMARY KEY (execution_id, sequence)
         ) WITHOUT ROWID;
-        INSERT INTO executions VALUES ('old', 'f', 'completed', x'00', 'x', 1767225600000000,
-            1767225601000000, x'01');
         """
+    )
+    db.execute(
+        "INSERT INTO executions VALUES ('old', 'f', 'completed', ?, 'x', 1767225600000000,"
+        " 1767225601000000, ?)",
+        (request, summary),
     )
     db.commit()
     db.close()
 
 
 async def test_an_older_file_is_migrated_and_keeps_its_executions(tmp_path: Path) -> None:
-    _version_1_file(tmp_path / "h.db")
+    version_1_file(tmp_path / "h.db")
     store = SqliteStore(tmp_path / "h.db")
     try:
         old = await store.get("old")
