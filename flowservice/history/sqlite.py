@@ -1,7 +1,8 @@
 """The history in an SQLite file (stdlib `sqlite3`, WAL mode): the default store.
 
 One writer thread owns the writing connection. The event loop only puts
-operations on its queue; the thread takes everything queued at once and
+operations on its queue; when someone waits for them to be written (an
+end, a read, a watcher) the thread takes everything queued at once and
 writes it in one transaction (one commit for many executions' events),
 then wakes those who wait in `finish`, and those in
 `wait_for_change` for an execution the batch touched: one
@@ -72,6 +73,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
 _CHUNK = 256  # rows per statement, at most (a power of two; `_write_rows`)
+_LINGER = 0.05  # seconds queued starts and events wait, at most, when nobody waits for them
 _Op = Callable[[sqlite3.Connection], int]  # returns how many executions it deleted
 # What the writer thread's queue holds: (kind, item).
 _INSERT_EXECUTION = "execution"  # item: a row of `executions`
@@ -118,6 +120,7 @@ class SqliteStore:
         self._read_lock = threading.Lock()
         self._on_write: Callable[[float, bool], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wanted = threading.Event()  # set when someone waits for what is queued
         # Execution id -> futures of those in wait_for_change; the writer thread reads it.
         self._watching: dict[str, set[asyncio.Future[str]]] = {}
         self._watching_lock = threading.Lock()
@@ -158,6 +161,8 @@ class SqliteStore:
     def append(self, execution_id: str, event: StoredEvent) -> None:
         row = (execution_id, event.sequence, event.payload)
         self._queue.put((_INSERT_EVENT, row))
+        if self._watching:  # someone waits for new events (of this or another execution)
+            self._wanted.set()
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
@@ -171,19 +176,33 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[str] = loop.create_future()
         self._queue.put((_WAKE, (loop, written)))  # resolved after the batch that holds it
+        self._wanted.set()
         failure = await written
         if failure and check:
             raise StoreUnavailableError(failure)
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
-        """The writer thread: one transaction per batch of whatever is queued."""
+        """The writer thread: one transaction per batch of whatever is queued.
+
+        It writes when someone waits for a commit (`_wanted`: an end, a read,
+        a watcher, closing), or `_LINGER` seconds after it last looked. Starts
+        and events alone neither wake it nor make a transaction of their own:
+        they go with the next end, so a short execution is one transaction.
+        """
+        full = False
         while True:
-            batch = [self._queue.get()]
+            if not full:  # a full batch may have left more queued: no waiting then
+                self._wanted.wait(_LINGER)
+            self._wanted.clear()
+            batch: list[Any] = []
             while len(batch) < _BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            full = len(batch) == _BATCH
+            if not batch:
+                continue
             self._write(db, batch)
             # One wake-up of each loop per batch, not one per waiter: each
             # call_soon_threadsafe writes to the loop's self-pipe.
@@ -319,6 +338,7 @@ class SqliteStore:
     def close(self) -> None:
         """Writes what is queued, waits for the writer thread, then closes the file."""
         self._queue.put((_STOP, None))
+        self._wanted.set()
         self._thread.join()
         self._reader.close()
 
