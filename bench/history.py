@@ -196,9 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("  sqlite:", " ".join(f"{rps:,.0f}" for rps in result.sqlite.round_rps))
     print("  ratio: ", " ".join(f"{ratio:.2f}" for ratio in result.round_ratios))
     print(f"  median ratio {result.ratio:.2f}")
+    memory_cpu = result.memory.server_cpu_us_per_call
+    sqlite_cpu = result.sqlite.server_cpu_us_per_call
     print(
-        f"  server CPU per call: memory {result.memory.server_cpu_us_per_call:.0f} µs, "
-        f"sqlite {result.sqlite.server_cpu_us_per_call:.0f} µs"
+        f"  server CPU per call: memory {memory_cpu:.0f} µs, sqlite {sqlite_cpu:.0f} µs"
+        f" (ratio {memory_cpu / sqlite_cpu:.2f})"
     )
     print(
         f"{START}: {result.start.rps:,.0f} calls/s "

@@ -317,6 +317,15 @@ def _store_figures(store: StoreResult) -> list[Figure]:
             Target(">=", 0.8),
         ),
         Figure(
+            "store.cpu_ratio",
+            "--store memory ÷ SQLite store, server CPU per Execute(seed)",
+            store.memory.server_cpu_us_per_call / store.sqlite.server_cpu_us_per_call,
+            "x",
+            f"{store.memory.server_cpu_us_per_call:.0f} µs ÷ "
+            f"{store.sqlite.server_cpu_us_per_call:.0f} µs, all threads: the throughput "
+            "ratio a machine busy with other work tends to, less noisy than it",
+        ),
+        Figure(
             "store.start",
             "StartExecution(seed), SQLite store, executions finishing in the background",
             store.start.rps,

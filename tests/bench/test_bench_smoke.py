@@ -54,6 +54,7 @@ EXPECTED_FIGURES = {
     "store.memory",
     "store.sqlite",
     "store.ratio",
+    "store.cpu_ratio",
     "store.start",
 }
 TARGETED = {
