@@ -157,6 +157,8 @@ class SqliteStore:
             b"",
         )
         self._queue.put((_INSERT_EXECUTION, row))
+        if record.request_id:  # other processes look for it before they run a repeat
+            self._wanted.set()
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         row = (execution_id, event.sequence, event.payload)
@@ -185,7 +187,8 @@ class SqliteStore:
         """The writer thread: one transaction per batch of whatever is queued.
 
         It writes when someone waits for a commit (`_wanted`: an end, a read,
-        a watcher, closing), or `_LINGER` seconds after it last looked. Starts
+        a watcher, a start with a request id, closing), or `_LINGER` seconds
+        after it last looked. Other starts
         and events alone neither wake it nor make a transaction of their own:
         they go with the next end, so a short execution is one transaction.
         """
