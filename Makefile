@@ -79,6 +79,11 @@ bench-smoke: setup $(BENCH_STAMP)
 bench-mesh: setup
 	$(PY) -m bench.mesh
 
+## bench-history: the history's cost alone, every round printed: SQLite vs --store memory, StartExecution
+.PHONY: bench-history
+bench-history: setup
+	$(PY) -m bench.history
+
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(INTEROP_NODE)/node_modules $(INTEROP_NODE)/gen $(INTEROP_NODE)/dist

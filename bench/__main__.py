@@ -21,6 +21,7 @@ from bench import measure
 from bench.config import FULL, SMOKE, BenchConfig
 from bench.flows import REPO_ROOT
 from bench.h2load import find_h2load
+from bench.history import server_pair, store_cost
 from bench.profiling import (
     EXECUTE_ROOT,
     ProfileSummary,
@@ -127,7 +128,10 @@ def run(
         memory = measure.memory(config, memory_server)
         say("multi-core: --workers 1 vs --workers 2")
         multicore = measure.multicore(config, layouts, bodies)
-        for group in (main, memory_server, *layouts.values()):
+        say("the history's cost: SQLite vs --store memory, then StartExecution")
+        stores = server_pair(stack, work, flags)
+        store = store_cost(config, *stores, bodies)
+        for group in (main, memory_server, *layouts.values(), *stores):
             group.check_alive()
 
         execute_profile: ProfileSummary | None = None
@@ -160,6 +164,7 @@ def run(
         stream=stream,
         memory=memory,
         multicore=multicore,
+        store=store,
         execute_profile=execute_profile,
         engine_profile=engine_profile,
         profile_note=note,

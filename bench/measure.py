@@ -41,18 +41,24 @@ __all__ = [
     "Bodies",
     "FlowSizePoint",
     "LoadPoint",
+    "Measured",
     "MemoryResult",
     "MulticoreResult",
     "StreamResult",
+    "alternating_rounds",
     "engine_micro",
     "flow_sizes",
+    "h2load_point",
+    "h2load_with_cpu",
     "machine_busy_seconds",
     "memory",
     "multicore",
     "shape",
+    "sized",
     "streaming",
     "transport_h2load",
     "transport_python",
+    "url_of",
     "wait_for_quiet",
 ]
 
@@ -230,17 +236,17 @@ def shape(in_flight: int) -> tuple[int, int]:
     return connections, in_flight // connections
 
 
-def _url(group: RunningServer, path: str) -> str:
+def url_of(group: RunningServer, path: str) -> str:
     return f"http://{group.address}{path}"
 
 
-def _sized(config: BenchConfig, rps: float) -> int:
+def sized(config: BenchConfig, rps: float) -> int:
     wanted = round(rps * config.h2load_seconds)
     return max(config.h2load_min_requests, min(config.h2load_max_requests, wanted))
 
 
 @dataclass(frozen=True, slots=True)
-class _Measured:
+class Measured:
     """One h2load run and the CPU time spent around it."""
 
     run: H2loadRun
@@ -257,9 +263,9 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / _CLOCK_TICKS
 
 
-def _h2load_with_cpu(
+def h2load_with_cpu(
     group: RunningServer, *, url: str, body: Path, requests: int, in_flight: int
-) -> _Measured:
+) -> Measured:
     connections, streams = shape(in_flight)
     before, machine_before = cpu_seconds(group), machine_busy_seconds()
     run = run_h2load(
@@ -268,7 +274,7 @@ def _h2load_with_cpu(
     after, machine_after = cpu_seconds(group), machine_busy_seconds()
     server = tuple(b - a for a, b in zip(before, after, strict=True))
     other = machine_after - machine_before - sum(server) - run.client_cpu_seconds
-    return _Measured(run, server, max(other, 0.0))
+    return Measured(run, server, max(other, 0.0))
 
 
 def wait_for_quiet(limit: float) -> float:
@@ -285,11 +291,11 @@ def wait_for_quiet(limit: float) -> float:
             return busy
 
 
-def _rounds(
+def alternating_rounds(
     config: BenchConfig,
     labels: Sequence[str],
-    measure_one: Callable[[str], _Measured],
-) -> tuple[dict[str, list[_Measured]], int]:
+    measure_one: Callable[[str], Measured],
+) -> tuple[dict[str, list[Measured]], int]:
     """`config.rounds` rounds, each measuring every label back to back; and the rounds redone.
 
     The order alternates from round to round, so drift in the machine's speed
@@ -298,7 +304,7 @@ def _rounds(
     again (after waiting a little for the machine to quieten), at most
     `config.rounds // 2` times in all; the count of rounds thrown away is returned with the runs.
     """
-    runs: dict[str, list[_Measured]] = {label: [] for label in labels}
+    runs: dict[str, list[Measured]] = {label: [] for label in labels}
     attempt = discarded = 0
     while len(runs[labels[0]]) < config.rounds:
         order = list(labels) if attempt % 2 == 0 else list(reversed(labels))
@@ -319,38 +325,38 @@ def transport_h2load(
 ) -> tuple[LoadPoint, ...]:
     """Health/Check and Execute(seed) with h2load, alternating, at each number in flight."""
     for method in (CHECK, EXECUTE):
-        probe(url=_url(group, _METHOD_PATHS[method]), body=bodies.for_method(method))
+        probe(url=url_of(group, _METHOD_PATHS[method]), body=bodies.for_method(method))
     points = []
     for in_flight in config.in_flight:
         counts: dict[str, int] = {}
         for method in (CHECK, EXECUTE):
-            warm = _h2load_with_cpu(
+            warm = h2load_with_cpu(
                 group,
-                url=_url(group, _METHOD_PATHS[method]),
+                url=url_of(group, _METHOD_PATHS[method]),
                 body=bodies.for_method(method),
                 requests=config.warmup_requests,
                 in_flight=in_flight,
             )
-            counts[method] = _sized(config, warm.run.rps)
+            counts[method] = sized(config, warm.run.rps)
 
         def measure_one(
             method: str, in_flight: int = in_flight, counts: dict[str, int] = counts
-        ) -> _Measured:
-            return _h2load_with_cpu(
+        ) -> Measured:
+            return h2load_with_cpu(
                 group,
-                url=_url(group, _METHOD_PATHS[method]),
+                url=url_of(group, _METHOD_PATHS[method]),
                 body=bodies.for_method(method),
                 requests=counts[method],
                 in_flight=in_flight,
             )
 
-        runs, discarded = _rounds(config, (CHECK, EXECUTE), measure_one)
+        runs, discarded = alternating_rounds(config, (CHECK, EXECUTE), measure_one)
         for method in (CHECK, EXECUTE):
-            points.append(_h2load_point(method, in_flight, runs[method], discarded))
+            points.append(h2load_point(method, in_flight, runs[method], discarded))
     return tuple(points)
 
 
-def _h2load_point(method: str, in_flight: int, runs: list[_Measured], discarded: int) -> LoadPoint:
+def h2load_point(method: str, in_flight: int, runs: list[Measured], discarded: int) -> LoadPoint:
     requests = sum(m.run.requests for m in runs)
     seconds = sum(m.run.seconds for m in runs)
     latencies = [latency for m in runs for latency in m.run.latencies_us]
@@ -493,7 +499,7 @@ def streaming(config: BenchConfig, group: RunningServer, bodies: Bodies) -> Stre
         if repeat:
             python_runs.append(stream)
     events = python_runs[0].events
-    url = _url(group, grpc_load.STREAM_METHOD)
+    url = url_of(group, grpc_load.STREAM_METHOD)
     probe(url=url, body=bodies.stream)
     h2load_seconds = []
     cpu = 0.0
@@ -560,18 +566,18 @@ def multicore(
     in_flight = config.multicore_in_flight
     counts = {}
     for label, group in layouts.items():
-        url = _url(group, grpc_load.EXECUTE_METHOD)
+        url = url_of(group, grpc_load.EXECUTE_METHOD)
         probe(url=url, body=bodies.seed)
-        warm = _h2load_with_cpu(
+        warm = h2load_with_cpu(
             group, url=url, body=bodies.seed, requests=config.warmup_requests, in_flight=in_flight
         )
-        counts[label] = _sized(config, warm.run.rps)
-    runs, discarded = _rounds(
+        counts[label] = sized(config, warm.run.rps)
+    runs, discarded = alternating_rounds(
         config,
         list(layouts),
-        lambda label: _h2load_with_cpu(
+        lambda label: h2load_with_cpu(
             layouts[label],
-            url=_url(layouts[label], grpc_load.EXECUTE_METHOD),
+            url=url_of(layouts[label], grpc_load.EXECUTE_METHOD),
             body=bodies.seed,
             requests=counts[label],
             in_flight=in_flight,

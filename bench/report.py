@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.engine_micro import EngineMicroResult
 from bench.flows import REPO_ROOT
+from bench.history import StoreResult
 from bench.measure import (
     CHECK,
     EXECUTE,
@@ -108,6 +109,7 @@ class Results:
     stream: StreamResult
     memory: MemoryResult
     multicore: MulticoreResult
+    store: StoreResult
     execute_profile: ProfileSummary | None
     engine_profile: ProfileSummary | None
     profile_note: str
@@ -115,7 +117,11 @@ class Results:
 
     def figures(self) -> list[Figure]:
         """Every figure, in table order, judged against its target on full runs."""
-        figures = [*_transport_figures(self.transport), *self._other_figures()]
+        figures = [
+            *_transport_figures(self.transport),
+            *self._other_figures(),
+            *_store_figures(self.store),
+        ]
         if self.mode != "full":
             return figures
         return [
@@ -256,6 +262,11 @@ class Results:
             "stream": dataclasses.asdict(self.stream),
             "memory": dataclasses.asdict(self.memory),
             "multicore": dataclasses.asdict(self.multicore),
+            "store": {
+                **dataclasses.asdict(self.store),
+                "round_ratios": self.store.round_ratios,
+                "ratio": self.store.ratio,
+            },
             "profile": {
                 "note": self.profile_note,
                 "execute": _profile_json(self.execute_profile),
@@ -266,6 +277,63 @@ class Results:
     def execute_cpu_us(self) -> float:
         """Server CPU per Execute(seed) call, h2load at 8 in flight (or the nearest)."""
         return _point(self.transport, "h2load", EXECUTE, 8).server_cpu_us_per_call
+
+
+def _store_figures(store: StoreResult) -> list[Figure]:
+    """The history's cost: Execute(seed) with each store, their ratio, and StartExecution."""
+
+    def detail(point: LoadPoint) -> str:
+        return (
+            f"h2load, {store.in_flight} in flight; p50 {point.p50_ms:.2f} ms, "
+            f"p99 {point.p99_ms:.2f} ms; server CPU {point.server_cpu_us_per_call:.0f} µs "
+            "per call; rounds " + ", ".join(f"{rps:,.0f}" for rps in point.round_rps)
+        )
+
+    ratios = store.round_ratios
+    return [
+        Figure(
+            "store.memory",
+            "Execute(seed), --store memory",
+            store.memory.rps,
+            "calls/s",
+            detail(store.memory),
+        ),
+        Figure(
+            "store.sqlite",
+            "Execute(seed), SQLite store",
+            store.sqlite.rps,
+            "calls/s",
+            detail(store.sqlite),
+        ),
+        Figure(
+            "store.ratio",
+            "SQLite store ÷ --store memory, Execute(seed) throughput",
+            store.ratio,
+            "x",
+            "median of rounds (alternating servers): "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f" (spread {min(ratios):.2f}-{max(ratios):.2f}); "
+            f"{store.memory.discarded_rounds} noisy rounds redone",
+            Target(">=", 0.8),
+        ),
+        Figure(
+            "store.cpu_ratio",
+            "--store memory ÷ SQLite store, server CPU per Execute(seed)",
+            store.memory.server_cpu_us_per_call / store.sqlite.server_cpu_us_per_call,
+            "x",
+            f"{store.memory.server_cpu_us_per_call:.0f} µs ÷ "
+            f"{store.sqlite.server_cpu_us_per_call:.0f} µs, all threads: the throughput "
+            "ratio a machine busy with other work tends to, less noisy than it",
+        ),
+        Figure(
+            "store.start",
+            "StartExecution(seed), SQLite store, executions finishing in the background",
+            store.start.rps,
+            "calls/s",
+            detail(store.start)
+            + f"; the last execution finished {store.drain_seconds:.2f} s after the last reply",
+        ),
+    ]
 
 
 def _median_ratio(numerators: tuple[float, ...], denominators: tuple[float, ...]) -> float:

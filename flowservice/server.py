@@ -48,7 +48,7 @@ from flowservice.errors import (
     StoreUnavailableError,
     TaskRegistrationError,
 )
-from flowservice.history import open_store
+from flowservice.history import open_store, time_ordered_id
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
@@ -183,6 +183,7 @@ def create_server(
         limits=limits,
         task_threads=settings.task_threads,
         observer=CompositeObserver(observers) if observers else None,
+        new_execution_id=time_ordered_id,  # the history's indexes append (history/ids.py)
     )
     if tracing is not None:
         tracing.instrument_grpc_server()  # must precede grpc.aio.server()

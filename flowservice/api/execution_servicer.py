@@ -4,8 +4,9 @@
 call, through the same `recorded` path as `Execute`. Reads come from the
 store, so they see executions that any RPC started, in this process or in
 another sharing the file. `WatchExecution` replays the stored events after the
-last sequence it sent, then looks again every `idempotency.POLL` seconds until
-the execution has finished and every event has been sent: the store orders
+last sequence it sent, then waits for the store's next change (at once for
+this process's writes; another process's within `idempotency.POLL` seconds)
+until the execution has finished and every event has been sent: the store orders
 events by sequence, so a watcher resuming from the last sequence it received
 misses none and repeats none.
 """

@@ -6,6 +6,13 @@ closes the gap before the store has the execution), then in the store. None:
 the caller claims the id and runs the flow. One: the request's other fields
 must be those the execution was started with (ALREADY_EXISTS otherwise), and
 the caller replays it, from the store, waiting for it while it runs.
+
+Waiting does not poll: `replayed` and `finished` read the store, and when it
+holds nothing new, wait in `ExecutionStore.wait_for_change`, which returns as
+soon as a change made in this process is readable. The wait is entered
+before the read (`_listening`), so a change between the two still wakes it.
+A change made by another process sharing the store is seen after at most
+`POLL` seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from flowservice.history import RUNNING, ExecutionStore, StoredExecution
 __all__ = ["POLL", "earlier_execution", "finished", "replayed", "stored_execution"]
 
 POLL = 0.05
-"""Seconds between looks at a running execution's new events or end."""
+"""Seconds a watcher waits for a change before it reads the store anyway (another process's)."""
 
 
 async def earlier_execution(
@@ -60,10 +67,14 @@ async def earlier_execution(
 async def finished(store: ExecutionStore, execution_id: str) -> StoredExecution:
     """The execution, once it has finished."""
     while True:
-        stored = await stored_execution(store, execution_id)
-        if stored.status != RUNNING:
-            return stored
-        await asyncio.sleep(POLL)
+        change = await _listening(store, execution_id)
+        try:
+            stored = await stored_execution(store, execution_id)
+            if stored.status != RUNNING:
+                return stored
+            await change
+        finally:
+            change.cancel()
 
 
 async def replayed(
@@ -75,13 +86,32 @@ async def replayed(
     known to have finished are the last ones.
     """
     while True:
-        stored = await stored_execution(store, execution_id)
-        for event in await store.events(execution_id, after=after):
+        change = await _listening(store, execution_id)
+        try:
+            stored = await stored_execution(store, execution_id)
+            events = await store.events(execution_id, after=after)
+            if not events and stored.status == RUNNING:
+                await change  # nothing new yet: wait for it, then read again
+                continue
+        finally:
+            change.cancel()
+        for event in events:
             yield flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
             after = event.sequence
         if stored.status != RUNNING:
             return
-        await asyncio.sleep(POLL)
+
+
+async def _listening(store: ExecutionStore, execution_id: str) -> asyncio.Task[None]:
+    """A task waiting for the execution's next change (or `POLL`), already listening.
+
+    Entered before the caller reads, so that a change made between the read
+    and the wait wakes it: the task starts at once (its first step runs
+    before the caller's next one), and a store's waiting starts there.
+    """
+    change = asyncio.ensure_future(store.wait_for_change(execution_id, POLL))
+    await asyncio.sleep(0)
+    return change
 
 
 async def stored_execution(store: ExecutionStore, execution_id: str) -> StoredExecution:

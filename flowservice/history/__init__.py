@@ -7,6 +7,7 @@ implementation from the `--store` setting. The domain never sees grpc: the
 bytes are whatever the API layer chose to keep (serialized protos).
 """
 
+from flowservice.history.ids import time_ordered_id
 from flowservice.history.memory import MemoryStore
 from flowservice.history.sqlite import SCHEMA_VERSION, SqliteStore
 from flowservice.history.store import (
@@ -36,4 +37,5 @@ __all__ = [
     "StoredEvent",
     "StoredExecution",
     "open_store",
+    "time_ordered_id",
 ]

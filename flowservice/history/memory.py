@@ -1,13 +1,15 @@
 """The history kept in the process's memory: `--store memory`, for tests.
 
 Nothing survives a restart; retention still applies. Every write is
-"durable" at once. Leases and fences follow the store contract, though one
+"durable" at once, and wakes those waiting in `wait_for_change` for its
+execution at once. Leases and fences follow the store contract, though one
 process is the only owner a memory store ever has: they matter here only
 to a run that ended without `finish`, which `claim` then hands back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
@@ -49,6 +51,7 @@ class MemoryStore:
         self._lease = timedelta(seconds=lease_seconds)
         self._leases: dict[str, _Lease] = {}  # running executions only
         self._held: dict[str, int] = {}  # fences this owner began or claimed executions at
+        self._waiting: dict[str, set[asyncio.Future[None]]] = {}
 
     @property
     def failure(self) -> str:
@@ -68,10 +71,12 @@ class MemoryStore:
         self._events[execution_id] = []
         self._leases[execution_id] = _Lease(self._owner, 1, _now() + self._lease)
         self._held[execution_id] = 1
+        self._changed(execution_id)
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         if self._owns(execution_id):  # fencing: a lost execution's events are dropped
             self._events[execution_id].append(event)
+            self._changed(execution_id)
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
@@ -85,6 +90,7 @@ class MemoryStore:
         self._executions[execution_id] = replace(
             stored, status=status, summary=summary, finished_at=finished_at
         )
+        self._changed(execution_id)
 
     def _owns(self, execution_id: str) -> bool:
         """Whether this owner still holds the running execution at the fence it had."""
@@ -185,7 +191,25 @@ class MemoryStore:
         self._executions[execution_id] = replace(
             stored, status=ExecutionStatus.CANCELLED.value, finished_at=now
         )
+        self._changed(execution_id)
         return True
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        changed = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.setdefault(execution_id, set())
+        waiting.add(changed)
+        try:
+            await asyncio.wait([changed], timeout=timeout)
+        finally:
+            waiting.discard(changed)
+            if not waiting:
+                self._waiting.pop(execution_id, None)
+
+    def _changed(self, execution_id: str) -> None:
+        """Wakes those waiting for a change to the execution."""
+        for changed in self._waiting.get(execution_id, ()):
+            if not changed.done():
+                changed.set_result(None)
 
 
 def _now() -> datetime:

@@ -1,10 +1,15 @@
 """The history in an SQLite file (stdlib `sqlite3`, WAL mode): the default store.
 
 One writer thread owns the writing connection. The event loop only puts
-operations on its queue; the thread takes everything queued at once and
-writes it in one transaction (one commit, one fsync, for many executions'
-events), then wakes those who wait in `finish`. Reads use a second
-connection, in a worker thread, which WAL lets run beside the writer.
+operations on its queue; when someone waits for them to be written (an
+end, a read, a watcher) the thread takes everything queued at once and
+writes it in one transaction (one commit for many executions' events),
+then wakes those who wait in `finish`, and those in
+`wait_for_change` for an execution the batch touched: one
+`call_soon_threadsafe` per event loop and batch, and none while nobody
+watches. Reads use a second connection, in a worker thread, which WAL lets
+run beside the writer. Another process writing the same file wakes nobody
+here: `wait_for_change` then returns at its timeout.
 
 The schema is versioned (`schema_version`); `_MIGRATIONS[n]` takes a file
 from version n to n + 1, and they run at start-up, in one transaction. A file
@@ -24,6 +29,7 @@ its own owner): SQLite's write lock serializes their transactions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import queue
 import sqlite3
@@ -104,6 +110,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
+_CHUNK = 256  # rows per statement, at most (a power of two; `_write_rows`)
+_LINGER = 0.05  # seconds queued starts and events wait, at most, when nobody waits for them
 _Op = Callable[[sqlite3.Connection], int]  # returns how many executions it deleted
 # What the writer thread's queue holds: (kind, item).
 _INSERT_EXECUTION = "execution"  # item: a row of `executions` (the _INSERT_EXECUTION columns)
@@ -166,6 +174,10 @@ class SqliteStore:
         self._read_lock = threading.Lock()
         self._on_write: Callable[[float, bool], None] | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wanted = threading.Event()  # set when someone waits for what is queued
+        # Execution id -> futures of those in wait_for_change; the writer thread reads it.
+        self._watching: dict[str, set[asyncio.Future[str]]] = {}
+        self._watching_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="history-writer", daemon=True
         )
@@ -202,10 +214,14 @@ class SqliteStore:
         )
         self._held[record.execution_id] = 1
         self._queue.put((_INSERT_EXECUTION, row))
+        if record.request_id:  # other processes look for it before they run a repeat
+            self._wanted.set()
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         fence = self._held.get(execution_id, _NOT_HELD)
         self._queue.put((_INSERT_EVENT, (execution_id, event.sequence, event.payload, fence)))
+        if self._watching:  # someone waits for new events (of this or another execution)
+            self._wanted.set()
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
@@ -227,19 +243,34 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[str] = loop.create_future()
         self._queue.put((_WAKE, (loop, written)))  # resolved after the batch that holds it
+        self._wanted.set()
         failure = await written
         if failure and check:
             raise StoreUnavailableError(failure)
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
-        """The writer thread: one transaction per batch of whatever is queued."""
+        """The writer thread: one transaction per batch of whatever is queued.
+
+        It writes when someone waits for a commit (`_wanted`: an end, a read,
+        a watcher, a start with a request id, closing), or `_LINGER` seconds
+        after it last looked. Other starts
+        and events alone neither wake it nor make a transaction of their own:
+        they go with the next end, so a short execution is one transaction.
+        """
+        full = False
         while True:
-            batch = [self._queue.get()]
+            if not full:  # a full batch may have left more queued: no waiting then
+                self._wanted.wait(_LINGER)
+            self._wanted.clear()
+            batch: list[Any] = []
             while len(batch) < _BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            full = len(batch) == _BATCH
+            if not batch:
+                continue
             self._write(db, batch)
             # One wake-up of each loop per batch, not one per waiter: each
             # call_soon_threadsafe writes to the loop's self-pipe.
@@ -247,18 +278,42 @@ class SqliteStore:
             for kind, item in batch:
                 if kind == _WAKE:
                     waiting.setdefault(item[0], []).append(item[1])
+            for future in self._watchers(batch):
+                waiting.setdefault(future.get_loop(), []).append(future)
             for loop, futures in waiting.items():
                 loop.call_soon_threadsafe(_resolve_all, futures, self._failure)
             if any(kind == _STOP for kind, _ in batch):
                 db.close()
                 return
 
+    def _watchers(self, batch: Sequence[tuple[str, Any]]) -> list[asyncio.Future[str]]:
+        """The futures of those waiting for a change to an execution that `batch` wrote."""
+        if not self._watching:  # the usual case: nobody watches; no work per row
+            return []
+        with self._watching_lock:
+            watched = set(self._watching)
+            touched = {_execution_id(kind, item) for kind, item in batch} & watched
+            return [future for execution_id in touched for future in self._watching[execution_id]]
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        changed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        with self._watching_lock:
+            self._watching.setdefault(execution_id, set()).add(changed)
+        try:
+            await asyncio.wait([changed], timeout=timeout)
+        finally:
+            with self._watching_lock:
+                waiting = self._watching.get(execution_id, set())
+                waiting.discard(changed)
+                if not waiting:
+                    self._watching.pop(execution_id, None)
+
     def _write(self, db: sqlite3.Connection, batch: Sequence[tuple[str, Any]]) -> None:
         """Writes `batch` in one transaction; on an error, notes it in `failure`.
 
-        Rows of a kind go in one `executemany` (the thread then holds the GIL
-        little, which the event loop needs): the executions first, so that
-        the ends and events in the same batch find theirs, the ends last.
+        Rows of a kind go in a few multi-row statements (`_write_rows`): the
+        executions first, so that the ends and events in the same batch find
+        theirs, the ends last.
         """
         rows: dict[str, list[Any]] = {kind: [] for kind in _STATEMENTS}
         runs: list[_Op] = []
@@ -274,12 +329,11 @@ class SqliteStore:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for kind, statement in _STATEMENTS.items():
-                    if rows[kind]:
-                        before = db.total_changes
-                        db.executemany(statement, rows[kind])
-                        if db.total_changes - before < len(rows[kind]):
-                            self._refused(db, kind, rows[kind])
+                for kind in _STATEMENTS:
+                    before = db.total_changes
+                    _write_rows(db, kind, rows[kind])
+                    if db.total_changes - before < len(rows[kind]):
+                        self._refused(db, kind, rows[kind])
                 purged = sum(run(db) for run in runs)
                 db.execute("COMMIT")
             except BaseException:
@@ -376,6 +430,7 @@ class SqliteStore:
     def close(self) -> None:
         """Writes what is queued, waits for the writer thread, then closes the file."""
         self._queue.put((_STOP, None))
+        self._wanted.set()
         self._thread.join()
         self._reader.close()
 
@@ -509,25 +564,92 @@ def _where(query: ExecutionQuery) -> tuple[str, list[Any]]:
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def _write_rows(db: sqlite3.Connection, kind: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Writes `rows` of `kind` with one statement per chunk of up to `_CHUNK` rows.
+
+    Why not `executemany`: it runs one step per row, and sqlite3 releases the
+    GIL around each step. Taking it back while the event loop runs Python
+    waits up to the switch interval (5 ms): row by row, the writer thread
+    crawled whenever the server was busy, and calls waited for their ends.
+    A multi-row statement is one step, one hand-over of the GIL.
+    """
+    done = 0
+    size = _CHUNK
+    while done < len(rows):
+        while size > len(rows) - done:
+            size //= 2
+        chunk = rows[done : done + size]
+        db.execute(_statement(kind, size), [value for row in chunk for value in row])
+        done += size
+
+
+@functools.cache
+def _statement(kind: str, count: int) -> str:
+    """The statement that writes `count` rows of `kind`.
+
+    Counts are powers of two, so there are few texts, which sqlite3 keeps
+    compiled (its statement cache). Events and ends are fenced as in
+    `_STATEMENTS`: their rows join the executions whose fence is the writer's.
+    """
+    if kind == _INSERT_EXECUTION:
+        statement = _STATEMENTS[kind]
+        row = statement[statement.rindex(" VALUES ") + len(" VALUES ") :]
+        return statement + f", {row}" * (count - 1)
+    if kind == _INSERT_EVENT:
+        values = ", ".join(["(?, ?, ?, ?)"] * count)
+        return (
+            "INSERT INTO events (execution_id, sequence, payload)"
+            f" SELECT v.column1, v.column2, v.column3 FROM (VALUES {values}) AS v"
+            " JOIN executions AS e ON e.execution_id = v.column1 AND e.fence = v.column4"
+        )
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * count)
+    return (
+        "UPDATE executions SET status = v.column1, summary = v.column2,"
+        f" finished_at = v.column3, cancel_requested = 0 FROM (VALUES {values}) AS v"
+        " WHERE executions.execution_id = v.column4 AND executions.fence = v.column5"
+        " AND executions.status = 'running'"
+    )
+
+
 def _merge_finished(rows: dict[str, list[Any]]) -> None:
     """Folds the ends of executions that started in the same batch into their inserts.
 
     A short execution starts and ends within one batch: one insert of the
-    whole row then replaces an insert and an update.
+    whole row then replaces an insert and an update. Of two ends of one
+    execution, the later is kept (one multi-row update would pick either).
+    Only an end at the fence the start wrote (1) folds: any other is fenced
+    by the update, as it would be in a later batch.
     """
+    rows[_FINISH] = list({row[3]: row for row in rows[_FINISH]}.values())
     started = {row[0]: i for i, row in enumerate(rows[_INSERT_EXECUTION])}
     if not started:
         return
     updates = []
-    for status, summary, finished_at, execution_id, fence in rows[_FINISH]:
+    for end in rows[_FINISH]:
+        status, summary, finished_at, execution_id, fence = end
         i = started.get(execution_id)
-        if i is None:
-            updates.append((status, summary, finished_at, execution_id, fence))
+        if i is None or fence != 1:
+            updates.append(end)
         else:
             row = rows[_INSERT_EXECUTION][i]
-            ended = (status, *row[3:7], finished_at, summary)
-            rows[_INSERT_EXECUTION][i] = (*row[:2], *ended, *row[9:])
+            rows[_INSERT_EXECUTION][i] = (
+                *row[:2],
+                status,
+                *row[3:7],
+                finished_at,
+                summary,
+                *row[9:],
+            )
     rows[_FINISH] = updates
+
+
+def _execution_id(kind: str, item: Any) -> str:
+    """The id of the execution a queued operation writes; "" for one of no execution."""
+    if kind in (_INSERT_EXECUTION, _INSERT_EVENT):
+        return str(item[0])
+    if kind == _FINISH:
+        return str(item[3])
+    return ""
 
 
 def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:
@@ -537,10 +659,18 @@ def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """A connection in WAL mode with full fsync on commit; autocommit outside `with`."""
+    """A connection in WAL mode, `synchronous = NORMAL`; autocommit outside `with`.
+
+    What a commit then survives: a crash of the process (the WAL is written
+    with write(2) before COMMIT returns), not one of the operating system or
+    a power loss, which may lose the last transactions (never corrupt the
+    file): SQLite fsyncs at checkpoints only. FULL, an fsync per commit,
+    made the writer thread's batches ten times slower (milliseconds, not
+    tenths), and every call waits for one (docs/history.md).
+    """
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA synchronous = NORMAL")
     db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
     return db
 

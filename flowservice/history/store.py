@@ -33,6 +33,12 @@ one each time the execution changes hands):
 
 Times of leases are the store's clock (an SQLite store: this machine's; a
 database server: its own), so owners on machines whose clocks differ agree.
+
+Readers learn of new events without polling: `wait_for_change` returns
+once a change to the execution is readable (a change made in this process
+wakes its waiters at once; one made by another process sharing the store
+may be seen only when `timeout` runs out). It may return without a change:
+the caller reads again and decides.
 """
 
 from __future__ import annotations
@@ -202,6 +208,10 @@ class ExecutionStore(Protocol):
 
     def close(self) -> None:
         """Writes what is queued, then releases the store."""
+        ...
+
+    async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Returns when the execution may have new stored events or an end, or after `timeout` seconds."""  # noqa: E501
         ...
 
     # Ownership: see the module docstring. Every method below sees every

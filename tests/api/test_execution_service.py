@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ from google.protobuf import json_format
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from flowservice.server import FlowServer
+from flowservice.api import idempotency
+from flowservice.server import FlowServer, create_server
 from flowservice.settings import Settings
+from flowservice.tasks import TaskRegistry
 from tests.api.conftest import Gate, Recorder, execute_request
 from tests.api.test_execute import seed_body
 from tests.api.test_execution_control import error_info
+from tests.history.test_store import version_1_file
 
 Stub = execution_service_pb2_grpc.ExecutionServiceStub
 
@@ -58,6 +62,12 @@ def gated() -> dict[str, Any]:
             ],
         }
     }
+
+
+@pytest.fixture
+def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Watchers that never look at the store on their own: only the store's wake-ups move them."""
+    monkeypatch.setattr(idempotency, "POLL", 3600.0)
 
 
 async def finished(executions: Stub, execution_id: str) -> pb.Execution:
@@ -157,7 +167,7 @@ async def test_list_pages_newest_first_and_filters(
 
 
 async def test_watch_from_zero_from_the_middle_and_reconnecting(
-    server: FlowServer, executions: Stub, gate: Gate
+    server: FlowServer, executions: Stub, gate: Gate, no_polling: None
 ) -> None:
     started = await executions.StartExecution(start_request(gated()))
     execution_id = started.execution.execution_id
@@ -186,6 +196,37 @@ async def test_watch_from_zero_from_the_middle_and_reconnecting(
         )
     ]
     assert whole == [early[0].event, early[1].event, *rest]
+
+
+async def read_to_the_end(call: Any) -> list[Any]:
+    """What is left of a server stream, read with `read` (a stream read once so cannot iterate)."""
+    messages = []
+    while (message := await call.read()) != grpc.aio.EOF:
+        messages.append(message)
+    return messages
+
+
+async def test_a_watcher_is_woken_by_each_event_of_a_running_execution(
+    server: FlowServer,
+    executions: Stub,
+    flows: flow_service_pb2_grpc.FlowServiceStub,
+    gate: Gate,
+    no_polling: None,
+) -> None:
+    """With polling off, the watch moves only when the store says the execution changed."""
+    stream = flows.ExecuteStream(json_format.ParseDict(gated(), flow_pb.ExecuteStreamRequest()))
+    started = await stream.read()
+    watch = executions.WatchExecution(pb.WatchExecutionRequest(execution_id=started.execution_id))
+    async with asyncio.timeout(30):
+        first = [await watch.read(), await watch.read()]
+        await gate.entered.wait()
+        gate.opened.set()  # the rest is stored while the watcher waits
+        rest = await read_to_the_end(watch)
+    sent = [started, *await read_to_the_end(stream)]
+    watched = [m.event for m in [*first, *rest]]
+    assert watched == sent  # the same messages, in the same order, nothing twice
+    assert [m.sequence for m in watched] == list(range(1, len(sent) + 1))
+    assert watched[-1].HasField("execution_finished")
 
 
 async def test_watch_of_an_unknown_id_is_not_found(server: FlowServer, executions: Stub) -> None:
@@ -237,3 +278,59 @@ async def test_cancel_reaches_an_execute_call_in_flight(
         await asyncio.wait_for(call, 30)
     assert raised.value.code() == grpc.StatusCode.CANCELLED
     assert error_info(raised.value).reason == "EXECUTION_CANCELLED"
+
+
+async def test_a_store_that_fails_mid_stream_reports_no_end_and_refuses_new_starts(
+    server: FlowServer,
+    executions: Stub,
+    flows: flow_service_pb2_grpc.FlowServiceStub,
+    gate: Gate,
+    tmp_path: Path,
+) -> None:
+    stream = flows.ExecuteStream(json_format.ParseDict(gated(), flow_pb.ExecuteStreamRequest()))
+    started = await stream.read()
+    await asyncio.wait_for(gate.entered.wait(), 30)
+    # A read waits for every write queued before it: the start is in the file.
+    await executions.GetExecution(pb.GetExecutionRequest(execution_id=started.execution_id))
+    db = sqlite3.connect(tmp_path / "history.db", isolation_level=None)
+    db.execute("ALTER TABLE events RENAME TO events_away")  # every write of an event fails
+    gate.opened.set()
+
+    received: list[flow_pb.ExecuteStreamResponse] = []
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        while (message := await stream.read()) != grpc.aio.EOF:
+            received.append(message)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(failed.value).reason == "STORE_UNAVAILABLE"
+    assert not any(m.HasField("execution_finished") for m in received)  # its end was not written
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await executions.StartExecution(start_request(gated()))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(refused.value).reason == "STORE_UNAVAILABLE"
+    db.execute("ALTER TABLE events_away RENAME TO events")
+
+
+async def test_a_server_opens_a_file_of_an_older_schema_with_its_executions(
+    tmp_path: Path, registry: TaskRegistry
+) -> None:
+    request = execute_request(seed_body())
+    summary = flow_pb.ExecuteResponse(
+        execution_id="old", flow_id="flow123", status=flow_pb.EXECUTION_STATUS_COMPLETED
+    )
+    version_1_file(tmp_path / "old.db", request.SerializeToString(), summary.SerializeToString())
+    # It finished on 2026-01-01: a retention of years keeps it.
+    settings = Settings(address="127.0.0.1:0", store=str(tmp_path / "old.db"), retention=3650)
+    server = create_server(settings, registry)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            executions = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+            old = await executions.GetExecution(pb.GetExecutionRequest(execution_id="old"))
+            assert old.execution.status == flow_pb.EXECUTION_STATUS_COMPLETED
+            assert (old.execution.request, old.execution.result) == (request, summary)
+            new = await flow_service_pb2_grpc.FlowServiceStub(channel).Execute(request)
+            listed = await executions.ListExecutions(pb.ListExecutionsRequest())
+            assert [e.execution_id for e in listed.executions] == [new.execution_id, "old"]
+    finally:
+        await server.stop(grace=None)

@@ -10,12 +10,13 @@ import grpc
 import pytest
 
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
+from flowservice.api import idempotency
 from flowservice.server import FlowServer
 from flowservice.settings import Settings
 from tests.api.conftest import Gate, execute_request, stream_request
 from tests.api.test_execute import seed_body
 from tests.api.test_execution_control import error_info
-from tests.api.test_execution_service import gated, start_request
+from tests.api.test_execution_service import gated, read_to_the_end, start_request
 
 FlowStub = flow_service_pb2_grpc.FlowServiceStub
 
@@ -30,12 +31,18 @@ def executions(channel: grpc.aio.Channel) -> execution_service_pb2_grpc.Executio
     return execution_service_pb2_grpc.ExecutionServiceStub(channel)
 
 
+@pytest.fixture
+def no_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeats that never look at the store on their own: only the store's wake-ups move them."""
+    monkeypatch.setattr(idempotency, "POLL", 3600.0)
+
+
 def with_id(body: dict[str, Any], request_id: str) -> dict[str, Any]:
     return {**body, "request_id": request_id}
 
 
 async def test_a_repeat_while_running_attaches_and_after_finishing_returns_the_result(
-    server: FlowServer, stub: FlowStub, gate: Gate
+    server: FlowServer, stub: FlowStub, gate: Gate, no_polling: None
 ) -> None:
     body = with_id(gated(), "order-1")
     first = asyncio.ensure_future(stub.Execute(execute_request(body)))
@@ -62,18 +69,51 @@ async def test_a_repeat_of_execute_stream_streams_the_first_executions_events(
     assert again == first
 
 
+async def test_a_repeat_of_execute_stream_while_running_streams_it_live(
+    server: FlowServer, stub: FlowStub, gate: Gate, no_polling: None
+) -> None:
+    body = with_id(gated(), "stream-live")
+    first = stub.ExecuteStream(stream_request(body))
+    started = await first.read()
+    await asyncio.wait_for(gate.entered.wait(), 30)
+    repeat = stub.ExecuteStream(stream_request(body))
+    async with asyncio.timeout(30):
+        replayed = [await repeat.read(), await repeat.read()]  # what is stored: the start
+        gate.opened.set()
+        first_rest = await read_to_the_end(first)
+        replayed += await read_to_the_end(repeat)
+    assert replayed == [started, *first_rest]
+    assert replayed[-1].HasField("execution_finished")
+    assert server.history is not None
+    assert server.history.store.count == 1
+
+
+async def refused_as_reused(stub: FlowStub, body: dict[str, Any], request_id: str) -> str:
+    """The execution named by the ALREADY_EXISTS that `body` with another input gets."""
+    other = {**body, "input": {"changed": True}}
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Execute(execute_request(with_id(other, request_id)))
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    info = error_info(raised.value)
+    assert info.reason == "REQUEST_ID_REUSED"
+    return info.metadata["execution_id"]
+
+
+async def test_the_same_id_with_another_body_while_running_is_already_exists(
+    server: FlowServer, stub: FlowStub, gate: Gate
+) -> None:
+    first = stub.ExecuteStream(stream_request(with_id(gated(), "dup-running")))
+    started = await first.read()
+    assert await refused_as_reused(stub, gated(), "dup-running") == started.execution_id
+    gate.opened.set()
+    assert (await read_to_the_end(first))[-1].HasField("execution_finished")
+
+
 async def test_the_same_id_with_another_body_is_already_exists_naming_the_execution(
     server: FlowServer, stub: FlowStub
 ) -> None:
     first = await stub.Execute(execute_request(with_id(seed_body(), "dup")))
-    other = seed_body()
-    other["input"] = {"changed": True}
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.Execute(execute_request(with_id(other, "dup")))
-    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    info = error_info(raised.value)
-    assert info.reason == "REQUEST_ID_REUSED"
-    assert info.metadata["execution_id"] == first.execution_id
+    assert await refused_as_reused(stub, seed_body(), "dup") == first.execution_id
 
 
 async def test_start_with_a_repeated_id_returns_the_same_execution(

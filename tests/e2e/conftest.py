@@ -36,6 +36,7 @@ EXAMPLE_PAGES = (
     "docs/deadlines-and-limits.md",
     "docs/errors.md",
     "docs/operating.md",
+    "docs/history.md",
 )
 """The pages whose grpcurl examples the tests run, as a reader would, and check."""
 GRPCURL = Path(sys.executable).parent / "grpcurl"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from flowservice.history import (
     SqliteStore,
     StoredEvent,
     open_store,
+    time_ordered_id,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -102,8 +106,8 @@ async def test_sqlite_history_survives_a_restart(tmp_path: Path) -> None:
         again.close()
 
 
-def _version_1_file(path: Path) -> None:
-    """A file as the first schema version wrote it, with one execution."""
+def version_1_file(path: Path, request: bytes = b"\x00", summary: bytes = b"\x01") -> None:
+    """A file as the first schema version wrote it, with one finished execution, "old"."""
     db = sqlite3.connect(path)
     db.executescript(
         """
@@ -118,16 +122,19 @@ def _version_1_file(path: Path) -> None:
             execution_id TEXT NOT NULL, sequence INTEGER NOT NULL, payload BLOB NOT NULL,
             PRIMARY KEY (execution_id, sequence)
         ) WITHOUT ROWID;
-        INSERT INTO executions VALUES ('old', 'f', 'completed', x'00', 'x', 1767225600000000,
-            1767225601000000, x'01');
         """
+    )
+    db.execute(
+        "INSERT INTO executions VALUES ('old', 'f', 'completed', ?, 'x', 1767225600000000,"
+        " 1767225601000000, ?)",
+        (request, summary),
     )
     db.commit()
     db.close()
 
 
 async def test_an_older_file_is_migrated_and_keeps_its_executions(tmp_path: Path) -> None:
-    _version_1_file(tmp_path / "h.db")
+    version_1_file(tmp_path / "h.db")
     store = SqliteStore(tmp_path / "h.db")
     try:
         old = await store.get("old")
@@ -167,6 +174,90 @@ async def test_a_store_that_cannot_write_fails_finish_and_refuses_new_executions
         blocker.close()
     finally:
         store.close()
+
+
+async def _waiting(store: ExecutionStore, execution_id: str) -> asyncio.Task[None]:
+    """A task in `wait_for_change` for the execution, with no timeout that could end it."""
+    waiter = asyncio.create_task(store.wait_for_change(execution_id, 3600))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    return waiter
+
+
+async def test_a_waiter_wakes_when_its_execution_has_a_new_event_or_ends(
+    store: ExecutionStore,
+) -> None:
+    store.begin(_record(1))
+    await store.get("e001")  # written: nothing left to wake anyone
+    waiter = await _waiting(store, "e001")
+    store.append("e001", StoredEvent(1, b"ev1"))
+    async with asyncio.timeout(30):
+        await waiter
+    assert await store.events("e001") == [StoredEvent(1, b"ev1")]
+
+    waiter = await _waiting(store, "e001")
+    await store.finish("e001", "completed", b"sum", T0)
+    async with asyncio.timeout(30):
+        await waiter
+    got = await store.get("e001")
+    assert got is not None and got.status == "completed"
+
+
+async def test_a_change_to_another_execution_wakes_nobody(store: ExecutionStore) -> None:
+    store.begin(_record(1))
+    await store.get("e001")
+    waiter = await _waiting(store, "e001")
+    await _run(store, 2)  # written, and its waiters woken, once finish returns
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    store.append("e001", StoredEvent(1, b"ev1"))  # nobody waits: nothing to wake
+    assert len(await store.events("e001")) == 1
+
+
+async def test_another_process_s_change_is_seen_when_the_wait_times_out(tmp_path: Path) -> None:
+    ours, theirs = SqliteStore(tmp_path / "h.db"), SqliteStore(tmp_path / "h.db")
+    try:
+        theirs.begin(_record(1))
+        await theirs.get("e001")
+        waiting = asyncio.create_task(ours.wait_for_change("e001", 0.05))
+        await theirs.finish("e001", "completed", b"sum", T0)
+        await waiting  # the timeout, not a wake-up: the write was another store's
+        got = await ours.get("e001")
+        assert got is not None and got.status == "completed"
+    finally:
+        ours.close()
+        theirs.close()
+
+
+async def test_a_batch_of_hundreds_of_rows_is_written_whole(store: ExecutionStore) -> None:
+    """More rows of each kind than one statement takes, and ends of executions begun earlier."""
+    for n in range(300):
+        store.begin(_record(n))
+        for sequence in range(1, 8):
+            store.append(f"e{n:03}", StoredEvent(sequence, b"ev%d" % sequence))
+    await store.get("e000")  # all of it in one batch, written
+    await asyncio.gather(*(store.finish(f"e{n:03}", "failed", b"s%d" % n, T0) for n in range(300)))
+    assert store.count == 300
+    found = await store.find(ExecutionQuery(limit=1000, status="failed"))
+    assert sorted(s.record.execution_id for s in found) == [f"e{n:03}" for n in range(300)]
+    last = await store.get("e299")
+    assert last is not None and last.summary == b"s299"
+    assert [e.sequence for e in await store.events("e299")] == list(range(1, 8))
+
+
+def test_time_ordered_ids_are_version_7_uuids_that_sort_by_time() -> None:
+    earlier = time_ordered_id()
+    time.sleep(0.002)  # the next millisecond at least
+    later = time_ordered_id()
+    assert uuid.UUID(earlier).version == uuid.UUID(later).version == 7
+    assert uuid.UUID(later).variant == uuid.RFC_4122
+    assert earlier < later
+    assert len({time_ordered_id() for _ in range(1000)}) == 1000
 
 
 def test_memory_is_what_store_memory_names() -> None:
