@@ -28,7 +28,7 @@ from flowservice.history import (
     StoredEvent,
     open_store,
 )
-from tests.history.test_store import _version_1_file
+from tests.history.test_store import version_1_file
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -167,7 +167,7 @@ async def test_an_execution_that_finished_here_is_not_reported_lost(store: Execu
 async def test_an_execution_left_running_by_an_older_version_is_claimed_after_the_upgrade(
     tmp_path: Path,
 ) -> None:
-    _version_1_file(tmp_path / "h.db")
+    version_1_file(tmp_path / "h.db")
     db = sqlite3.connect(tmp_path / "h.db")
     db.execute("INSERT INTO executions VALUES ('left', 'f', 'running', x'00', '', 0, NULL, x'')")
     db.commit()
