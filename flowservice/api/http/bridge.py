@@ -51,6 +51,10 @@ browser's own) stay on the HTTP side."""
 _NOT_RETURNED = frozenset({"content-type", "grpc-status", "grpc-message", STATUS_DETAILS_KEY})
 """gRPC response metadata the protocols carry in their own way, never as headers."""
 
+_DEADLINE_MARGIN = 0.1
+"""The share of the caller's deadline kept back from the forwarded call (see `_timeout`)."""
+_MAX_DEADLINE_MARGIN = 0.05  # seconds: at most this much is kept back
+
 _CODES: dict[grpc.StatusCode, Code] = {
     status: Code(status.name.lower()) if status.name != "CANCELLED" else Code.CANCELED
     for status in grpc.StatusCode
@@ -140,9 +144,19 @@ def _same_bytes(request: bytes) -> bytes:
 
 
 def _timeout(ctx: RequestContext[Any, Any]) -> float | None:
-    """The seconds left of the caller's deadline (`connect-timeout-ms`, `grpc-timeout`)."""
+    """The seconds left of the caller's deadline (`connect-timeout-ms`, `grpc-timeout`),
+    less `_DEADLINE_MARGIN` of it.
+
+    connectrpc ends the call at the deadline itself, with a bare
+    deadline_exceeded; the margin lets the server's own DEADLINE_EXCEEDED,
+    with its ErrorInfo (which task ran, the execution id), arrive first, as
+    it does on the gRPC port, where the caller's deadline is the server's.
+    """
     remaining = ctx.timeout_ms
-    return None if remaining is None else max(remaining, 0.0) / 1000
+    if remaining is None:
+        return None
+    seconds = max(remaining, 0.0) / 1000
+    return seconds - min(seconds * _DEADLINE_MARGIN, _MAX_DEADLINE_MARGIN)
 
 
 def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
