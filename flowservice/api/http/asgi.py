@@ -46,6 +46,7 @@ _NOT_BUILT = (
     b"The API is served here all the same (see docs/http.md).\n"
 )
 _NOT_FOUND = b"Not found.\n"
+_HEADERS_TOO_LARGE = b"Request headers too large.\n"
 _FILE_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -62,8 +63,10 @@ class HttpApp:
         rpc_paths: Collection[str],
         console_dir: Path,
         cors_origins: Collection[str] = (),
+        max_header_bytes: int = 16 * 1024,
     ) -> None:
         self._rpc = rpc
+        self._max_header_bytes = max_header_bytes
         self._rpc_paths = frozenset(rpc_paths)
         self._files = _ConsoleFiles(console_dir)
         self._origins = frozenset(cors_origins)
@@ -71,6 +74,10 @@ class HttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no websockets; lifespan is off
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self._max_header_bytes:
+            # h11 bounds a header block that arrives in pieces; this, one that came at once.
+            await _plain(send, 431, _HEADERS_TOO_LARGE)
+            return
         origin = _header(scope, b"origin")
         allowed = origin if origin in self._origins else None
         method = scope["method"]

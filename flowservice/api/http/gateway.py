@@ -88,7 +88,7 @@ class HttpGateway:
             read_max_bytes=max_request_bytes,
             codecs=[proto_codec, json_codec],
         )
-        app = HttpApp(rpc, found.keys(), console_dir, cors_origins)
+        app = HttpApp(rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES)
         self._socket = _bind(address)
         self.port: int = self._socket.getsockname()[1]
         self.tls = security is not None and security.tls
@@ -99,7 +99,8 @@ class HttpGateway:
             log_config=None,
             access_log=False,
             server_header=False,
-            limit_concurrency=max_connections,
+            # uvicorn counts the connection of the request it is deciding on, too.
+            limit_concurrency=max_connections + 1,
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
             timeout_keep_alive=_KEEP_ALIVE,
             timeout_graceful_shutdown=int(_STOP_TIMEOUT),
