@@ -8,6 +8,7 @@ its calls.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -18,7 +19,7 @@ from typing import IO, Any
 import pytest
 
 from tests.http.conftest import EXAMPLES, HttpServer, curl, http_serving
-from tests.http.framing import envelope
+from tests.http.framing import envelope, frames
 
 TIMEOUT = 20.0
 """Seconds any one wait here may take."""
@@ -199,3 +200,35 @@ def test_past_max_connections_the_port_answers_503(tmp_path: Path) -> None:
                 stream.hang_up()
 
     assert status == 503
+
+
+def test_a_draining_server_ends_http_streams_and_exits(tmp_path: Path) -> None:
+    flags = ["--store", "memory", "--grace-period", "1", "--drain-delay", "0"]
+    with http_serving(tmp_path / "server.log", flags) as server:
+        stream = SlowStream(server)
+        try:
+            server.grpc.process.send_signal(signal.SIGTERM)
+            assert server.grpc.process.wait(timeout=TIMEOUT) == 0
+            assert stream.process.stdout is not None
+            rest = stream.process.stdout.read()
+        finally:
+            stream.hang_up()
+
+    end = json.loads(frames(rest)[-1][1])
+    assert end["error"]["code"] == "unavailable"
+
+
+def test_the_callers_request_id_is_in_the_servers_log(tmp_path: Path) -> None:
+    flags = ["--store", "memory", "--log-format", "json", "--log-level", "DEBUG"]
+    with http_serving(tmp_path / "server.log", flags) as server:
+        status, _ = post_json(
+            server.rpc("FlowService/Execute"),
+            (EXAMPLES / "seed-flow.json").read_bytes(),
+            "x-request-id: http-req-42",
+        )
+        lines = [
+            json.loads(line) for line in server.grpc.log().splitlines() if line.startswith("{")
+        ]
+
+    assert status == 200
+    assert any(line.get("request_id") == "http-req-42" for line in lines)

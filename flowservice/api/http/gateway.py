@@ -71,6 +71,7 @@ class HttpGateway:
         console_dir: Path,
         cors_origins: tuple[str, ...] = (),
         security: SecuritySettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
         # A directory of this user's alone (0700) holds the socket to the gRPC port.
         self._socket_dir = tempfile.mkdtemp(prefix="flowmanager-http-")
@@ -89,7 +90,7 @@ class HttpGateway:
             codecs=[proto_codec, json_codec],
         )
         app = HttpApp(rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES)
-        self._socket = _bind(address)
+        self._socket = _bind(address, reuse_port)
         self.port: int = self._socket.getsockname()[1]
         self.tls = security is not None and security.tls
         config = uvicorn.Config(
@@ -136,13 +137,16 @@ def _message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def _bind(address: str) -> socket.socket:
-    """A listening TCP socket on host:port ([::1]:port for IPv6)."""
+def _bind(address: str, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on host:port ([::1]:port for IPv6); with `reuse_port`
+    shared with the other `--workers`, as their gRPC port is."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, int(port)), family=family, backlog=128)
+        sock = socket.create_server(
+            (host, int(port)), family=family, backlog=128, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise RuntimeError(
             f"Failed to bind HTTP to address {address}: {exc.strerror or exc}"
