@@ -211,3 +211,65 @@ def test_a_path_that_is_no_rpc_is_not_found(http_server: HttpServer) -> None:
     status, _ = post(http_server.url + "/flowmanager.v1.FlowService/Nope", JSON, body=b"{}")
 
     assert status == 404
+
+
+def start(server: HttpServer, example: str) -> str:
+    """StartExecution of an example over Connect JSON; the execution's id."""
+    status, body = post(
+        server.rpc("ExecutionService/StartExecution"), JSON, body=(EXAMPLES / example).read_bytes()
+    )
+    assert status == 200
+    return str(json.loads(body)["execution"]["executionId"])
+
+
+def test_an_execution_started_over_http_is_watched_to_its_end(http_server: HttpServer) -> None:
+    execution_id = start(http_server, "seed-flow.json")
+
+    status, body = post(
+        http_server.rpc("ExecutionService/WatchExecution"),
+        "content-type: application/connect+json",
+        body=envelope(json.dumps({"execution_id": execution_id}).encode()),
+    )
+
+    assert status == 200
+    events, end = json_frames(body)
+    assert end == {}
+    assert [int(e["event"]["sequence"]) for e in events] == list(range(1, len(events) + 1))
+    finished = events[-1]["event"]["executionFinished"]["result"]
+    assert finished["status"] == "EXECUTION_STATUS_COMPLETED"
+
+
+def test_an_execution_started_over_http_is_listed_and_cancelled(http_server: HttpServer) -> None:
+    execution_id = start(http_server, "slow-flow.json")
+
+    status, _ = post(
+        http_server.rpc("ExecutionService/CancelExecution"),
+        JSON,
+        body=json.dumps({"execution_id": execution_id}).encode(),
+    )
+    assert status == 200
+    status, body = post(http_server.rpc("ExecutionService/ListExecutions"), JSON, body=b"{}")
+    assert status == 200
+    listed = {e["executionId"]: e for e in json.loads(body)["executions"]}
+
+    assert listed[execution_id]["status"] == "EXECUTION_STATUS_CANCELLED"
+
+
+def test_cancelling_a_finished_execution_keeps_its_reason(http_server: HttpServer) -> None:
+    status, body = post(
+        http_server.rpc("FlowService/Execute"),
+        JSON,
+        body=(EXAMPLES / "seed-flow.json").read_bytes(),
+    )
+    execution_id = json.loads(body)["executionId"]
+
+    status, body = post(
+        http_server.rpc("ExecutionService/CancelExecution"),
+        JSON,
+        body=json.dumps({"execution_id": execution_id}).encode(),
+    )
+
+    assert status == 400  # failed_precondition
+    error = json.loads(body)
+    assert error["code"] == "failed_precondition"
+    assert detail_messages(error)["google.rpc.ErrorInfo"].reason == "EXECUTION_FINISHED"
