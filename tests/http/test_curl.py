@@ -10,7 +10,9 @@ import base64
 import json
 from typing import Any
 
-from google.rpc import error_details_pb2
+import pytest
+from google.protobuf import json_format
+from google.rpc import error_details_pb2, status_pb2
 
 from flowmanager.v1 import flow_service_pb2 as pb
 from tests.http.conftest import EXAMPLES, HttpServer, curl
@@ -58,8 +60,6 @@ def test_execute_takes_the_seed_file_as_json(http_server: HttpServer) -> None:
 
 
 def test_execute_in_binary_returns_the_message(http_server: HttpServer) -> None:
-    from google.protobuf import json_format
-
     request = json_format.Parse((EXAMPLES / "seed-flow.json").read_text(), pb.ExecuteRequest())
 
     status, body = post(
@@ -166,8 +166,6 @@ def test_connect_timeout_ms_is_the_deadline(http_server: HttpServer) -> None:
 def test_grpc_web_runs_the_seed_flow_with_its_status_in_the_trailers(
     http_server: HttpServer,
 ) -> None:
-    from google.protobuf import json_format
-
     request = json_format.Parse((EXAMPLES / "seed-flow.json").read_text(), pb.ExecuteRequest())
 
     status, body = post(
@@ -198,8 +196,6 @@ def test_grpc_web_errors_carry_the_status_details(http_server: HttpServer) -> No
         line.split(":", 1) for line in trailers.decode().strip().splitlines() if ":" in line
     )
     assert fields["grpc-status"].strip() == "3"  # INVALID_ARGUMENT
-    from google.rpc import status_pb2
-
     encoded = fields["grpc-status-details-bin"].strip()
     details = status_pb2.Status.FromString(base64.b64decode(encoded + "=" * (-len(encoded) % 4)))
     info = error_details_pb2.ErrorInfo()
@@ -273,3 +269,46 @@ def test_cancelling_a_finished_execution_keeps_its_reason(http_server: HttpServe
     error = json.loads(body)
     assert error["code"] == "failed_precondition"
     assert detail_messages(error)["google.rpc.ErrorInfo"].reason == "EXECUTION_FINISHED"
+
+
+@pytest.mark.parametrize("depth", [150, 50_000])
+def test_json_nested_past_the_limits_is_a_malformed_request(
+    http_server: HttpServer, depth: int
+) -> None:
+    """Past protobuf's nesting limit (100) and past Python's recursion limit alike."""
+    body = b'{"input": {"a": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}}"
+
+    status, reply = post(http_server.rpc("FlowService/Execute"), JSON, body=body)
+
+    assert status == 400
+    error = json.loads(reply)
+    assert detail_messages(error)["google.rpc.ErrorInfo"].reason == "MALFORMED_REQUEST"
+    assert "Error" not in error["message"]  # no Python exception text
+
+
+def test_grpc_timeout_is_the_deadline_of_a_grpc_web_call(http_server: HttpServer) -> None:
+    request = json_format.Parse((EXAMPLES / "slow-flow.json").read_text(), pb.ExecuteRequest())
+
+    status, body = post(
+        http_server.rpc("FlowService/Execute"),
+        "content-type: application/grpc-web+proto",
+        "grpc-timeout: 300m",
+        body=envelope(request.SerializeToString()),
+    )
+
+    assert status == 200
+    ((flags, trailers),) = frames(body)
+    assert flags == TRAILERS
+    assert b"grpc-status: 4" in trailers.lower()  # DEADLINE_EXCEEDED
+
+
+def test_a_malformed_deadline_is_refused(http_server: HttpServer) -> None:
+    status, body = post(
+        http_server.rpc("FlowService/Execute"),
+        JSON,
+        "connect-timeout-ms: soon",
+        body=(EXAMPLES / "seed-flow.json").read_bytes(),
+    )
+
+    assert status == 400
+    assert json.loads(body)["code"] == "invalid_argument"

@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from flowservice.api.http.bridge import take_deadline
+
 __all__ = ["ASGIApp", "HttpApp"]
 
 Scope = MutableMapping[str, Any]
@@ -91,6 +93,8 @@ class HttpApp:
         if allowed is not None:
             send = _with_cors(send, allowed)
         if scope["path"] in self._rpc_paths:
+            # Each request runs in its own task, so the deadline stays with its call.
+            scope = {**scope, "headers": take_deadline(list(scope["headers"]))}
             await self._rpc(scope, receive, send)
         elif method in ("GET", "HEAD"):
             await self._files.serve(scope["path"], send, body=method == "GET")
