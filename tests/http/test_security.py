@@ -140,3 +140,38 @@ def test_without_cors_origins_a_preflight_gets_no_cors_headers(tmp_path: Path) -
 
     assert not any(name.startswith("access-control-") for name in headers)
     assert status >= 400
+
+
+def test_with_mtls_the_http_port_wants_a_client_certificate_and_a_token(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """The certificate is checked at the handshake; over HTTP the token says who calls."""
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(sha256_line("console", TOKEN))
+    flags = [
+        "--store", "memory",
+        "--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+        "--tls-client-ca", str(pki.ca.path), "--static-tokens", str(tokens),
+    ]  # fmt: skip
+    client = ["--cert", str(pki.client.cert), "--key", str(pki.client.key)]
+    with http_serving(tmp_path / "server.log", flags) as server:
+        without_certificate = curl(
+            "--cacert", str(pki.ca.path), "-H", "content-type: application/json",
+            "--data-binary", f"@{SEED}", server.rpc("FlowService/Execute"),
+        )  # fmt: skip
+        with_both = curl(
+            "-i", "--cacert", str(pki.ca.path), *client,
+            "-H", "content-type: application/json", "-H", f"authorization: Bearer {TOKEN}",
+            "--data-binary", f"@{SEED}", server.rpc("FlowService/Execute"),
+        )  # fmt: skip
+        certificate_no_token = curl(
+            "-i", "--cacert", str(pki.ca.path), *client,
+            "-H", "content-type: application/json",
+            "--data-binary", f"@{SEED}", server.rpc("FlowService/Execute"),
+        )  # fmt: skip
+
+    assert without_certificate.returncode != 0  # the TLS handshake fails
+    assert parse(with_both.stdout)[0] == 200
+    status, _, body = parse(certificate_no_token.stdout)
+    assert status == 401
+    assert reason(body) == "UNAUTHENTICATED"
