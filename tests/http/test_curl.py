@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from flowmanager.v1 import execution_service_pb2, worker_service_pb2
 from flowmanager.v1 import flow_service_pb2 as pb
 from tests.http.conftest import EXAMPLES, HttpServer, curl
 from tests.http.framing import TRAILERS, envelope, frames, json_frames
@@ -312,3 +313,40 @@ def test_a_malformed_deadline_is_refused(http_server: HttpServer) -> None:
 
     assert status == 400
     assert json.loads(body)["code"] == "invalid_argument"
+
+
+def served_methods() -> list[str]:
+    """Every method of flowmanager.v1 that the HTTP port serves: all but request streams."""
+    files = (pb.DESCRIPTOR, execution_service_pb2.DESCRIPTOR, worker_service_pb2.DESCRIPTOR)
+    return [
+        f"{service.name}/{method.name}"
+        for file in files
+        for service in file.services_by_name.values()
+        for method in service.methods
+        if not method.client_streaming
+    ]
+
+
+@pytest.mark.parametrize("method", served_methods())
+def test_every_rpc_is_served(http_server: HttpServer, method: str) -> None:
+    """An empty request reaches the servicer, which answers it (most refuse it as invalid)."""
+    streamed = method in ("FlowService/ExecuteStream", "ExecutionService/WatchExecution")
+    content_type = "application/connect+json" if streamed else "application/json"
+
+    status, body = post(
+        http_server.rpc(method),
+        f"content-type: {content_type}",
+        body=envelope(b"{}") if streamed else b"{}",
+    )
+
+    reply = json_frames(body)[1].get("error", {}) if streamed else json.loads(body)
+    assert status in (200, 400, 404)
+    assert reply.get("code") != "unimplemented"
+    if status == 404:  # a servicer's not_found (an empty id), never the router's
+        assert reply["code"] == "not_found"
+
+
+def test_the_bidirectional_work_stream_stays_on_grpc(http_server: HttpServer) -> None:
+    status, _ = post(http_server.rpc("WorkerService/Work"), JSON, body=b"{}")
+
+    assert status == 404

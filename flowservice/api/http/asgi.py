@@ -34,7 +34,7 @@ _ALLOWED_HEADERS = (
     "authorization, content-type, content-encoding, accept-encoding, "
     "connect-protocol-version, connect-timeout-ms, connect-accept-encoding, "
     "connect-content-encoding, grpc-timeout, grpc-accept-encoding, x-grpc-web, "
-    "x-user-agent, x-request-id, x-idempotency-key"
+    "x-user-agent, x-request-id"
 )
 """The request headers a Connect or gRPC-Web client in a browser sends, and ours."""
 _EXPOSED_HEADERS = (

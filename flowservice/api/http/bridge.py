@@ -47,7 +47,7 @@ __all__ = ["STATUS_DETAILS_KEY", "endpoints", "json_codec", "proto_codec", "take
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """The trailing metadata key of the `google.rpc.Status` with the error details."""
 
-_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "x-idempotency-key"})
+_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id"})
 """Request headers that become gRPC metadata: what the server reads (the
 bearer token, the request id of its log lines). Others (cookies, the
 browser's own) stay on the HTTP side."""
