@@ -350,3 +350,46 @@ def test_the_bidirectional_work_stream_stays_on_grpc(http_server: HttpServer) ->
     status, _ = post(http_server.rpc("WorkerService/Work"), JSON, body=b"{}")
 
     assert status == 404
+
+
+def from_text(body: bytes) -> bytes:
+    """The binary of a gRPC-Web text reply: padded base64 chunks, one after another."""
+    decoded = b""
+    for chunk in body.split(b"="):
+        if chunk:
+            decoded += base64.b64decode(chunk + b"=" * (-len(chunk) % 4))
+    return decoded
+
+
+def test_grpc_web_text_streams_the_seed_run(http_server: HttpServer) -> None:
+    request = json_format.Parse(
+        (EXAMPLES / "seed-flow.json").read_text(), pb.ExecuteStreamRequest()
+    )
+
+    status, body = post(
+        http_server.rpc("FlowService/ExecuteStream"),
+        "content-type: application/grpc-web-text",
+        "accept: application/grpc-web-text",
+        body=base64.b64encode(envelope(request.SerializeToString())),
+    )
+
+    assert status == 200
+    *messages, (trailer_flags, trailers) = frames(from_text(body))
+    events = [pb.ExecuteStreamResponse.FromString(message) for _, message in messages]
+    assert [event.WhichOneof("event") for event in events][::9] == [
+        "execution_started",
+        "execution_finished",
+    ]
+    assert events[-1].execution_finished.result.status == pb.EXECUTION_STATUS_COMPLETED
+    assert trailer_flags == TRAILERS
+    assert b"grpc-status: 0" in trailers.lower()
+
+
+def test_grpc_web_text_that_is_not_base64_is_refused(http_server: HttpServer) -> None:
+    status, _ = post(
+        http_server.rpc("FlowService/Execute"),
+        "content-type: application/grpc-web-text",
+        body=b"not base64 at all!",
+    )
+
+    assert status == 400

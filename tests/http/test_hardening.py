@@ -232,3 +232,14 @@ def test_the_callers_request_id_is_in_the_servers_log(tmp_path: Path) -> None:
 
     assert status == 200
     assert any(line.get("request_id") == "http-req-42" for line in lines)
+
+
+def test_a_grpc_web_text_body_over_the_request_limit_is_refused(server: HttpServer) -> None:
+    result = curl(
+        "-o", "/dev/null", "-w", "%{http_code}",
+        "-H", "content-type: application/grpc-web-text",
+        "--data-binary", "@-", server.rpc("FlowService/Execute"),
+        stdin=b"QUFB" * SMALL_REQUESTS,
+    )  # fmt: skip
+
+    assert result.stdout == b"413"

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
+from flowservice.api.http.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from flowservice.api.http.bridge import take_deadline
+from flowservice.api.http.web_text import is_web_text, web_text
 
-__all__ = ["ASGIApp", "HttpApp"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["HttpApp"]
 
 _ALLOWED_HEADERS = (
     "authorization, content-type, content-encoding, accept-encoding, "
@@ -66,9 +61,11 @@ class HttpApp:
         console_dir: Path,
         cors_origins: Collection[str] = (),
         max_header_bytes: int = 16 * 1024,
+        max_body_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._rpc = rpc
         self._max_header_bytes = max_header_bytes
+        self._max_body_bytes = max_body_bytes
         self._rpc_paths = frozenset(rpc_paths)
         self._files = _ConsoleFiles(console_dir)
         self._origins = frozenset(cors_origins)
@@ -95,7 +92,10 @@ class HttpApp:
         if scope["path"] in self._rpc_paths:
             # Each request runs in its own task, so the deadline stays with its call.
             scope = {**scope, "headers": take_deadline(list(scope["headers"]))}
-            await self._rpc(scope, receive, send)
+            if is_web_text(scope):
+                await web_text(self._rpc, scope, receive, send, self._max_body_bytes)
+            else:
+                await self._rpc(scope, receive, send)
         elif method in ("GET", "HEAD"):
             await self._files.serve(scope["path"], send, body=method == "GET")
         else:

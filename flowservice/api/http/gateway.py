@@ -89,7 +89,9 @@ class HttpGateway:
             read_max_bytes=max_request_bytes,
             codecs=[proto_codec, json_codec],
         )
-        app = HttpApp(rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES)
+        app = HttpApp(
+            rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES, max_request_bytes
+        )
         self._socket = _bind(address, reuse_port)
         self.port: int = self._socket.getsockname()[1]
         self.tls = security is not None and security.tls
