@@ -73,6 +73,9 @@ class HttpGateway:
         security: SecuritySettings | None = None,
         reuse_port: bool = False,
     ) -> None:
+        self._socket = _bind(address, reuse_port)
+        self.port: int = self._socket.getsockname()[1]
+        self.tls = security is not None and security.tls
         # A directory of this user's alone (0700) holds the socket to the gRPC port.
         self._socket_dir = tempfile.mkdtemp(prefix="flowmanager-http-")
         self.grpc_target = f"unix:{self._socket_dir}/grpc.sock"
@@ -92,25 +95,7 @@ class HttpGateway:
         app = HttpApp(
             rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES, max_request_bytes
         )
-        self._socket = _bind(address, reuse_port)
-        self.port: int = self._socket.getsockname()[1]
-        self.tls = security is not None and security.tls
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # uvicorn counts the connection of the request it is deciding on, too.
-            limit_concurrency=max_connections + 1,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            timeout_keep_alive=_KEEP_ALIVE,
-            timeout_graceful_shutdown=int(_STOP_TIMEOUT),
-            **_tls_options(security),
-        )
-        config.load()
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(_uvicorn_config(app, max_connections, security))
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -133,6 +118,28 @@ class HttpGateway:
         if self._channel is not None:
             await self._channel.close()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _uvicorn_config(
+    app: HttpApp, max_connections: int, security: SecuritySettings | None
+) -> uvicorn.Config:
+    """uvicorn's settings, each bound set explicitly (module docstring), loaded."""
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        lifespan="off",
+        log_config=None,  # the server's logging, as configured at start-up
+        access_log=False,
+        server_header=False,
+        # uvicorn counts the connection of the request it is deciding on, too.
+        limit_concurrency=max_connections + 1,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=_KEEP_ALIVE,
+        timeout_graceful_shutdown=int(_STOP_TIMEOUT),
+        **_tls_options(security),
+    )
+    config.load()
+    return config
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
