@@ -243,3 +243,36 @@ def test_a_grpc_web_text_body_over_the_request_limit_is_refused(server: HttpServ
     )  # fmt: skip
 
     assert result.stdout == b"413"
+
+
+def executions_of(server: HttpServer, flow_id: str) -> list[dict[str, Any]]:
+    status, reply = post_json(server.rpc("ExecutionService/ListExecutions"), b"{}")
+    assert status == 200, reply
+    return [e for e in reply.get("executions", []) if e["flowId"] == flow_id]
+
+
+def test_a_unary_caller_that_hangs_up_cancels_the_execution_too(server: HttpServer) -> None:
+    request = json.loads((EXAMPLES / "slow-flow.json").read_text())
+    request["flow"]["id"] = "flow-unary-hang-up"
+    caller = subprocess.Popen(
+        ["curl", "-sS", "--max-time", "30", "-H", "content-type: application/json",
+         "--data-binary", json.dumps(request), server.rpc("FlowService/Execute")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not executions_of(server, "flow-unary-hang-up"):
+            assert time.monotonic() < deadline, "the execution never started"
+            time.sleep(0.05)
+    finally:
+        caller.kill()
+        caller.wait(timeout=TIMEOUT)
+
+    deadline = time.monotonic() + TIMEOUT
+    while (found := executions_of(server, "flow-unary-hang-up")[0])[
+        "state"
+    ] == "EXECUTION_STATE_RUNNING":
+        assert time.monotonic() < deadline, "the execution outlived its caller"
+        time.sleep(0.1)
+    assert found["status"] == "EXECUTION_STATUS_CANCELLED"

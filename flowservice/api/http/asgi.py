@@ -29,7 +29,7 @@ _ALLOWED_HEADERS = (
     "authorization, content-type, content-encoding, accept-encoding, "
     "connect-protocol-version, connect-timeout-ms, connect-accept-encoding, "
     "connect-content-encoding, grpc-timeout, grpc-accept-encoding, x-grpc-web, "
-    "x-user-agent, x-request-id"
+    "x-user-agent, x-request-id, traceparent, tracestate"
 )
 """The request headers a Connect or gRPC-Web client in a browser sends, and ours."""
 _EXPOSED_HEADERS = (

@@ -47,10 +47,10 @@ __all__ = ["STATUS_DETAILS_KEY", "endpoints", "json_codec", "proto_codec", "take
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """The trailing metadata key of the `google.rpc.Status` with the error details."""
 
-_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id"})
+_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "traceparent", "tracestate"})
 """Request headers that become gRPC metadata: what the server reads (the
-bearer token, the request id of its log lines). Others (cookies, the
-browser's own) stay on the HTTP side."""
+bearer token, the request id of its log lines, the W3C trace context its
+tracing continues). Others (cookies, the browser's own) stay on the HTTP side."""
 _NOT_RETURNED = frozenset({"content-type", "grpc-status", "grpc-message", STATUS_DETAILS_KEY})
 """gRPC response metadata the protocols carry in their own way, never as headers."""
 
