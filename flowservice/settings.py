@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -242,6 +243,20 @@ class Settings:
     a renewal (renewed every third of it): after a crash, another process
     sharing the store (or this one, restarted) takes the execution over and
     resumes it within about this long (docs/durability.md)."""
+    http_address: str = setting(
+        "", "host:port for Connect, gRPC-Web and the web console; empty for none"
+    )
+    """host:port of the HTTP port (docs/http.md): the same API over Connect and
+    gRPC-Web, and the web console at `/` (`make run` uses 127.0.0.1:8080);
+    empty, the default, serves gRPC only."""
+    cors_origins: tuple[str, ...] = setting(
+        (), "browser origin allowed to call the HTTP port (CORS)", flag="--cors-origin", many=True
+    )
+    """Origins (`https://console.example.com`) whose pages may call the HTTP
+    port from a browser; none by default, so only the console it serves can."""
+    console_dir: str = setting("", "the built web console the HTTP port serves; none: console/dist")
+    """The directory of the built web console; empty: `console/dist` of the
+    source tree."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -305,6 +320,9 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--lease-seconds must be positive")
     for problem in settings.security.problems():
         parser.error(problem)
+    for origin in settings.cors_origins:
+        if not re.fullmatch(r"https?://[^/\s*]+", origin):
+            parser.error(f"--cors-origin {origin!r}: an origin is scheme://host[:port], no path")
     try:
         OutboundPolicy.parse(settings.allow_targets, settings.targets)
     except ValueError as exc:
