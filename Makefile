@@ -18,6 +18,8 @@ CONSOLE_STAMP := console/node_modules/.installed
 CONSOLE_BUILD_STAMP := console/dist/.built
 ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
+# The HTTP port: Connect, gRPC-Web and the web console (docs/http.md); empty turns it off.
+HTTP_ADDRESS ?= 127.0.0.1:8080
 # BREAKING_AGAINST=<git revision> picks the baseline of `make breaking` (e.g.
 # `main` on a branch); scripts/breaking.py says which one it picks otherwise.
 BREAKING_AGAINST ?=
@@ -32,9 +34,10 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 
 all: test
 
-## run: serve on $(ADDRESS), metrics on $(METRICS_ADDRESS) (set-up included)
+## run: serve on $(ADDRESS), HTTP on $(HTTP_ADDRESS), metrics on $(METRICS_ADDRESS) (set-up included)
 run: setup
-	$(PY) -m flowservice --address '$(ADDRESS)' --metrics-address '$(METRICS_ADDRESS)'
+	$(PY) -m flowservice --address '$(ADDRESS)' --metrics-address '$(METRICS_ADDRESS)' \
+		--http-address '$(HTTP_ADDRESS)'
 
 ## test: everything CI runs (set-up included)
 test: setup lint proto-check breaking pytest

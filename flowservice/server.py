@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -33,6 +34,7 @@ from flowservice.api import FlowServicer
 from flowservice.api.auth import AccessControl
 from flowservice.api.execution_servicer import ExecutionServicer
 from flowservice.api.history_keeper import HistoryKeeper
+from flowservice.api.http import HttpGateway
 from flowservice.api.interceptors import RpcObserver
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
@@ -59,6 +61,8 @@ __all__ = ["FlowServer", "create_server", "serve"]
 logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console" / "dist"
+"""The built web console, served at / of the HTTP port unless `--console-dir` says otherwise."""
 _IDLE_POLL = 0.05  # seconds between looks at the running executions, while stopping
 FLOW_SERVICE_NAME: str = flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name
 WORKER_SERVICE_NAME: str = worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
@@ -87,6 +91,8 @@ class FlowServer:
     """Hands `worker` tasks to the workers connected to its WorkerService."""
     history: HistoryKeeper | None = None
     """The execution history and its upkeep (retention, health)."""
+    http: HttpGateway | None = None
+    """The HTTP port (Connect, gRPC-Web, the web console), with `--http-address`."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -95,6 +101,8 @@ class FlowServer:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.history is not None:
             self.history.start(self.health)
+        if self.http is not None:
+            await self.http.start()
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
@@ -111,6 +119,8 @@ class FlowServer:
             await self.server.stop(grace)
         finally:
             closer.cancel()
+        if self.http is not None:
+            await self.http.stop()  # its calls were gRPC calls: they have ended
         await self.engine.aclose()
         if self.history is not None:
             await self.history.stop()
@@ -194,6 +204,7 @@ def create_server(
         port = server.add_insecure_port(settings.address)
     else:
         port = server.add_secure_port(settings.address, credentials)
+    http = _http_gateway(settings, server) if settings.http_address else None
     return FlowServer(
         server=server,
         port=port,
@@ -202,7 +213,32 @@ def create_server(
         observer=observer,
         dispatcher=dispatcher,
         history=history,
+        http=http,
     )
+
+
+def _http_gateway(settings: Settings, server: grpc.aio.Server) -> HttpGateway:
+    """The HTTP port, whose calls reach `server` through a Unix socket of its own.
+
+    The socket is in a directory only this user may open: the calls that
+    come through it meet the same interceptors as any other, and a process of
+    another user cannot reach the server around the gRPC port's TLS.
+    """
+    limits = settings.limits
+    gateway = HttpGateway(
+        settings.http_address,
+        services=tuple(
+            descriptor_pool.Default().FindServiceByName(name) for name in _SERVICE_NAMES[1:]
+        ),
+        max_request_bytes=limits.max_request_bytes,
+        max_response_bytes=MAX_RESPONSE_BYTES,
+        max_connections=limits.max_connections,
+        console_dir=Path(settings.console_dir) if settings.console_dir else CONSOLE_DIR,
+        cors_origins=settings.cors_origins,
+        security=settings.security,
+    )
+    server.add_insecure_port(gateway.grpc_target)
+    return gateway
 
 
 def _transport_options(limits: Limits) -> list[tuple[str, int]]:
@@ -292,6 +328,12 @@ def _warn_if_exposed(settings: Settings) -> None:
             "calls; see docs/security.md (--tls-cert, --tls-key)",
             settings.address,
         )
+    if settings.http_address and not security.tls and not is_loopback(settings.http_address):
+        logger.warning(
+            "serving HTTP on %s without TLS: anyone on the network can read and send "
+            "calls; see docs/http.md",
+            settings.http_address,
+        )
     metrics_address = settings.metrics_address
     if metrics_address and not security.metrics_tls_cert and not is_loopback(metrics_address):
         logger.warning(
@@ -344,6 +386,15 @@ async def serve(settings: Settings) -> None:
     _warn_if_exposed(settings)
     if metrics is not None:
         logger.info("metrics on %s", metrics_url)
+    if flow_server.http is not None:
+        scheme = "https" if flow_server.http.tls else "http"
+        http_host = settings.http_address.rsplit(":", 1)[0]
+        logger.info(
+            "Connect, gRPC-Web and the web console on %s://%s:%d",
+            scheme,
+            http_host,
+            flow_server.http.port,
+        )
     if tracing is not None:
         logger.info("exporting traces to %s", settings.otlp_endpoint)
 

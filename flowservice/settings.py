@@ -229,6 +229,20 @@ class Settings:
     retention: float = setting(7.0, "days a finished execution stays in the history")
     """Days a finished execution stays in the history; older ones are deleted
     in the background."""
+    http_address: str = setting(
+        "", "host:port for Connect, gRPC-Web and the web console; empty for none"
+    )
+    """host:port of the HTTP port (docs/http.md): the same API over Connect and
+    gRPC-Web, and the web console at `/` (`make run` uses 127.0.0.1:8080);
+    empty, the default, serves gRPC only."""
+    cors_origins: tuple[str, ...] = setting(
+        (), "browser origin allowed to call the HTTP port (CORS)", flag="--cors-origin", many=True
+    )
+    """Origins (`https://console.example.com`) whose pages may call the HTTP
+    port from a browser; none by default, so only the console it serves can."""
+    console_dir: str = setting("", "the built web console the HTTP port serves; none: console/dist")
+    """The directory of the built web console; empty: `console/dist` of the
+    source tree."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
