@@ -153,8 +153,9 @@ export async function layOut(graph: FlowGraph): Promise<Layout> {
       id: `e${index}`,
       sources: [edge.source],
       targets: [edge.target],
+      // Measured in bold: a taken edge's label is drawn bold.
       labels: edge.label
-        ? [{ id: `l${index}`, text: shorten(edge.label, 48), width: textWidth(shorten(edge.label, 48), SMALL_FONT) + 8, height: 16 }]
+        ? [{ id: `l${index}`, text: shorten(edge.label, 48), width: textWidth(shorten(edge.label, 48), `bold ${SMALL_FONT}`) + 8, height: 16 }]
         : [],
     })),
   };
@@ -209,7 +210,7 @@ function drawEdge(edge: GraphEdge, laid: ElkExtendedEdge, kinds: Map<string, Nod
     "data-target-kind": kinds.get(edge.target),
     "data-taken": "false",
   });
-  group.append(s("path", { d: edgePath(laid), "marker-end": "url(#arrow)" }));
+  group.append(s("path", { d: edgePath(laid) }));
   const label = laid.labels?.[0];
   if (label && edge.label) {
     const { x = 0, y = 0, width = 0, height = 0 } = label;
@@ -235,9 +236,10 @@ export function draw(layout: Layout): SVGSVGElement {
     "aria-label": "flow graph",
   });
   svg.style.maxWidth = `${width}px`;
-  svg.append(
-    s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z" }))),
-  );
+  // One arrowhead per colour an edge can have; style.css picks one by the edge's state.
+  const marker = (id: string) =>
+    s("marker", { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z" }));
+  svg.append(s("defs", {}, marker("arrow"), marker("arrow-dim"), marker("arrow-ok"), marker("arrow-bad"), marker("arrow-warn")));
   const kinds = new Map(graph.nodes.map((node) => [node.id, node.kind]));
   const edgeLayer = s("g", { class: "edges" });
   graph.edges.forEach((edge, index) => {

@@ -11,7 +11,7 @@ import type {
 import { Branch, ExecutionStatus, TaskOutcome } from "./gen/flowmanager/v1/flow_service_pb";
 import { durationMs, formatMs, statusName, timestampMs } from "./format";
 
-export type TaskState = "idle" | "running" | "retrying" | "succeeded" | "failed";
+export type TaskState = "idle" | "running" | "retrying" | "succeeded" | "failed" | "cancelled";
 
 /** One task as the run has left it. */
 export interface TaskView {
@@ -42,6 +42,8 @@ export class RunState {
   decisions: ConditionEvaluatedEvent[] = [];
   runs: TaskRun[] = [];
   result?: ExecuteResponse;
+  /** How the execution ended when no execution_finished event says so (a cancellation). */
+  private ended = "";
   private pending?: { task: string; succeeded: boolean };
 
   /** The last sequence applied, to resume a watch from. */
@@ -51,8 +53,27 @@ export class RunState {
 
   /** COMPLETED, FAILED, ... once finished; RUNNING before. */
   get status(): string {
-    if (!this.result) return this.events.length ? "RUNNING" : "";
+    if (!this.result) return this.ended || (this.events.length ? "RUNNING" : "");
     return statusName(this.result.status) || "FINISHED";
+  }
+
+  /**
+   * Records that the execution ended with `status` though its events stop
+   * short of execution_finished: an execution cancelled (by CancelExecution,
+   * or by its caller going away) writes no summary. A task still running
+   * then was cancelled with it.
+   */
+  end(status: string, endMs = Date.now()): void {
+    if (this.result || this.ended) return;
+    this.ended = status;
+    this.pending = undefined;
+    for (const run of this.runs) if (!run.endMs) run.endMs = endMs;
+    for (const view of this.tasks.values()) {
+      if (view.state === "running" || view.state === "retrying") {
+        view.state = "cancelled";
+        view.note = status.toLowerCase();
+      }
+    }
   }
 
   private take(key: string): void {

@@ -71,6 +71,7 @@ export function executionPage(id: string): Page {
   };
   const showExecution = (fetched: Execution | undefined) => {
     execution = fetched;
+    if (execution && execution.state !== ExecutionState.RUNNING) state.end(shownStatus(execution), timestampMs(execution.endTime) || Date.now());
     if (execution) fill(head, summary(execution, cancel));
     render();
   };
@@ -87,6 +88,9 @@ export function executionPage(id: string): Page {
           if (response.event?.event.case === "executionFinished") await refetch();
           else render();
         }
+        // The stream ends when the execution does, with or without an
+        // execution_finished event (a cancelled execution has none).
+        await refetch();
         return;
       } catch (error) {
         if (isAbort(error) || controller.signal.aborted) return;

@@ -87,6 +87,7 @@ export function runPage(): Page {
         show(state);
       }
     } catch (error) {
+      if (isAbort(error)) state.end("CANCELLED");
       show(state, isAbort(error) ? "Stopped: the server cancels an execution whose caller goes away." : describeError(error));
     } finally {
       runButton.disabled = false;
