@@ -175,6 +175,11 @@ $(CONSOLE_BUILD_STAMP): $(CONSOLE_STAMP) $(NODE_STAMP) $(PROTOS) $(CONSOLE_SOURC
 ## console: install, generate, type-check and build the web console into console/dist
 console: $(CONSOLE_BUILD_STAMP)
 
+## console-screenshots: rerun the console's browser tests, writing docs/images/console-*.png
+.PHONY: console-screenshots
+console-screenshots: setup
+	CONSOLE_SCREENSHOTS=1 $(VENV)/bin/pytest tests/console -q
+
 # Longer runs of what `make test` runs briefly (tests/hostile/test_fuzz.py,
 # tests/bench/test_soak_smoke.py); docs/reliability.md explains both.
 FUZZ_EXAMPLES ?= 2000

@@ -9,6 +9,8 @@ export default defineConfig({
     emptyOutDir: true,
     // elkjs is one large module; it is loaded with the page, not fetched later.
     chunkSizeWarningLimit: 2000,
+    // No report of how long plugins took: noise in `make`'s output.
+    rolldownOptions: { checks: { pluginTimings: false } },
   },
   server: {
     // `npm run dev` proxies the API to a server started with --http-address 127.0.0.1:8080.

@@ -146,6 +146,10 @@ export async function layOut(graph: FlowGraph): Promise<Layout> {
       "elk.spacing.nodeNode": "36",
       "elk.spacing.edgeLabel": "4",
       "elk.edgeLabels.placement": "CENTER",
+      // Loops are common (poll, wait, poll again): break cycles so that the
+      // flow reads top-down from the start, in the order the tasks are listed.
+      "elk.layered.cycleBreaking.strategy": "DEPTH_FIRST",
+      "elk.layered.considerModelOrder.strategy": "NODES_AND_EDGES",
       "elk.padding": "[top=12,left=12,bottom=12,right=12]",
     },
     children: graph.nodes.map((node) => ({ id: node.id, ...nodeSize(node) })),
@@ -235,7 +239,9 @@ export function draw(layout: Layout): SVGSVGElement {
     role: "group",
     "aria-label": "flow graph",
   });
+  // Scaled to its pane, but never below 3/4 of its size: a wide flow scrolls rather than shrinks.
   svg.style.maxWidth = `${width}px`;
+  svg.style.minWidth = `${Math.min(width, Math.round(width * 0.75))}px`;
   // One arrowhead per colour an edge can have; style.css picks one by the edge's state.
   const marker = (id: string) =>
     s("marker", { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, s("path", { d: "M0,0 L10,5 L0,10 z" }));

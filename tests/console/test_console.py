@@ -153,3 +153,22 @@ def test_the_console_fits_a_phone(console: Console) -> None:
     expect(page.locator(f"#flow-graph {TASK_NODES}")).to_have_count(3)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     console.screenshot("phone")
+
+
+def test_retries_and_stubs_show_on_the_nodes(console: Console) -> None:
+    console.paste_flow(example("retry-flow.json"))
+    console.run("COMPLETED")
+    page = console.page
+    expect(page.locator(".events li[data-event=taskRetrying]")).to_have_count(2)
+    fetch = console.task("fetch", "#run-graph")
+    expect(fetch).to_have_attribute("data-state", "succeeded")
+    expect(fetch.locator(".node-note")).to_contain_text("3 attempts")
+
+    # A what-if run of the seed flow: task2's failure stubbed from the Run page.
+    console.paste_flow(example("seed-flow.json"))
+    page.locator("#to-run").click()
+    page.locator("#run-stubs").fill('{"task2": {"outcome": "TASK_OUTCOME_FAILURE", "error": "no"}}')
+    page.locator("#run").click()
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "FAILED")
+    expect(console.task("task2", "#run-graph")).to_have_attribute("data-state", "failed")
+    expect(console.task("task3", "#run-graph")).to_have_attribute("data-state", "idle")

@@ -113,7 +113,11 @@ export function flowsPage(): Page {
     }
   }
 
+  /** Keeps each edit at once (the Run page reads it) and redraws once typing pauses. */
   const later = () => {
+    setText(editor.value);
+    graph.dataset.state = "pending";
+    fill(issues);
     window.clearTimeout(timer);
     timer = window.setTimeout(() => void refresh(true), REDRAW_AFTER_MS);
   };
