@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserType, Page, Playwright, expect, sync_playwright
 
 from tests.http.conftest import HttpServer, http_serving
 from tests.server_process import REPO_ROOT
 
-__all__ = ["CHROMIUM", "Console", "example"]
+__all__ = ["Console", "example"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 DIST = REPO_ROOT / "console" / "dist"
@@ -55,16 +54,56 @@ def base_url() -> str | None:
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
     """pytest-playwright's launch arguments, with Debian's Chromium as the browser."""
-    assert CHROMIUM.exists() or shutil.which("chromium"), (
-        "Chromium is not installed: `make system-packages` installs Debian's `chromium`"
-    )
+    assert CHROMIUM.exists(), "Chromium is not installed: `make system-packages` installs it"
     return {**browser_type_launch_args, "executable_path": str(CHROMIUM)}
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+# pytest-playwright keeps Playwright, and with it an event loop that a greenlet
+# runs, for the whole session: every asyncio test after these ones would fail
+# ("Cannot run the event loop while another loop is running"). These
+# overrides of its fixtures scope Playwright and the browser to a module,
+# stopped before the next module's tests; `context` and `page` are its own.
+
+
+@pytest.fixture(scope="module")
+def playwright(_pw_api_request_contexts: Any) -> Iterator[Playwright]:
+    """Playwright (its sync API), started for one module."""
+    with sync_playwright() as running:
+        if _pw_api_request_contexts:
+            _pw_api_request_contexts.instrument(running)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright) -> BrowserType:
+    """Chromium, the only browser here."""
+    return playwright.chromium
+
+
+@pytest.fixture(scope="module")
+def launch_browser(
+    browser_type_launch_args: dict[str, Any], browser_type: BrowserType
+) -> Callable[..., Browser]:
+    """Launches Debian's Chromium with pytest-playwright's arguments."""
+
+    def launch(**kwargs: Any) -> Browser:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="module")
+def browser(launch_browser: Callable[..., Browser]) -> Iterator[Browser]:
+    """One headless Chromium for a module's tests."""
+    launched = launch_browser()
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
     """Every page at 1280x800, the laptop size the console is designed for."""
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 800}}
+    return {"viewport": {"width": 1280, "height": 800}}
 
 
 @pytest.fixture(scope="module")
