@@ -236,6 +236,7 @@ def _http_gateway(settings: Settings, server: grpc.aio.Server) -> HttpGateway:
         console_dir=Path(settings.console_dir) if settings.console_dir else CONSOLE_DIR,
         cors_origins=settings.cors_origins,
         security=settings.security,
+        reuse_port=settings.reuse_port,
     )
     server.add_insecure_port(gateway.grpc_target)
     return gateway

@@ -51,8 +51,13 @@ class HttpServer:
 
 @contextmanager
 def http_serving(log_path: Path, flags: Sequence[str] = ()) -> Iterator[HttpServer]:
-    """A server with `--http-address 127.0.0.1:0` and `flags`, until the block exits."""
-    with serving(log_path, ["--http-address", "127.0.0.1:0", *flags]) as running:
+    """A server with `--http-address 127.0.0.1:0` and `flags`, until the block exits.
+
+    It is stopped with SIGTERM (no drain delay), so that it removes the
+    directory of its bridge's Unix socket, which a kill would leave behind.
+    """
+    flags = ["--http-address", "127.0.0.1:0", "--drain-delay", "0", *flags]
+    with serving(log_path, flags, graceful_stop=True) as running:
         deadline = time.monotonic() + _LOG_TIMEOUT
         while (found := _HTTP_LINE.search(running.log())) is None:
             running.check_alive()

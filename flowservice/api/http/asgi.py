@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
-__all__ = ["ASGIApp", "HttpApp"]
+from flowservice.api.http.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from flowservice.api.http.bridge import take_deadline
+from flowservice.api.http.web_text import is_web_text, web_text
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["HttpApp"]
 
 _ALLOWED_HEADERS = (
     "authorization, content-type, content-encoding, accept-encoding, "
     "connect-protocol-version, connect-timeout-ms, connect-accept-encoding, "
     "connect-content-encoding, grpc-timeout, grpc-accept-encoding, x-grpc-web, "
-    "x-user-agent, x-request-id, x-idempotency-key"
+    "x-user-agent, x-request-id, traceparent, tracestate"
 )
 """The request headers a Connect or gRPC-Web client in a browser sends, and ours."""
 _EXPOSED_HEADERS = (
@@ -46,6 +43,7 @@ _NOT_BUILT = (
     b"The API is served here all the same (see docs/http.md).\n"
 )
 _NOT_FOUND = b"Not found.\n"
+_HEADERS_TOO_LARGE = b"Request headers too large.\n"
 _FILE_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -62,8 +60,12 @@ class HttpApp:
         rpc_paths: Collection[str],
         console_dir: Path,
         cors_origins: Collection[str] = (),
+        max_header_bytes: int = 16 * 1024,
+        max_body_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._rpc = rpc
+        self._max_header_bytes = max_header_bytes
+        self._max_body_bytes = max_body_bytes
         self._rpc_paths = frozenset(rpc_paths)
         self._files = _ConsoleFiles(console_dir)
         self._origins = frozenset(cors_origins)
@@ -71,6 +73,10 @@ class HttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return  # no websockets; lifespan is off
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self._max_header_bytes:
+            # h11 bounds a header block that arrives in pieces; this, one that came at once.
+            await _plain(send, 431, _HEADERS_TOO_LARGE)
+            return
         origin = _header(scope, b"origin")
         allowed = origin if origin in self._origins else None
         method = scope["method"]
@@ -84,7 +90,12 @@ class HttpApp:
         if allowed is not None:
             send = _with_cors(send, allowed)
         if scope["path"] in self._rpc_paths:
-            await self._rpc(scope, receive, send)
+            # Each request runs in its own task, so the deadline stays with its call.
+            scope = {**scope, "headers": take_deadline(list(scope["headers"]))}
+            if is_web_text(scope):
+                await web_text(self._rpc, scope, receive, send, self._max_body_bytes)
+            else:
+                await self._rpc(scope, receive, send)
         elif method in ("GET", "HEAD"):
             await self._files.serve(scope["path"], send, body=method == "GET")
         else:

@@ -20,7 +20,10 @@ MALFORMED_REQUEST, the status the server gives bytes that do not parse.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,17 +42,28 @@ from protobuf.wkt import Any as AnyDetail
 from flowservice.api.status import status_for
 from flowservice.errors import MalformedRequestError
 
-__all__ = ["STATUS_DETAILS_KEY", "endpoints", "json_codec", "proto_codec"]
+__all__ = ["STATUS_DETAILS_KEY", "endpoints", "json_codec", "proto_codec", "take_deadline"]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 """The trailing metadata key of the `google.rpc.Status` with the error details."""
 
-_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "x-idempotency-key"})
+_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "traceparent", "tracestate"})
 """Request headers that become gRPC metadata: what the server reads (the
-bearer token, the request id of its log lines). Others (cookies, the
-browser's own) stay on the HTTP side."""
+bearer token, the request id of its log lines, the W3C trace context its
+tracing continues). Others (cookies, the browser's own) stay on the HTTP side."""
 _NOT_RETURNED = frozenset({"content-type", "grpc-status", "grpc-message", STATUS_DETAILS_KEY})
 """gRPC response metadata the protocols carry in their own way, never as headers."""
+
+_TIMEOUT_HEADERS = {
+    b"connect-timeout-ms": re.compile(rb"(\d{1,10})"),
+    b"grpc-timeout": re.compile(rb"(\d{1,8})([HMSmun])"),
+}
+"""The deadline headers of Connect and of gRPC-Web, and their forms."""
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "http_call_deadline", default=None
+)
+"""The loop time by which the HTTP call in this context must end (`take_deadline`)."""
 
 _CODES: dict[grpc.StatusCode, Code] = {
     status: Code(status.name.lower()) if status.name != "CANCELLED" else Code.CANCELED
@@ -102,13 +116,15 @@ def _unary(
         method = channel().unary_unary(
             path, request_serializer=_same_bytes, response_deserializer=output.FromString
         )
-        call = method(request, metadata=_metadata(ctx.request_headers), timeout=_timeout(ctx))
+        call = method(request, metadata=_metadata(ctx.request_headers), timeout=_timeout())
         try:
             response: Message = await call
+            _copy(await call.initial_metadata(), ctx.response_headers)
+            _copy(await call.trailing_metadata(), ctx.response_trailers)
         except grpc.aio.AioRpcError as exc:
             raise _connect_error(exc, ctx) from None
-        _copy(await call.initial_metadata(), ctx.response_headers)
-        _copy(await call.trailing_metadata(), ctx.response_trailers)
+        except Exception as exc:  # connectrpc would send its text
+            raise _status_error(exc) from None
         return response
 
     return forward
@@ -121,7 +137,7 @@ def _streamed(
         method = channel().unary_stream(
             path, request_serializer=_same_bytes, response_deserializer=output.FromString
         )
-        call = method(request, metadata=_metadata(ctx.request_headers), timeout=_timeout(ctx))
+        call = method(request, metadata=_metadata(ctx.request_headers), timeout=_timeout())
         try:
             _copy(await call.initial_metadata(), ctx.response_headers)
             async for response in call:
@@ -129,6 +145,8 @@ def _streamed(
             _copy(await call.trailing_metadata(), ctx.response_trailers)
         except grpc.aio.AioRpcError as exc:
             raise _connect_error(exc, ctx) from None
+        except Exception as exc:  # connectrpc would send its text
+            raise _status_error(exc) from None
         finally:
             call.cancel()  # a no-op once it has ended; ends it when the HTTP caller went away
 
@@ -139,10 +157,37 @@ def _same_bytes(request: bytes) -> bytes:
     return request
 
 
-def _timeout(ctx: RequestContext[Any, Any]) -> float | None:
-    """The seconds left of the caller's deadline (`connect-timeout-ms`, `grpc-timeout`)."""
-    remaining = ctx.timeout_ms
-    return None if remaining is None else max(remaining, 0.0) / 1000
+def take_deadline(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` without a well-formed deadline header, whose deadline the call's
+    context keeps for the forwarded call instead.
+
+    The forwarded gRPC call gets the caller's deadline, exactly, as a gRPC
+    caller's deadline is the server's. connectrpc does not see it: its own
+    timer would race the server's DEADLINE_EXCEEDED, whose ErrorInfo (which
+    task ran, the execution id) would then be lost. A malformed value is left
+    for connectrpc to refuse.
+    """
+    kept = []
+    seconds: float | None = None
+    for name, value in headers:
+        form = _TIMEOUT_HEADERS.get(name.lower())
+        found = form.fullmatch(value) if form is not None else None
+        if found is None:
+            kept.append((name, value))
+            continue
+        unit = _TIMEOUT_UNITS[found.group(2)] if found.lastindex == 2 else 1e-3
+        seconds = int(found.group(1)) * unit
+    if seconds is not None:
+        _deadline.set(asyncio.get_running_loop().time() + seconds)
+    return kept
+
+
+def _timeout() -> float | None:
+    """The seconds left of the caller's deadline, None without one."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    return max(deadline - asyncio.get_running_loop().time(), 0.0)
 
 
 def _metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
@@ -183,7 +228,8 @@ def connect_error(code: grpc.StatusCode, message: str, details: str | bytes | No
 
 
 def _status_error(exc: Exception) -> ConnectError:
-    """The ConnectError of the status `status_for` maps `exc` to, as the gRPC port sends it."""
+    """The ConnectError of the status `status_for` maps `exc` to, as the gRPC port sends it
+    (for an unexpected error: INTERNAL with an incident id, the error in the log)."""
     status = status_for(exc)
     details: Mapping[str, str | bytes] = dict(status.trailing_metadata or ())
     return connect_error(status.code, status.details, details.get(STATUS_DETAILS_KEY))
@@ -215,7 +261,7 @@ class _JsonCodec:
         message = message_class()
         try:
             json_format.Parse(bytes(data), message)
-        except (json_format.ParseError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        except Exception as exc:  # ParseError, a bad encoding, nesting past the recursion limit
             raise _status_error(MalformedRequestError(message.DESCRIPTOR.full_name)) from exc
         return message.SerializeToString()
 

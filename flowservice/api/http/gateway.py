@@ -71,7 +71,11 @@ class HttpGateway:
         console_dir: Path,
         cors_origins: tuple[str, ...] = (),
         security: SecuritySettings | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        self._socket = _bind(address, reuse_port)
+        self.port: int = self._socket.getsockname()[1]
+        self.tls = security is not None and security.tls
         # A directory of this user's alone (0700) holds the socket to the gRPC port.
         self._socket_dir = tempfile.mkdtemp(prefix="flowmanager-http-")
         self.grpc_target = f"unix:{self._socket_dir}/grpc.sock"
@@ -88,25 +92,10 @@ class HttpGateway:
             read_max_bytes=max_request_bytes,
             codecs=[proto_codec, json_codec],
         )
-        app = HttpApp(rpc, found.keys(), console_dir, cors_origins)
-        self._socket = _bind(address)
-        self.port: int = self._socket.getsockname()[1]
-        self.tls = security is not None and security.tls
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            limit_concurrency=max_connections,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            timeout_keep_alive=_KEEP_ALIVE,
-            timeout_graceful_shutdown=int(_STOP_TIMEOUT),
-            **_tls_options(security),
+        app = HttpApp(
+            rpc, found.keys(), console_dir, cors_origins, MAX_HEADER_BYTES, max_request_bytes
         )
-        config.load()
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(_uvicorn_config(app, max_connections, security))
 
     def _open_channel(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -131,17 +120,42 @@ class HttpGateway:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
+def _uvicorn_config(
+    app: HttpApp, max_connections: int, security: SecuritySettings | None
+) -> uvicorn.Config:
+    """uvicorn's settings, each bound set explicitly (module docstring), loaded."""
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        lifespan="off",
+        log_config=None,  # the server's logging, as configured at start-up
+        access_log=False,
+        server_header=False,
+        # uvicorn counts the connection of the request it is deciding on, too.
+        limit_concurrency=max_connections + 1,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=_KEEP_ALIVE,
+        timeout_graceful_shutdown=int(_STOP_TIMEOUT),
+        **_tls_options(security),
+    )
+    config.load()
+    return config
+
+
 def _message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def _bind(address: str) -> socket.socket:
-    """A listening TCP socket on host:port ([::1]:port for IPv6)."""
+def _bind(address: str, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on host:port ([::1]:port for IPv6); with `reuse_port`
+    shared with the other `--workers`, as their gRPC port is."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        sock = socket.create_server((host, int(port)), family=family, backlog=128)
+        sock = socket.create_server(
+            (host, int(port)), family=family, backlog=128, reuse_port=reuse_port
+        )
     except OSError as exc:
         raise RuntimeError(
             f"Failed to bind HTTP to address {address}: {exc.strerror or exc}"

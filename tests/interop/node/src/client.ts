@@ -2,10 +2,14 @@
  * A typed TypeScript client of Flow Manager, run against the real server by
  * tests/e2e/test_node_client.py:
  *
- *     node dist/src/client.js 127.0.0.1:PORT path/to/seed-flow.json
+ *     node dist/src/client.js 127.0.0.1:PORT path/to/seed-flow.json [PROTOCOL]
  *
- * It makes three calls with the types generated from protos/ (protobuf-es)
- * over Connect's gRPC transport for Node (HTTP/2, the gRPC protocol):
+ * It makes four calls with the types generated from protos/ (protobuf-es)
+ * over one of Connect's transports for Node, chosen by PROTOCOL: `grpc` (the
+ * default: HTTP/2, the gRPC port), or, against the HTTP port
+ * (`--http-address`, docs/http.md; tests/http/test_node_connect.py),
+ * `connect` (the Connect protocol, JSON), `connect-binary` (Connect,
+ * protobuf) or `grpc-web` (gRPC-Web, protobuf), all over HTTP/1.1:
  *
  * 1. `Execute` with the seed flow, parsed from the same JSON body grpcurl
  *    sends, and printing the response in the JSON mapping as well, so the
@@ -13,7 +17,9 @@
  * 2. `ExecuteStream` with the same flow, reading every event through the
  *    typed `event` oneof;
  * 3. `Execute` with an invalid flow, decoding the `google.rpc.ErrorInfo` and
- *    `google.rpc.BadRequest` details of the INVALID_ARGUMENT status.
+ *    `google.rpc.BadRequest` details of the INVALID_ARGUMENT status;
+ * 4. `Execute` with the slow flow (slow-flow.json beside the seed) and a
+ *    deadline it cannot meet: DEADLINE_EXCEEDED with its `ErrorInfo`.
  *
  * Each call prints one line of JSON with what the client saw (enum values by
  * their protobuf names), for the Python test to assert on. Anything that does
@@ -22,11 +28,22 @@
  */
 
 import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
 
 import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type Client,
+  type Transport,
+} from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 
 import {
   Branch,
@@ -43,6 +60,8 @@ import { BadRequestSchema, ErrorInfoSchema } from "../gen/google/rpc/error_detai
 
 /** Milliseconds each call may take, sent to the server as its gRPC deadline. */
 const CALL_TIMEOUT_MS = 10_000;
+/** The deadline of the slow flow's call: far shorter than the flow. */
+const SHORT_TIMEOUT_MS = 300;
 
 type FlowClient = Client<typeof FlowService>;
 
@@ -181,19 +200,58 @@ async function invalidExecute(client: FlowClient): Promise<Record<string, unknow
   throw new Error("Execute accepted an invalid flow");
 }
 
+async function missedDeadline(
+  client: FlowClient,
+  body: JsonValue,
+): Promise<Record<string, unknown>> {
+  try {
+    await client.execute(fromJson(ExecuteRequestSchema, body), { timeoutMs: SHORT_TIMEOUT_MS });
+  } catch (error) {
+    const failure = ConnectError.from(error);
+    const [info] = failure.findDetails(ErrorInfoSchema);
+    return {
+      call: "Execute (deadline)",
+      code: Code[failure.code],
+      // The server's ErrorInfo, or none when the client's own timer won the race.
+      reason: info?.reason ?? null,
+    };
+  }
+  throw new Error("the slow flow met a deadline it cannot meet");
+}
+
+/** The transport of `protocol` to `address` (host:port, or a URL for the HTTP port). */
+function transportFor(protocol: string, address: string): Transport {
+  const baseUrl = address.includes("://") ? address : `http://${address}`;
+  switch (protocol) {
+    case "grpc":
+      return createGrpcTransport({ baseUrl });
+    case "connect":
+      return createConnectTransport({ baseUrl, httpVersion: "1.1" });
+    case "connect-binary":
+      return createConnectTransport({ baseUrl, httpVersion: "1.1", useBinaryFormat: true });
+    case "grpc-web":
+      return createGrpcWebTransport({ baseUrl, httpVersion: "1.1" });
+    default:
+      throw new Error(`unknown protocol ${protocol}: grpc, connect, connect-binary or grpc-web`);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
-  const [address, seedPath] = argv;
+  const [address, seedPath, protocol = "grpc"] = argv;
   if (address === undefined || seedPath === undefined) {
-    throw new Error("usage: node dist/src/client.js HOST:PORT SEED_FLOW_JSON");
+    throw new Error("usage: node dist/src/client.js HOST:PORT SEED_FLOW_JSON [PROTOCOL]");
   }
   const seed = JSON.parse(readFileSync(seedPath, "utf8")) as JsonValue;
-  const transport = createGrpcTransport({ baseUrl: `http://${address}` });
-  const client = createClient(FlowService, transport);
+  const slow = JSON.parse(
+    readFileSync(new URL("slow-flow.json", pathToFileURL(seedPath)), "utf8"),
+  ) as JsonValue;
+  const client = createClient(FlowService, transportFor(protocol, address));
 
   for (const run of [
     () => execute(client, seed),
     () => executeStream(client, seed),
     () => invalidExecute(client),
+    () => missedDeadline(client, slow),
   ]) {
     console.log(JSON.stringify(await run()));
   }
