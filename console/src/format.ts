@@ -13,6 +13,7 @@ export function durationMs(duration: Duration | undefined): number {
 
 /** A duration for people: `850 ms`, `2.4 s`, `3 min 5 s`. */
 export function formatMs(ms: number): string {
+  if (ms <= 0) return "0 ms";
   if (ms < 1) return "<1 ms";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;

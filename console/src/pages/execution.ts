@@ -45,109 +45,138 @@ function summary(execution: Execution, cancel: HTMLButtonElement): HTMLElement {
   );
 }
 
-export function executionPage(id: string): Page {
-  const controller = new AbortController();
-  const state = new RunState();
-  const head = h("div", { class: "pane" });
-  const graph = h("div", { class: "graph", id: "execution-graph" });
-  const timelineBox = h("div", { class: "timeline" });
-  const decisionsBox = h("div");
-  const tasksBox = h("div");
-  const eventsBox = h("div");
-  const live = h("div", { class: "live" }, h("h2", {}, "Timeline"), timelineBox, h("h2", {}, "Decisions"), decisionsBox, h("h2", {}, "Tasks"), tasksBox, h("h2", {}, "Events"), eventsBox);
-  const message = h("div", { "aria-live": "polite" });
-  const cancel = h("button", { type: "button", id: "cancel", class: "danger", hidden: true }, "Cancel");
-  let execution: Execution | undefined;
-  let svg: SVGSVGElement | undefined;
-  let ticker = 0;
+/** The parts of the page that the events redraw. */
+class LiveParts {
+  readonly timeline = h("div", { class: "timeline" });
+  readonly decisions = h("div");
+  readonly tasks = h("div");
+  readonly events = h("div");
+  readonly element = h("div", { class: "live" }, h("h2", {}, "Timeline"), this.timeline, h("h2", {}, "Decisions"), this.decisions, h("h2", {}, "Tasks"), this.tasks, h("h2", {}, "Events"), this.events);
 
-  /** Redraws what the events show; the summary changes only when the execution is fetched. */
-  const render = () => {
-    if (svg) paint(svg, state);
-    fill(timelineBox, timeline(state));
-    fill(decisionsBox, decisionList(state));
-    fill(tasksBox, taskData(state));
-    fill(eventsBox, eventList(state));
-  };
-  const showExecution = (fetched: Execution | undefined) => {
-    execution = fetched;
-    if (execution && execution.state !== ExecutionState.RUNNING) state.end(shownStatus(execution), timestampMs(execution.endTime) || Date.now());
-    if (execution) fill(head, summary(execution, cancel));
-    render();
-  };
-  const refetch = async () => {
-    showExecution((await executionService.getExecution({ executionId: id }, { signal: controller.signal })).execution);
-  };
+  render(state: RunState): void {
+    fill(this.timeline, timeline(state));
+    fill(this.decisions, decisionList(state));
+    fill(this.tasks, taskData(state));
+    fill(this.events, eventList(state));
+  }
+}
 
-  async function watch(): Promise<void> {
-    for (let attempt = 0; attempt <= RECONNECTS && !controller.signal.aborted; attempt += 1) {
+class ExecutionPage implements Page {
+  readonly title: string;
+  readonly element: HTMLElement;
+  private readonly controller = new AbortController();
+  private readonly state = new RunState();
+  private readonly head = h("div", { class: "pane" });
+  private readonly graph = h("div", { class: "graph", id: "execution-graph" });
+  private readonly live = new LiveParts();
+  private readonly message = h("div", { "aria-live": "polite" });
+  private readonly cancel = h("button", { type: "button", id: "cancel", class: "danger", hidden: true }, "Cancel");
+  private execution?: Execution;
+  private svg?: SVGSVGElement;
+  private ticker = 0;
+
+  constructor(private readonly id: string) {
+    this.title = `Execution ${id}`;
+    this.cancel.addEventListener("click", () => void this.cancelExecution());
+    this.element = h(
+      "section",
+      { class: "page execution-page", "aria-labelledby": "execution-title" },
+      h("div", { class: "pane" }, h("h1", { id: "execution-title" }, "Execution ", h("code", {}, id)), h("p", {}, h("a", { href: "/executions", "data-link": true }, "All executions")), this.message, this.head),
+      h("div", { class: "pane graph-pane" }, h("h2", {}, "Graph"), this.graph, this.live.element),
+    );
+    void this.start();
+  }
+
+  /** Redraws what the events show; the summary changes only when the execution is read. */
+  private render(): void {
+    if (this.svg) paint(this.svg, this.state);
+    this.live.render(this.state);
+  }
+
+  private show(execution: Execution | undefined): void {
+    this.execution = execution;
+    if (execution) {
+      if (execution.state !== ExecutionState.RUNNING) this.state.end(shownStatus(execution), timestampMs(execution.endTime) || Date.now());
+      fill(this.head, summary(execution, this.cancel));
+    }
+    this.render();
+  }
+
+  private async refetch(): Promise<void> {
+    this.show((await executionService.getExecution({ executionId: this.id }, { signal: this.controller.signal })).execution);
+  }
+
+  private fail(text: string): void {
+    fill(this.message, h("p", { class: "error", role: "alert" }, text));
+  }
+
+  /** Reads the execution, draws its flow, then follows its events until it ends. */
+  private async start(): Promise<void> {
+    try {
+      await this.refetch();
+    } catch (error) {
+      if (!isAbort(error)) fill(this.head, h("p", { class: "error", role: "alert", id: "execution-error" }, describeError(error)));
+      return;
+    }
+    const flow = this.execution?.request?.flow;
+    if (flow) {
+      this.svg = await drawFlow(flow);
+      fill(this.graph, this.svg);
+      this.graph.dataset.state = "drawn";
+    }
+    this.render();
+    this.ticker = window.setInterval(() => this.tick(), TICK_MS);
+    await this.watch();
+  }
+
+  /** The running time and the running bar of the timeline grow while no event comes. */
+  private tick(): void {
+    const execution = this.execution;
+    if (execution?.state !== ExecutionState.RUNNING) return;
+    fill(this.live.timeline, timeline(this.state));
+    const running = this.head.querySelector("#running-for");
+    if (running) running.textContent = formatMs(Date.now() - timestampMs(execution.startTime));
+  }
+
+  /** WatchExecution from the last event seen, again after a broken stream (a few times). */
+  private async watch(): Promise<void> {
+    const signal = this.controller.signal;
+    for (let attempt = 0; attempt <= RECONNECTS && !signal.aborted; attempt += 1) {
       try {
-        const stream = executionService.watchExecution({ executionId: id, afterSequence: state.lastSequence }, { signal: controller.signal });
+        const stream = executionService.watchExecution({ executionId: this.id, afterSequence: this.state.lastSequence }, { signal });
         for await (const response of stream) {
-          if (response.event) state.apply(response.event);
-          if (response.event?.event.case === "executionFinished") await refetch();
-          else render();
+          if (response.event) this.state.apply(response.event);
+          this.render();
         }
         // The stream ends when the execution does, with or without an
         // execution_finished event (a cancelled execution has none).
-        await refetch();
+        await this.refetch();
         return;
       } catch (error) {
-        if (isAbort(error) || controller.signal.aborted) return;
-        fill(message, h("p", { class: "error", role: "alert" }, `Watching failed: ${describeError(error)}`));
+        if (isAbort(error) || signal.aborted) return;
+        this.fail(`Watching failed: ${describeError(error)}`);
         await new Promise((resolve) => window.setTimeout(resolve, RECONNECT_AFTER_MS));
       }
     }
   }
 
-  cancel.addEventListener("click", async () => {
-    cancel.disabled = true;
+  private async cancelExecution(): Promise<void> {
+    this.cancel.disabled = true;
     try {
-      showExecution((await executionService.cancelExecution({ executionId: id })).execution);
+      this.show((await executionService.cancelExecution({ executionId: this.id })).execution);
     } catch (error) {
-      fill(message, h("p", { class: "error", role: "alert" }, `Cancel failed: ${describeError(error)}`));
+      this.fail(`Cancel failed: ${describeError(error)}`);
     } finally {
-      cancel.disabled = false;
+      this.cancel.disabled = false;
     }
-  });
-
-  async function start(): Promise<void> {
-    try {
-      await refetch();
-    } catch (error) {
-      if (!isAbort(error)) fill(head, h("p", { class: "error", role: "alert", id: "execution-error" }, describeError(error)));
-      return;
-    }
-    const flow = execution?.request?.flow;
-    if (flow) {
-      svg = await drawFlow(flow);
-      fill(graph, svg);
-      graph.dataset.state = "drawn";
-    }
-    render();
-    // The running time and the running bar of the timeline grow while nothing happens.
-    ticker = window.setInterval(() => {
-      if (execution?.state !== ExecutionState.RUNNING) return;
-      fill(timelineBox, timeline(state));
-      const running = head.querySelector("#running-for");
-      if (running) running.textContent = formatMs(Date.now() - timestampMs(execution.startTime));
-    }, TICK_MS);
-    await watch();
   }
 
-  void start();
-  const element = h(
-    "section",
-    { class: "page execution-page", "aria-labelledby": "execution-title" },
-    h("div", { class: "pane" }, h("h1", { id: "execution-title" }, "Execution ", h("code", {}, id)), h("p", {}, h("a", { href: "/executions", "data-link": true }, "All executions")), message, head),
-    h("div", { class: "pane graph-pane" }, h("h2", {}, "Graph"), graph, live),
-  );
-  return {
-    element,
-    title: `Execution ${id}`,
-    dispose: () => {
-      controller.abort();
-      window.clearInterval(ticker);
-    },
-  };
+  dispose(): void {
+    this.controller.abort();
+    window.clearInterval(this.ticker);
+  }
+}
+
+export function executionPage(id: string): Page {
+  return new ExecutionPage(id);
 }

@@ -1,7 +1,7 @@
 // Flows: paste, type or open a flow (JSON or YAML), see it drawn, and see
 // Validate's errors and warnings pinned where they apply.
 
-import { toJson } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
 import { describeError, flowService } from "../api";
 import { fill, h } from "../dom";
 import { EXAMPLES, currentText, fieldReference, parseDocument, setText } from "../flowdoc";
@@ -10,7 +10,6 @@ import { TaskSchema, type Flow } from "../gen/flowmanager/v1/flow_pb";
 import { drawFlow } from "../graph";
 import { pinIssues } from "../issues";
 import type { Page } from "./page";
-import { create } from "@bufbuild/protobuf";
 
 const REDRAW_AFTER_MS = 400;
 
@@ -74,95 +73,108 @@ function issueList(response: ValidateResponse, pinned: Array<Element | null>): H
   );
 }
 
-export function flowsPage(): Page {
-  const editor = h("textarea", { id: "flow-editor", class: "editor", spellcheck: "false", "aria-label": "Flow (JSON or YAML)", placeholder: "Paste a flow here (JSON or YAML), or open a file or an example." });
-  editor.value = currentText();
-  const graph = h("div", { class: "graph", id: "flow-graph" });
-  const issues = h("div", { class: "issues-pane", "aria-live": "polite" });
-  const details = h("div", { class: "node-details" });
+/** Loads a file or an example into the editor. */
+function sources(load: (text: string) => void): HTMLElement[] {
   const file = h("input", { type: "file", accept: ".json,.yaml,.yml,application/json", hidden: true, id: "flow-file" });
-  const examples = h("select", { id: "flow-example", "aria-label": "Load an example" }, h("option", { value: "" }, "Load an example…"), ...EXAMPLES.map((example) => h("option", { value: example.name }, example.name)));
-  let timer = 0;
-  let generation = 0;
-
-  async function refresh(validate: boolean): Promise<void> {
-    const mine = ++generation;
-    setText(editor.value);
-    const parsed = parseDocument(editor.value);
-    if (!parsed.ok) {
-      graph.dataset.state = "invalid-document";
-      fill(graph, h("p", { class: "error", role: "alert" }, parsed.error));
-      fill(issues);
-      return;
-    }
-    const flow = parsed.request.flow;
-    if (!flow) return;
-    const svg = await drawFlow(flow);
-    if (mine !== generation) return;
-    graph.dataset.state = "drawn";
-    fill(graph, svg);
-    fill(details);
-    wireNodes(svg, flow, details);
-    if (!validate) return;
-    try {
-      const response = await flowService.validate(create(ValidateRequestSchema, { flow, input: parsed.request.input, stubs: parsed.request.stubs }));
-      if (mine !== generation) return;
-      fill(issues, issueList(response, pinIssues(svg, flow, response)));
-    } catch (error) {
-      fill(issues, h("p", { class: "error", role: "alert" }, `Validate failed: ${describeError(error)}`));
-    }
-  }
-
-  /** Keeps each edit at once (the Run page reads it) and redraws once typing pauses. */
-  const later = () => {
-    setText(editor.value);
-    graph.dataset.state = "pending";
-    fill(issues);
-    window.clearTimeout(timer);
-    timer = window.setTimeout(() => void refresh(true), REDRAW_AFTER_MS);
-  };
-  const load = (text: string) => {
-    editor.value = text;
-    void refresh(true);
-  };
-  editor.addEventListener("input", later);
-  editor.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-      event.preventDefault();
-      void refresh(true);
-    }
-  });
   file.addEventListener("change", async () => {
     const chosen = file.files?.[0];
     if (chosen) load(await chosen.text());
   });
+  const examples = h("select", { id: "flow-example", "aria-label": "Load an example" }, h("option", { value: "" }, "Load an example…"), ...EXAMPLES.map((example) => h("option", { value: example.name }, example.name)));
   examples.addEventListener("change", () => {
     const example = EXAMPLES.find((e) => e.name === examples.value);
     if (example) load(example.text);
   });
+  return [examples, h("button", { type: "button", onclick: () => file.click() }, "Open file…"), file];
+}
 
-  const element = h(
-    "section",
-    { class: "page flows-page", "aria-labelledby": "flows-title" },
-    h(
-      "div",
-      { class: "pane editor-pane" },
-      h("h1", { id: "flows-title" }, "Flow"),
+class FlowsPage implements Page {
+  readonly title = "Flows";
+  readonly element: HTMLElement;
+  private readonly editor = h("textarea", { id: "flow-editor", class: "editor", spellcheck: "false", "aria-label": "Flow (JSON or YAML)", placeholder: "Paste a flow here (JSON or YAML), or open a file or an example." });
+  private readonly graph = h("div", { class: "graph", id: "flow-graph" });
+  private readonly issues = h("div", { class: "issues-pane", "aria-live": "polite" });
+  private readonly details = h("div", { class: "node-details" });
+  private timer = 0;
+  /** Counts refreshes, so that a slow one does not overwrite a newer one. */
+  private generation = 0;
+
+  constructor() {
+    this.editor.value = currentText();
+    this.editor.addEventListener("input", () => this.edited());
+    this.editor.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        void this.refresh();
+      }
+    });
+    const load = (text: string) => {
+      this.editor.value = text;
+      void this.refresh();
+    };
+    this.element = h(
+      "section",
+      { class: "page flows-page", "aria-labelledby": "flows-title" },
       h(
         "div",
-        { class: "toolbar" },
-        examples,
-        h("button", { type: "button", onclick: () => file.click() }, "Open file…"),
-        file,
-        h("button", { type: "button", id: "validate", onclick: () => void refresh(true) }, "Validate"),
-        h("a", { href: "/run", "data-link": true, class: "button primary", id: "to-run" }, "Run…"),
+        { class: "pane editor-pane" },
+        h("h1", { id: "flows-title" }, "Flow"),
+        h(
+          "div",
+          { class: "toolbar" },
+          ...sources(load),
+          h("button", { type: "button", id: "validate", onclick: () => void this.refresh() }, "Validate"),
+          h("a", { href: "/run", "data-link": true, class: "button primary", id: "to-run" }, "Run…"),
+        ),
+        this.editor,
+        h("p", { class: "hint" }, "Ctrl+Enter validates; Tab leaves the editor."),
+        referencePanel(),
       ),
-      editor,
-      h("p", { class: "hint" }, "Ctrl+Enter validates; Tab leaves the editor."),
-      referencePanel(),
-    ),
-    h("div", { class: "pane graph-pane" }, h("h2", {}, "Graph"), graph, issues, details),
-  );
-  void refresh(true);
-  return { element, title: "Flows", dispose: () => window.clearTimeout(timer) };
+      h("div", { class: "pane graph-pane" }, h("h2", {}, "Graph"), this.graph, this.issues, this.details),
+    );
+    void this.refresh();
+  }
+
+  /** Keeps each edit at once (the Run page reads it) and redraws once typing pauses. */
+  private edited(): void {
+    setText(this.editor.value);
+    this.graph.dataset.state = "pending";
+    fill(this.issues);
+    window.clearTimeout(this.timer);
+    this.timer = window.setTimeout(() => void this.refresh(), REDRAW_AFTER_MS);
+  }
+
+  /** Parses the editor's text, draws the flow, validates it and pins what Validate found. */
+  private async refresh(): Promise<void> {
+    const mine = ++this.generation;
+    setText(this.editor.value);
+    const parsed = parseDocument(this.editor.value);
+    if (!parsed.ok || !parsed.request.flow) {
+      this.graph.dataset.state = "invalid-document";
+      fill(this.graph, h("p", { class: "error", role: "alert" }, parsed.ok ? "The document has no flow." : parsed.error));
+      fill(this.issues);
+      return;
+    }
+    const { flow, input, stubs } = parsed.request;
+    const svg = await drawFlow(flow);
+    if (mine !== this.generation) return;
+    this.graph.dataset.state = "drawn";
+    fill(this.graph, svg);
+    fill(this.details);
+    wireNodes(svg, flow, this.details);
+    try {
+      const response = await flowService.validate(create(ValidateRequestSchema, { flow, input, stubs }));
+      if (mine === this.generation) fill(this.issues, issueList(response, pinIssues(svg, flow, response)));
+    } catch (error) {
+      fill(this.issues, h("p", { class: "error", role: "alert" }, `Validate failed: ${describeError(error)}`));
+    }
+  }
+
+  dispose(): void {
+    window.clearTimeout(this.timer);
+  }
+}
+
+export function flowsPage(): Page {
+  return new FlowsPage();
 }
