@@ -25,6 +25,8 @@ export function targetOf(field: string, flow: Flow): string {
 
 function pin(element: SVGGElement, issue: ValidationIssue, severity: Severity): void {
   if (element.dataset.issues !== "error") element.dataset.issues = severity;
+  // The issue list's buttons move the focus here; task nodes are focusable already.
+  if (!element.hasAttribute("tabindex")) element.setAttribute("tabindex", "-1");
   const text = `${severity}: ${issue.reason}: ${issue.description}`;
   const title = element.querySelector(":scope > title.issues-title") ?? element.appendChild(s("title", { class: "issues-title" }));
   title.textContent = title.textContent ? `${title.textContent}\n${text}` : text;

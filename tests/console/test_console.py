@@ -123,6 +123,8 @@ def test_validation_issues_are_pinned_on_the_graph(console: Console) -> None:
     expect(failure_edge).to_have_attribute("data-issues", "error")
     expect(failure_edge).to_have_attribute("data-target-kind", "missing")
     expect(page.locator('.issues li[data-field="flow.tasks[1].type"]')).to_have_count(1)
+    page.locator('.issues li[data-field="flow.conditions[1].target_task_failure"] button').click()
+    expect(failure_edge).to_be_focused()
     console.screenshot("issues")
 
 
@@ -151,8 +153,18 @@ def test_the_console_fits_a_phone(console: Console) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     console.paste_flow(example("seed-flow.json"))
     expect(page.locator(f"#flow-graph {TASK_NODES}")).to_have_count(3)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    wider = "document.documentElement.scrollWidth > window.innerWidth"
+    assert not page.evaluate(wider)
     console.screenshot("phone")
+
+    console.run("COMPLETED")
+    assert not page.evaluate(wider)
+    page.locator(".execution-link").click()
+    expect(page.locator("#execution-summary")).to_have_attribute("data-status", "COMPLETED")
+    assert not page.evaluate(wider)
+    page.locator("header nav a", has_text="Executions").click()
+    expect(page.locator("#executions")).to_have_attribute("data-state", "loaded")
+    assert not page.evaluate(wider)
 
 
 def test_retries_and_stubs_show_on_the_nodes(console: Console) -> None:
@@ -172,3 +184,34 @@ def test_retries_and_stubs_show_on_the_nodes(console: Console) -> None:
     expect(page.locator("#run-status")).to_have_attribute("data-status", "FAILED")
     expect(console.task("task2", "#run-graph")).to_have_attribute("data-state", "failed")
     expect(console.task("task3", "#run-graph")).to_have_attribute("data-state", "idle")
+
+
+def test_the_history_filters_by_status_and_flow_and_pages(console: Console) -> None:
+    console.paste_flow(example("seed-failure.json"))
+    console.run("FAILED")
+    console.paste_flow(example("seed-flow.json"))
+    console.run("COMPLETED")
+    page = console.page
+    rows = page.locator("#executions tbody tr")
+
+    console.open("/executions")
+    page.get_by_label("Status").select_option("FAILED")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"/executions\?status=FAILED$"))
+    expect(page.locator("#executions")).to_have_attribute("data-state", "loaded")
+    expect(rows.first).to_have_attribute("data-status", "FAILED")
+    expect(page.locator("#executions tbody tr:not([data-status=FAILED])")).to_have_count(0)
+
+    console.open("/executions?flow=no-such-flow")
+    expect(page.locator("#executions")).to_have_attribute("data-state", "loaded")
+    expect(rows).to_have_count(0)
+
+    console.open("/executions?size=1")  # one a page: the newest, then the one before
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-status", "COMPLETED")
+    page.locator("#next").click()
+    expect(page.locator("#page-number")).to_have_attribute("data-page", "2")
+    expect(rows.first).to_have_attribute("data-status", "FAILED")
+    page.locator("#previous").click()
+    expect(page.locator("#page-number")).to_have_attribute("data-page", "1")
+    expect(rows.first).to_have_attribute("data-status", "COMPLETED")

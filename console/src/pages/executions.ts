@@ -14,6 +14,8 @@ import { statusBadge } from "../views";
 import type { Page } from "./page";
 
 const PAGE_SIZE = 20;
+/** The most rows a page may have when the query string sets `size`. */
+const MAX_PAGE_SIZE = 200;
 const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"];
 
 /** RUNNING for a running execution, else its status. */
@@ -25,8 +27,9 @@ function request(query: URLSearchParams, pageToken: string) {
   const status = query.get("status") ?? "";
   const from = query.get("from");
   const to = query.get("to");
+  const size = Number(query.get("size"));
   return create(ListExecutionsRequestSchema, {
-    pageSize: PAGE_SIZE,
+    pageSize: Number.isInteger(size) && size > 0 ? Math.min(size, MAX_PAGE_SIZE) : PAGE_SIZE,
     pageToken,
     flowId: query.get("flow") ?? "",
     state: status === "RUNNING" ? ExecutionState.RUNNING : ExecutionState.UNSPECIFIED,
@@ -65,6 +68,7 @@ function filters(query: URLSearchParams): HTMLFormElement {
     event.preventDefault();
     const chosen = new URLSearchParams();
     for (const [name, value] of new FormData(form)) if (value) chosen.set(name, String(value));
+    if (query.get("size")) chosen.set("size", query.get("size") ?? "");
     const search = chosen.toString();
     navigate(`/executions${search ? `?${search}` : ""}`);
   });
@@ -91,9 +95,9 @@ export function executionsPage(): Page {
       );
       fill(
         pager,
-        h("button", { type: "button", disabled: index === 0, onclick: () => { index -= 1; void load(); } }, "Previous"),
-        h("span", {}, `Page ${index + 1}`),
-        h("button", { type: "button", disabled: !response.nextPageToken, onclick: () => { index += 1; void load(); } }, "Next"),
+        h("button", { type: "button", id: "previous", disabled: index === 0, onclick: () => { index -= 1; void load(); } }, "Previous"),
+        h("span", { id: "page-number", "data-page": index + 1 }, `Page ${index + 1}`),
+        h("button", { type: "button", id: "next", disabled: !response.nextPageToken, onclick: () => { index += 1; void load(); } }, "Next"),
         h("button", { type: "button", onclick: () => void load() }, "Refresh"),
       );
       table.dataset.state = "loaded";
