@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -304,6 +305,9 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--retention must be positive and --store not empty")
     for problem in settings.security.problems():
         parser.error(problem)
+    for origin in settings.cors_origins:
+        if not re.fullmatch(r"https?://[^/\s*]+", origin):
+            parser.error(f"--cors-origin {origin!r}: an origin is scheme://host[:port], no path")
     try:
         OutboundPolicy.parse(settings.allow_targets, settings.targets)
     except ValueError as exc:

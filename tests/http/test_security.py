@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from google.rpc import error_details_pb2
 
+from flowservice.settings import Settings
 from tests.http.conftest import EXAMPLES, HttpServer, curl, http_serving
 from tests.security.pki import Pki, sha256_line
 
@@ -175,3 +176,11 @@ def test_with_mtls_the_http_port_wants_a_client_certificate_and_a_token(
     status, _, body = parse(certificate_no_token.stdout)
     assert status == 401
     assert reason(body) == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize("origin", ["*", "http://console.example.test/", "console.example.test"])
+def test_a_cors_origin_that_is_no_origin_is_a_usage_error(origin: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        Settings.from_args(["--cors-origin", origin], environ={})
+
+    assert exited.value.code == 2
