@@ -13,6 +13,9 @@ NODE_STAMP := node_modules/.installed
 INTEROP_NODE := tests/interop/node
 INTEROP_NODE_STAMP := $(INTEROP_NODE)/node_modules/.installed
 INTEROP_BUILD_STAMP := $(INTEROP_NODE)/dist/.built
+# The web console (docs/console.md), built into console/dist, which the server serves.
+CONSOLE_STAMP := console/node_modules/.installed
+CONSOLE_BUILD_STAMP := console/dist/.built
 ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 # The HTTP port: Connect, gRPC-Web and the web console (docs/http.md); empty turns it off.
@@ -27,7 +30,7 @@ PROTOC = $(PY) -m grpc_tools.protoc -Iprotos \
 	--python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) \
 	$(PROTOS)
 
-.PHONY: all setup run test check lint proto proto-check breaking pytest bench bench-smoke system-packages interop-node clean
+.PHONY: all setup run test check lint proto proto-check breaking pytest bench bench-smoke system-packages interop-node console clean
 
 all: test
 
@@ -90,12 +93,13 @@ bench-history: setup
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(INTEROP_NODE)/node_modules $(INTEROP_NODE)/gen $(INTEROP_NODE)/dist
+	rm -rf console/node_modules console/src/gen console/dist
 
 # ---------------------------------------------------------------------------
 # Provisioning: what `setup` installs and builds.
 
 ## setup: provision everything: .venv, npm packages, Debian tools, the TypeScript client
-setup: $(VENV_STAMP) $(NODE_STAMP) system-packages $(INTEROP_BUILD_STAMP)
+setup: $(VENV_STAMP) $(NODE_STAMP) system-packages $(INTEROP_BUILD_STAMP) $(CONSOLE_BUILD_STAMP)
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -119,8 +123,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # benchmark's load generator), nginx (the HTTP/2 proxy of tests/e2e/test_proxy.py;
 # Debian's `nginx` has HTTP/2 and grpc_pass), Graphviz's dot (flowctl's SVG
 # and PNG output) and openssl (docs/security.md's try-out certificates, made by
-# tests/security/test_documented.py). The missing ones are installed in one apt-get run.
-DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz openssl:openssl
+# tests/security/test_documented.py) and Chromium (the browser of tests/console/,
+# driven by Playwright: its own browser download cannot work here). The missing
+# ones are installed in one apt-get run.
+DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz openssl:openssl chromium:chromium
 
 ## system-packages: install the Debian packages the tests need, if missing
 system-packages:
@@ -153,6 +159,31 @@ $(INTEROP_BUILD_STAMP): $(INTEROP_NODE_STAMP) $(NODE_STAMP) $(PROTOS) \
 
 ## interop-node: install, generate and build the TypeScript client
 interop-node: $(INTEROP_BUILD_STAMP)
+
+# The web console: npm ci from console/package-lock.json, its client generated
+# from protos/ as the interop client's is, type-checked by tsc (strict), then
+# bundled by vite into console/dist (no CDN at run time). dist/ and src/gen/
+# are build output, not committed: every machine builds the same bundle from
+# the same pinned packages.
+CONSOLE_SOURCES := $(wildcard console/src/*.ts console/src/*.css console/src/pages/*.ts) \
+	console/index.html console/vite.config.ts console/tsconfig.json console/buf.gen.yaml \
+	$(wildcard examples/*.json)
+
+$(CONSOLE_STAMP): console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CONSOLE_BUILD_STAMP): $(CONSOLE_STAMP) $(NODE_STAMP) $(PROTOS) $(CONSOLE_SOURCES)
+	cd console && npm run --silent generate && npm run --silent typecheck && npm run --silent build -- --logLevel warn
+	touch $@
+
+## console: install, generate, type-check and build the web console into console/dist
+console: $(CONSOLE_BUILD_STAMP)
+
+## console-screenshots: rerun the console's browser tests, writing docs/images/console-*.png
+.PHONY: console-screenshots
+console-screenshots: setup
+	CONSOLE_SCREENSHOTS=1 $(VENV)/bin/pytest tests/console -q
 
 # Longer runs of what `make test` runs briefly (tests/hostile/test_fuzz.py,
 # tests/bench/test_soak_smoke.py); docs/reliability.md explains both.
