@@ -146,15 +146,23 @@ class ExecutionStore(Protocol):
         ...
 
 
-def open_store(location: str) -> ExecutionStore:
-    """The store `--store` names: "memory", or the path of an SQLite file (made if missing).
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""How a `--store` that names a PostgreSQL database begins."""
 
-    Raises `StoreUnavailableError` when the file cannot be opened or was
-    written by a newer version.
+
+def open_store(location: str) -> ExecutionStore:
+    """The store `--store` names: "memory", a postgresql:// URL, or the path of an SQLite file.
+
+    Raises `StoreUnavailableError` when the file or database cannot be
+    opened or was written by a newer version.
     """
     from flowservice.history.memory import MemoryStore
     from flowservice.history.sqlite import SqliteStore
 
     if location == "memory":
         return MemoryStore()
+    if location.startswith(_POSTGRES_SCHEMES):
+        from flowservice.history.postgres import PostgresStore  # psycopg only when used
+
+        return PostgresStore(location)
     return SqliteStore(Path(location))

@@ -1,4 +1,4 @@
-"""The history stores, without gRPC: the SQLite file (in tmp_path) and memory behave alike."""
+"""The history stores, without gRPC: SQLite (in tmp_path), memory and PostgreSQL behave alike."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ from flowservice.history import (
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionStore]:
-    made = open_store(str(tmp_path / "h.db") if request.param == "sqlite" else "memory")
+    locations = {
+        "sqlite": lambda: str(tmp_path / "h.db"),
+        "memory": lambda: "memory",
+        "postgres": lambda: request.getfixturevalue("postgres_url"),  # a database of its own
+    }
+    made = open_store(locations[request.param]())
     yield made
     made.close()
 
