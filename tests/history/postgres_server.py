@@ -13,6 +13,7 @@ writes, not the disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -35,11 +36,15 @@ _START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
 
 @dataclass
 class PostgresServer:
-    """A running cluster whose superuser `postgres` needs no password from 127.0.0.1."""
+    """A cluster whose superuser `postgres` needs no password from 127.0.0.1."""
 
     port: int
     directory: Path
     """The cluster's data, socket and log live here."""
+    bin_dir: Path
+    """Where initdb and pg_ctl are."""
+    as_root: bool
+    """Whether this process is root, so that the cluster's commands run as `nobody`."""
     _made: Iterator[int] = field(default_factory=lambda: count(1))
 
     def url(self, database: str = "postgres") -> str:
@@ -51,6 +56,22 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def start(self) -> None:
+        """Starts the server; returns once it accepts connections."""
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c full_page_writes=off -c max_connections=200"
+        )
+        log = self.directory / "log"
+        self._pg_ctl("-l", str(log), "-o", options, "-w", "-t", str(_START_TIMEOUT), "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stops the server (`fast`: disconnects every client; `immediate`: no shutdown)."""
+        self._pg_ctl("-m", mode, "stop")
+
+    def _pg_ctl(self, *args: str) -> None:
+        _run(self.as_root, [self.bin_dir / "pg_ctl", "-D", str(self.directory / "data"), *args])
 
 
 def binaries() -> Path:
@@ -75,29 +96,16 @@ def running_postgres() -> Iterator[PostgresServer]:
     if as_root:
         user = pwd.getpwnam(_UNPRIVILEGED)
         os.chown(directory, user.pw_uid, user.pw_gid)
-    bin_dir = binaries()
-    data = directory / "data"
+    server = PostgresServer(_free_port(), directory, binaries(), as_root)
     try:
-        _run(as_root, [bin_dir / "initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-N"])
-        port = _free_port()
-        options = (
-            f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c full_page_writes=off -c max_connections=200"
-        )
-        start: list[str | Path] = [
-            bin_dir / "pg_ctl",
-            "-D",
-            data,
-            "-l",
-            directory / "log",
-            "-o",
-            options,
-        ]
-        _run(as_root, [*start, "-w", "-t", str(_START_TIMEOUT), "start"])
+        initdb: list[str | Path] = [server.bin_dir / "initdb", "-D", str(directory / "data")]
+        _run(as_root, [*initdb, "-U", "postgres", "-A", "trust", "-N"])
+        server.start()
         try:
-            yield PostgresServer(port, directory)
+            yield server
         finally:
-            _run(as_root, [bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "stop"])
+            with contextlib.suppress(RuntimeError):  # a test may have stopped it
+                server.stop("immediate")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -27,12 +27,11 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionStore]:
-    locations = {
-        "sqlite": lambda: str(tmp_path / "h.db"),
-        "memory": lambda: "memory",
-        "postgres": lambda: request.getfixturevalue("postgres_url"),  # a database of its own
-    }
-    made = open_store(locations[request.param]())
+    if request.param == "postgres":
+        location: str = request.getfixturevalue("postgres_url")  # a database of its own
+    else:
+        location = str(tmp_path / "h.db") if request.param == "sqlite" else "memory"
+    made = open_store(location)
     yield made
     made.close()
 
