@@ -34,6 +34,8 @@ Hierarchy::
     │                             cancelled (FAILED_PRECONDITION)
     ├── ExecutionCancelledError   CancelExecution ended the execution this
     │                             call ran (CANCELLED)
+    ├── LeaseLostError            this process no longer owns the execution
+    │                             it ran: another took it over (UNAVAILABLE)
     ├── RequestIdReusedError      a request id names an execution started by
     │                             a request with other fields (ALREADY_EXISTS)
     ├── InvalidPageTokenError     a page token this server did not issue, or
@@ -62,6 +64,7 @@ __all__ = [
     "InvalidFlowError",
     "InvalidPageTokenError",
     "InvalidWorkRequestError",
+    "LeaseLostError",
     "MalformedRequestError",
     "PermissionDeniedError",
     "RequestIdReusedError",
@@ -211,6 +214,23 @@ class ExecutionCancelledError(FlowServiceError):
     def __init__(self, execution_id: str) -> None:
         self.execution_id = execution_id
         super().__init__(f"execution {execution_id!r} was cancelled by CancelExecution")
+
+
+class LeaseLostError(FlowServiceError):
+    """This process lost execution `execution_id` to another owner; the store refused its write.
+
+    Its lease expired (the process stalled, or the store was out of reach)
+    and another process claimed it, and now runs it from its last finished
+    task (docs/durability.md). A caller retrying with the same request id
+    reaches that run.
+    """
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        super().__init__(
+            f"execution {execution_id!r} was taken over by another server process; "
+            "retry with the same request_id to follow it"
+        )
 
 
 class RequestIdReusedError(FlowServiceError):

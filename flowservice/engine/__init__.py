@@ -9,13 +9,14 @@ everything else here but `routing` is private, one module per concern:
     routing      what runs after a task, and the targets a task can reach
                  (public: `flowctl graph` asks it too)
     _analysis    warnings about a valid flow (unreachable tasks, endless loops)
-    _execution   one execution: the loop that yields its events
+    _execution   one execution: the loop that yields its events, from its
+                 start or resumed from how far it got (`Resumption`)
     _attempts    one attempt of one task: timeout, output checks
     _deadline    one timer per execution that interrupts what it awaits
     _retry       retry decisions and backoff delays
     _scope       the variables expressions see as the execution goes
 """
 
-from flowservice.engine._engine import Engine, ValidationReport
+from flowservice.engine._engine import Engine, Resumption, ValidationReport
 
-__all__ = ["Engine", "ValidationReport"]
+__all__ = ["Engine", "Resumption", "ValidationReport"]

@@ -52,13 +52,14 @@ class DeadlineTimer:
 
     __slots__ = ("_handle", "_interrupted", "_task", "limit", "passed", "when")
 
-    def __init__(self, limit: TimeLimit) -> None:
+    def __init__(self, limit: TimeLimit, elapsed: float = 0.0) -> None:
+        """`elapsed`: seconds of the limit spent already (a resumed execution's, before)."""
         loop = asyncio.get_running_loop()
         self.limit = limit
         """The time limit it stands for."""
-        self.when = loop.time() + limit.seconds
+        self.when = loop.time() + limit.seconds - max(elapsed, 0.0)
         """The deadline, on the loop's clock (`loop.time()`)."""
-        self.passed = False
+        self.passed = self.when <= loop.time()
         """Whether the deadline has passed."""
         self._task: asyncio.Task[object] | None = None
         self._interrupted = False

@@ -24,7 +24,7 @@ from typing import Any
 from flowservice.engine._analysis import flow_warnings
 from flowservice.engine._attempts import AttemptRunner
 from flowservice.engine._deadline import earliest_limit
-from flowservice.engine._execution import Admission, Execution
+from flowservice.engine._execution import Admission, Execution, Resumption
 from flowservice.engine._plan import Plan, compile_flow
 from flowservice.engine._validation import validate
 from flowservice.errors import InvalidFlowError, Violation
@@ -34,7 +34,7 @@ from flowservice.models import ExecutionSummary, Flow, TaskStub
 from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskRegistry
 
-__all__ = ["Engine", "ValidationReport"]
+__all__ = ["Engine", "Resumption", "ValidationReport"]
 
 
 def _utc_now() -> datetime:
@@ -111,6 +111,7 @@ class Engine:
         flow_input: Mapping[str, Any] | None = None,
         stubs: Mapping[str, TaskStub] | None = None,
         time_allowed: float | None = None,
+        resume: Resumption | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Validates `flow`, then returns an iterator over its execution's events.
 
@@ -122,11 +123,18 @@ class Engine:
         before its first event when the server is at its limit. Otherwise its
         last event is always `ExecutionFinished`. A caller that may stop early
         closes the iterator (`contextlib.aclosing`) so the execution ends at once.
+
+        `resume` continues an execution that began elsewhere (its process
+        died) with the same flow, input and stubs: the tasks that finished
+        are not run again, their results route the flow as they did, and
+        the events go on from its last sequence, without `ExecutionStarted`.
+        Its id, and so each task run's idempotency key, stays the same; its
+        time limit counts from when it first started.
         """
         stubs = stubs or {}
         execution = Execution(
             plan=self._plan(flow, stubs),
-            execution_id=self._new_execution_id(),
+            execution_id=self._new_execution_id() if resume is None else resume.execution_id,
             time_limit=earliest_limit(flow, self._limits, time_allowed),
             flow_input=flow_input or {},
             stubs=stubs,
@@ -137,6 +145,7 @@ class Engine:
             clock=self._clock,
             sleep=self._sleep,
             rng=self._rng,
+            resumed=resume,
         )
         return execution.events()
 

@@ -7,16 +7,24 @@ yields is in plain methods named for what they do: `_admit` a step,
 so a result is built once), `_route` to the next task, `_summary` at the end.
 A step produces two events and one `TaskResult`, the same object in its
 `TaskFinished` event and in the summary.
+
+A resumed execution (`Resumption`: an execution another process began,
+taken over from the history) runs in the same loop: `_restore` puts the
+finished runs' results back where `_record` would have put them, and the
+loop starts with the route after the last of them, with the sequence and
+the step numbers where they stopped. No `ExecutionStarted` again: the
+history has it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -53,7 +61,7 @@ from flowservice.models import (
 from flowservice.observer import Observer
 from flowservice.tasks import TaskContext
 
-__all__ = ["Admission", "Execution"]
+__all__ = ["Admission", "Execution", "Resumption"]
 
 # The name log filters and the README know, from before the engine was a package.
 logger = logging.getLogger("flowservice.execution")
@@ -108,6 +116,21 @@ class _Stop(Exception):
 _COMPLETED = _Stop(ExecutionStatus.COMPLETED, "", "")
 
 
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """How far an interrupted execution got, from its history: where `Engine.run` goes on."""
+
+    execution_id: str
+    """Its id, kept: the idempotency keys of its task runs derive from it."""
+    started_at: datetime
+    """When it first started (UTC): its time limit counts from then."""
+    last_sequence: int
+    """The sequence of its last stored event; the next event gets the one after."""
+    results: tuple[TaskResult, ...]
+    """The results of the task runs that finished, in order (their `TaskFinished`
+    events), each with the routing decision taken after it."""
+
+
 @dataclass(slots=True)
 class Execution:
     """One run of a plan with one request's input and stubs; `events()` runs it."""
@@ -124,6 +147,8 @@ class Execution:
     clock: Callable[[], datetime]
     sleep: Callable[[float], Awaitable[None]]
     rng: random.Random
+    resumed: Resumption | None = None
+    """Set when this continues an execution begun elsewhere (see the module docstring)."""
     _sequence: int = 0
     _results: list[TaskResult] = field(default_factory=list)
     # The latest run per task, in the order they last ran; tasks read it
@@ -147,15 +172,19 @@ class Execution:
         """Runs the execution, yielding its events; the last is `ExecutionFinished`."""
         self.admission.enter()
         execution_id, clock = self.execution_id, self.clock
-        deadline = DeadlineTimer(self.time_limit)
+        started_at, started = clock(), time.perf_counter()
+        if self.resumed is not None:
+            elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
+            started_at, started = self.resumed.started_at, started - elapsed
+        deadline = DeadlineTimer(self.time_limit, time.perf_counter() - started)
         ended = False
         try:
             with self.observer.execution(self.plan.flow, execution_id):
-                started_at, started = clock(), time.perf_counter()
-                yield self._emit(self._execution_started(started_at))
+                if self.resumed is None:
+                    yield self._emit(self._execution_started(started_at))
                 end = _COMPLETED
                 try:
-                    current: str | None = self.plan.flow.start_task
+                    current = self._first_task()
                     while current is not None:
                         if self._held_too_long():
                             await asyncio.sleep(0)  # a turn for health checks and other calls
@@ -199,12 +228,55 @@ class Execution:
 
     def _execution_started(self, started_at: datetime) -> ExecutionStarted:
         flow = self.plan.flow
-        if self.plan.uses_expressions:
-            self._scope = Scope(self.flow_input, self.limits.max_expression_seconds)
-        self._held_since = time.perf_counter()
         return ExecutionStarted(
             self.execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
         )
+
+    def _first_task(self) -> str | None:
+        """The task to run first: the flow's start, or after a resumed execution's last run.
+
+        `_Stop` when the last run ended the flow (the process that ran it
+        died before its end was recorded).
+        """
+        if self.plan.uses_expressions:
+            self._scope = Scope(self.flow_input, self.limits.max_expression_seconds)
+        self._held_since = time.perf_counter()
+        if self.resumed is None:
+            return self.plan.flow.start_task
+        self._sequence = self.resumed.last_sequence
+        for result in self.resumed.results:
+            self._restore(result)
+        if not self._results:
+            return self.plan.flow.start_task
+        return self._route(self._results[-1])
+
+    def _restore(self, result: TaskResult) -> None:
+        """Keeps a result from the history as `_record` kept it when the task ran.
+
+        The stops `_record` found are found again: an output past the
+        results budget, and a condition that could not decide (which the
+        history shows as a result without a decision after a task with
+        conditions; deciding again fails again).
+        """
+        if self._scope is not None:
+            self._scope.record(
+                result.task, result.outcome, result.output, result.attempts, result.error
+            )
+        self._results_bytes += len(json.dumps(result.output, separators=(",", ":")).encode())
+        if result.error_type == RESULTS_TOO_LARGE:
+            self._pending = _Stop(
+                ExecutionStatus.FAILED,
+                f"task {result.task!r} failed: {result.error}",
+                RESULTS_TOO_LARGE,
+                failed_task=result.task,
+            )
+        elif result.decision is None and self.plan.chains.get(result.task):
+            decision = self._decide(result.task, result.outcome)
+            if decision is not None:
+                result = replace(result, decision=decision)
+        self._results.append(result)
+        self._latest.pop(result.task, None)
+        self._latest[result.task] = result
 
     def _task_started(self, task: Task, step: int) -> TaskStarted:
         self._step_started = time.perf_counter()

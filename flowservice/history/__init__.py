@@ -10,22 +10,28 @@ bytes are whatever the API layer chose to keep (serialized protos).
 from flowservice.history.memory import MemoryStore
 from flowservice.history.sqlite import SCHEMA_VERSION, SqliteStore
 from flowservice.history.store import (
+    DEFAULT_LEASE_SECONDS,
     RUNNING,
+    Claim,
     ExecutionQuery,
     ExecutionRecord,
     ExecutionStore,
+    Renewal,
     StoredEvent,
     StoredExecution,
     open_store,
 )
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
     "RUNNING",
     "SCHEMA_VERSION",
+    "Claim",
     "ExecutionQuery",
     "ExecutionRecord",
     "ExecutionStore",
     "MemoryStore",
+    "Renewal",
     "SqliteStore",
     "StoredEvent",
     "StoredExecution",

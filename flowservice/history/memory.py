@@ -1,32 +1,54 @@
 """The history kept in the process's memory: `--store memory`, for tests.
 
 Nothing survives a restart; retention still applies. Every write is
-"durable" at once.
+"durable" at once. Leases and fences follow the store contract, though one
+process is the only owner a memory store ever has: they matter here only
+to a run that ended without `finish`, which `claim` then hands back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
+from flowservice.errors import LeaseLostError
 from flowservice.history.store import (
+    DEFAULT_LEASE_SECONDS,
     RUNNING,
+    Claim,
     ExecutionQuery,
     ExecutionRecord,
+    Renewal,
     StoredEvent,
     StoredExecution,
 )
+from flowservice.models import ExecutionStatus
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
-    """An `ExecutionStore` in two dicts."""
+@dataclass(slots=True)
+class _Lease:
+    """Who owns a running execution, until when, and at which fence."""
 
-    def __init__(self) -> None:
+    owner: str
+    fence: int
+    expires: datetime
+    cancel_requested: bool = False
+
+
+class MemoryStore:
+    """An `ExecutionStore` in a few dicts."""
+
+    def __init__(self, *, owner: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS) -> None:
         self._executions: dict[str, StoredExecution] = {}
         self._events: dict[str, list[StoredEvent]] = {}
+        self._owner = owner or str(uuid.uuid4())
+        self._lease = timedelta(seconds=lease_seconds)
+        self._leases: dict[str, _Lease] = {}  # running executions only
+        self._held: dict[str, int] = {}  # fences this owner began or claimed executions at
 
     @property
     def failure(self) -> str:
@@ -41,18 +63,36 @@ class MemoryStore:
         """Nothing to observe: memory has no write transactions."""
 
     def begin(self, record: ExecutionRecord) -> None:
-        self._executions[record.execution_id] = StoredExecution(record, RUNNING, b"", None)
-        self._events[record.execution_id] = []
+        execution_id = record.execution_id
+        self._executions[execution_id] = StoredExecution(record, RUNNING, b"", None)
+        self._events[execution_id] = []
+        self._leases[execution_id] = _Lease(self._owner, 1, _now() + self._lease)
+        self._held[execution_id] = 1
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
-        self._events[execution_id].append(event)
+        if self._owns(execution_id):  # fencing: a lost execution's events are dropped
+            self._events[execution_id].append(event)
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
     ) -> None:
+        owned = self._owns(execution_id)
+        self._held.pop(execution_id, None)
+        if not owned:
+            raise LeaseLostError(execution_id)
+        del self._leases[execution_id]
         stored = self._executions[execution_id]
         self._executions[execution_id] = replace(
             stored, status=status, summary=summary, finished_at=finished_at
+        )
+
+    def _owns(self, execution_id: str) -> bool:
+        """Whether this owner still holds the running execution at the fence it had."""
+        lease = self._leases.get(execution_id)
+        return (
+            lease is not None
+            and lease.owner == self._owner
+            and lease.fence == self._held.get(execution_id)
         )
 
     async def get(self, execution_id: str) -> StoredExecution | None:
@@ -91,6 +131,65 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease.total_seconds()
+
+    async def renew(self, execution_ids: Collection[str]) -> Renewal:
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        expires = _now() + self._lease
+        for execution_id in execution_ids:
+            if not self._owns(execution_id):
+                lost.add(execution_id)
+                continue
+            lease = self._leases[execution_id]
+            lease.expires = expires
+            if lease.cancel_requested:
+                cancel.add(execution_id)
+        return Renewal(frozenset(lost), frozenset(cancel))
+
+    async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:
+        now = _now()
+        expired = sorted(
+            (lease.expires, id_)
+            for id_, lease in self._leases.items()
+            if lease.expires <= now
+            and not self._owns(id_)
+            and (not execution_id or id_ == execution_id)
+        )
+        claims = []
+        for _, id_ in expired[: max(limit, 0)]:
+            lease = self._leases[id_]
+            lease.owner, lease.fence = self._owner, lease.fence + 1
+            lease.expires = now + self._lease
+            self._held[id_] = lease.fence
+            claims.append(Claim(self._executions[id_], lease.fence, lease.cancel_requested))
+        return claims
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        lease = self._leases.get(execution_id)
+        if lease is None:
+            return False
+        now = _now()
+        if lease.expires > now:
+            lease.cancel_requested = True
+            return True
+        del self._leases[execution_id]  # its owner is gone: nobody else would record it
+        stored = self._executions[execution_id]
+        self._executions[execution_id] = replace(
+            stored, status=ExecutionStatus.CANCELLED.value, finished_at=now
+        )
+        return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _selected(stored: StoredExecution, query: ExecutionQuery) -> bool:

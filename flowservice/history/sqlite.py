@@ -9,28 +9,44 @@ connection, in a worker thread, which WAL lets run beside the writer.
 The schema is versioned (`schema_version`); `_MIGRATIONS[n]` takes a file
 from version n to n + 1, and they run at start-up, in one transaction. A file
 of a newer version than this code knows is refused with a clear message.
+
+Ownership (see `flowservice.history.store`): each running row holds its
+`owner`, `fence` and `lease_expires_at`. Fencing is in the writer's
+statements themselves: an event is inserted only while its execution's
+fence is the one this store holds, an end only while it also still runs;
+a batch that wrote fewer rows than it had finds out which executions were
+lost (`_lost`), and their `finish` raises `LeaseLostError`. Renewals,
+claims and cancel requests go through the writer queue too, so they see
+every write queued before them. Several processes may share a file (each
+its own owner): SQLite's write lock serializes their transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flowservice.errors import StoreUnavailableError
+from flowservice.errors import LeaseLostError, StoreUnavailableError
 from flowservice.history.store import (
+    DEFAULT_LEASE_SECONDS,
     RUNNING,
+    Claim,
     ExecutionQuery,
     ExecutionRecord,
+    Renewal,
     StoredEvent,
     StoredExecution,
 )
+from flowservice.models import ExecutionStatus
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -60,6 +76,16 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE executions ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
     CREATE INDEX executions_by_request_id ON executions (request_id) WHERE request_id != '';
     """,
+    # 2 -> 3: ownership of running executions (leases, fences, cancel requests).
+    # Rows running from an older version get lease 0: expired, so they are
+    # claimed and resumed like those of a process that died.
+    """
+    ALTER TABLE executions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE executions ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN lease_expires_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_by_lease ON executions (lease_expires_at) WHERE status = 'running';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
@@ -68,20 +94,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 2000  # operations per transaction, at most
 _Op = Callable[[sqlite3.Connection], int]  # returns how many executions it deleted
 # What the writer thread's queue holds: (kind, item).
-_INSERT_EXECUTION = "execution"  # item: a row of `executions`
-_INSERT_EVENT = "event"  # item: a row of `events`
-_FINISH = "finish"  # item: (status, summary, finished_at, execution_id)
+_INSERT_EXECUTION = "execution"  # item: a row of `executions` (the _INSERT_EXECUTION columns)
+_INSERT_EVENT = "event"  # item: (execution_id, sequence, payload, fence)
+_FINISH = "finish"  # item: (status, summary, finished_at, execution_id, fence)
 _RUN = "run"  # item: an `_Op`, run after the rows
 _WAKE = "wake"  # item: (loop, future) resolved with the failure, "" when written
 _STOP = "stop"  # item: None; the thread ends after this batch
 _STATEMENTS = {
     _INSERT_EXECUTION: "INSERT INTO executions (execution_id, flow_id, status, request,"
-    " request_id, caller_request_id, started_at, finished_at, summary)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    _INSERT_EVENT: "INSERT INTO events VALUES (?, ?, ?)",
-    _FINISH: "UPDATE executions SET status = ?, summary = ?, finished_at = ?"
-    " WHERE execution_id = ?",
+    " request_id, caller_request_id, started_at, finished_at, summary, owner, fence,"
+    " lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+    # Fenced: written only while the execution's fence is the writer's.
+    _INSERT_EVENT: "INSERT INTO events (execution_id, sequence, payload) SELECT ?1, ?2, ?3"
+    " WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?1 AND fence = ?4)",
+    _FINISH: "UPDATE executions SET status = ?1, summary = ?2, finished_at = ?3,"
+    " cancel_requested = 0 WHERE execution_id = ?4 AND fence = ?5 AND status = 'running'",
 }
+_NOT_HELD = -1  # the fence written with an execution this store does not hold: never matches
 
 
 def _micros(moment: datetime) -> int:
@@ -97,10 +126,22 @@ def _moment(micros: int) -> datetime:
 class SqliteStore:
     """An `ExecutionStore` in the SQLite file at `path` (made, with its directory, if missing)."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
-        """`busy_timeout`: seconds a write waits for a file another process has locked."""
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 5.0,
+        owner: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        """`busy_timeout`: seconds a write waits for a file another process has locked;
+        `owner` and `lease_seconds`: see `ExecutionStore` ("" owner: a new random id)."""
         self._path = path
         self._failure = ""
+        self._owner = owner or str(uuid.uuid4())
+        self._lease_micros = round(lease_seconds * 1_000_000)
+        self._held: dict[str, int] = {}  # the fence of each execution begun or claimed here
+        self._lost: set[str] = set()  # held ones whose writes were refused (the writer adds)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(path, busy_timeout)
@@ -143,19 +184,26 @@ class SqliteStore:
             _micros(record.started_at),
             None,
             b"",
+            self._owner,
+            _micros(datetime.now(UTC)) + self._lease_micros,
         )
+        self._held[record.execution_id] = 1
         self._queue.put((_INSERT_EXECUTION, row))
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
-        row = (execution_id, event.sequence, event.payload)
-        self._queue.put((_INSERT_EVENT, row))
+        fence = self._held.get(execution_id, _NOT_HELD)
+        self._queue.put((_INSERT_EVENT, (execution_id, event.sequence, event.payload, fence)))
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
     ) -> None:
-        row = (status, summary, _micros(finished_at), execution_id)
+        fence = self._held.pop(execution_id, _NOT_HELD)
+        row = (status, summary, _micros(finished_at), execution_id, fence)
         self._queue.put((_FINISH, row))
         await self._written()
+        if execution_id in self._lost or fence == _NOT_HELD:
+            self._lost.discard(execution_id)
+            raise LeaseLostError(execution_id)
 
     async def _written(self, *, check: bool = True) -> None:
         """Returns once everything queued so far is committed; StoreUnavailableError if not."""
@@ -211,7 +259,10 @@ class SqliteStore:
             try:
                 for kind, statement in _STATEMENTS.items():
                     if rows[kind]:
+                        before = db.total_changes
                         db.executemany(statement, rows[kind])
+                        if db.total_changes - before < len(rows[kind]):
+                            self._lost.update(_refused(db, kind, rows[kind]))
                 purged = sum(run(db) for run in runs)
                 db.execute("COMMIT")
             except BaseException:
@@ -290,6 +341,99 @@ class SqliteStore:
         self._thread.join()
         self._reader.close()
 
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_micros / 1_000_000
+
+    async def renew(self, execution_ids: Collection[str]) -> Renewal:
+        held = json.dumps([[i, self._held.get(i, _NOT_HELD)] for i in execution_ids])
+        renewed: dict[str, bool] = {}
+
+        def renew(db: sqlite3.Connection) -> int:
+            renewed.clear()  # a retried batch starts over
+            rows = db.execute(
+                "UPDATE executions SET lease_expires_at = ?1"
+                " FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence FROM json_each(?3)) AS held"
+                " WHERE executions.execution_id = held.id AND executions.fence = held.fence"
+                " AND owner = ?2 AND status = 'running'"
+                " RETURNING execution_id, cancel_requested",
+                (self._expiry(), self._owner, held),
+            ).fetchall()
+            renewed.update((execution_id, bool(cancel)) for execution_id, cancel in rows)
+            return 0
+
+        self._queue.put((_RUN, renew))
+        await self._written()
+        lost = frozenset(i for i in execution_ids if i not in renewed)
+        return Renewal(lost, frozenset(i for i, cancel in renewed.items() if cancel))
+
+    async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:
+        # A cheap read first: most looks find nothing, and need no write lock.
+        only = " AND execution_id = ?2" if execution_id else " AND ?2 = ''"
+        expired = "status = 'running' AND lease_expires_at <= ?1" + only
+        if limit <= 0 or not await self._read(
+            f"SELECT 1 FROM executions WHERE {expired} LIMIT 1",
+            (_micros(datetime.now(UTC)), execution_id),
+        ):
+            return []
+        mine = json.dumps(list(self._held))
+        claimed: list[Claim] = []
+
+        def claim(db: sqlite3.Connection) -> int:
+            claimed.clear()
+            now = _micros(datetime.now(UTC))
+            rows = db.execute(
+                "UPDATE executions SET owner = ?3, fence = fence + 1, lease_expires_at = ?4"
+                f" WHERE execution_id IN (SELECT execution_id FROM executions WHERE {expired}"
+                "  AND execution_id NOT IN (SELECT value FROM json_each(?5))"
+                "  ORDER BY lease_expires_at LIMIT ?6)"
+                f" RETURNING {_COLUMNS}, fence, cancel_requested",
+                (now, execution_id, self._owner, self._expiry(), mine, limit),
+            ).fetchall()
+            claimed.extend(Claim(_execution(row), row[-2], bool(row[-1])) for row in rows)
+            return 0
+
+        self._queue.put((_RUN, claim))
+        await self._written()
+        for each in claimed:
+            self._held[each.execution.record.execution_id] = each.fence
+        return claimed
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        done: list[bool] = []
+
+        def request(db: sqlite3.Connection) -> int:
+            now = _micros(datetime.now(UTC))
+            flagged = db.execute(
+                "UPDATE executions SET cancel_requested = 1"
+                " WHERE execution_id = ? AND status = 'running' AND lease_expires_at > ?",
+                (execution_id, now),
+            ).rowcount
+            # Its owner is gone: nobody would see the request; the end is recorded
+            # here, past a fence that a stalled owner coming back cannot write at.
+            ended = (
+                flagged
+                or db.execute(
+                    "UPDATE executions SET status = ?, finished_at = ?, fence = fence + 1"
+                    " WHERE execution_id = ? AND status = 'running'",
+                    (ExecutionStatus.CANCELLED.value, now, execution_id),
+                ).rowcount
+            )
+            done[:] = [bool(flagged or ended)]
+            return 0
+
+        self._queue.put((_RUN, request))
+        await self._written()
+        return bool(done and done[0])
+
+    def _expiry(self) -> int:
+        """When a lease taken now expires, in `_micros`."""
+        return _micros(datetime.now(UTC)) + self._lease_micros
+
 
 _COLUMNS = (
     "execution_id, flow_id, request, request_id, caller_request_id, started_at,"
@@ -336,14 +480,36 @@ def _merge_finished(rows: dict[str, list[Any]]) -> None:
     if not started:
         return
     updates = []
-    for status, summary, finished_at, execution_id in rows[_FINISH]:
+    for status, summary, finished_at, execution_id, fence in rows[_FINISH]:
         i = started.get(execution_id)
         if i is None:
-            updates.append((status, summary, finished_at, execution_id))
+            updates.append((status, summary, finished_at, execution_id, fence))
         else:
             row = rows[_INSERT_EXECUTION][i]
-            rows[_INSERT_EXECUTION][i] = (*row[:2], status, *row[3:7], finished_at, summary)
+            ended = (status, *row[3:7], finished_at, summary)
+            rows[_INSERT_EXECUTION][i] = (*row[:2], *ended, *row[9:])
     rows[_FINISH] = updates
+
+
+def _refused(db: sqlite3.Connection, kind: str, rows: Sequence[Any]) -> set[str]:
+    """The executions of `rows` (events or ends) whose fenced write the database refused.
+
+    Only looked for when a statement changed fewer rows than it had: a
+    rare path, one lookup per execution in the batch.
+    """
+    refused = set()
+    for row in rows:
+        if kind == _INSERT_EVENT:
+            execution_id, fence, wanted = row[0], row[3], None
+        else:
+            execution_id, fence, wanted = row[3], row[4], (row[0], row[2])
+        found = db.execute(
+            "SELECT fence, status, finished_at FROM executions WHERE execution_id = ?",
+            (execution_id,),
+        ).fetchone()
+        if found is None or found[0] != fence or (wanted and (found[1], found[2]) != wanted):
+            refused.add(execution_id)
+    return refused
 
 
 def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:

@@ -6,21 +6,51 @@ once the execution's last event and its end are durable, so no execution is
 reported finished before it is in the history. A store that cannot write
 raises `StoreUnavailableError` from `finish` and from every later `begin`,
 and says so in `failure`.
+
+Ownership (docs/durability.md). Every process that writes to a store is
+an *owner*: `owner` is its id, a new random one per store object unless
+given. Every running execution has exactly one owner, a *lease* (a time
+until which that owner may run it) and a *fence* (an integer that grows by
+one each time the execution changes hands):
+
+- `begin` makes this store's owner the owner, with fence 1 and a lease of
+  `lease_seconds` from now.
+- `renew`, which the owner calls about every `lease_seconds / 3`, extends
+  the leases of the executions it still runs, and reports those it no
+  longer owns and those someone asked to cancel (`request_cancel`).
+- `claim` takes over running executions whose lease has expired (their
+  owner died or stalled): it makes this store's owner their owner, adds 1
+  to their fence and gives them a new lease. The claimer then resumes
+  them from their stored events.
+- Fencing: the store remembers the fence at which this owner began or
+  claimed each execution. An `append` or `finish` of an execution whose
+  fence has moved on (another owner claimed it), or that has finished, is
+  refused: an event is dropped and `finish` raises `LeaseLostError`; the
+  execution's id is then among `renew`'s `lost`. Two owners therefore
+  never both write one execution, even when the old one has not noticed
+  that it lost its lease. Refusing is the store's job, inside its write
+  transaction (a conditional UPDATE/INSERT on the fence), not the caller's.
+
+Times of leases are the store's clock (an SQLite store: this machine's; a
+database server: its own), so owners on machines whose clocks differ agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
     "RUNNING",
+    "Claim",
     "ExecutionQuery",
     "ExecutionRecord",
     "ExecutionStore",
+    "Renewal",
     "StoredEvent",
     "StoredExecution",
     "open_store",
@@ -28,6 +58,9 @@ __all__ = [
 
 RUNNING = "running"
 """The status of an execution that has not finished (the others are `ExecutionStatus` values)."""
+
+DEFAULT_LEASE_SECONDS = 10.0
+"""How long an owner's hold on a running execution lasts without a renewal (`--lease-seconds`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +123,32 @@ class ExecutionQuery:
     """Only those after this (started_at, execution_id) in newest-first order: a page token."""
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A running execution this store's owner has just taken over (`ExecutionStore.claim`)."""
+
+    execution: StoredExecution
+    """The execution as stored when it was claimed (status `RUNNING`)."""
+    fence: int
+    """Its new fence: the one this owner's writes to it now carry."""
+    cancel_requested: bool
+    """True when someone asked to cancel it: the claimer records it cancelled
+    (`finish` with status CANCELLED) instead of resuming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What `ExecutionStore.renew` found out about the executions it was given."""
+
+    lost: frozenset[str]
+    """The ones this owner no longer owns: another claimed them, they finished
+    (a cancel recorded by another process), or they are gone. Their local
+    runs must stop at once, without writing: the store would refuse it."""
+    cancel_requested: frozenset[str]
+    """The ones still owned, whose lease was renewed, that someone asked to
+    cancel (`request_cancel`): the owner cancels them and records them cancelled."""
+
+
 class ExecutionStore(Protocol):
     """Where executions are recorded; see the module docstring for the write contract."""
 
@@ -145,24 +204,75 @@ class ExecutionStore(Protocol):
         """Writes what is queued, then releases the store."""
         ...
 
+    # Ownership: see the module docstring. Every method below sees every
+    # write queued before it (a `begin` still in a queue counts as written).
 
-_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-"""How a `--store` that names a PostgreSQL database begins."""
+    @property
+    def owner(self) -> str:
+        """This store's owner id: the owner `begin` and `claim` record (unique per process)."""
+        ...
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a lease lasts from its `begin`, `renew` or `claim`."""
+        ...
+
+    async def renew(self, execution_ids: Collection[str]) -> Renewal:
+        """Extends by `lease_seconds` the leases of `execution_ids` that this owner still owns.
+
+        `execution_ids` are the executions that run in this process (begun
+        or claimed through this store); the leases of any others this owner
+        holds are left to expire, so an execution whose local run ended
+        without `finish` is taken over by someone. Owned means: running,
+        owner is `owner`, fence is the one this store began or claimed it
+        with. Each id given is in `Renewal.lost` when not owned, else its
+        lease is renewed, and it is in `Renewal.cancel_requested` when
+        someone asked to cancel it. A store that cannot write raises
+        StoreUnavailableError (the leases then expire).
+        """
+        ...
+
+    async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:
+        """Takes over up to `limit` running executions whose lease has expired; them.
+
+        With `execution_id`, only that one (a caller retrying the request
+        that started it). Never one that this store began or claimed and
+        still holds (its lease may have expired while this process was too
+        busy to renew it: its run here goes on). Each claimed execution gets
+        this owner, its fence plus 1, and a lease of `lease_seconds` from
+        now, in one transaction, so two claimers never both get one
+        execution. The oldest expired leases first.
+        """
+        ...
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        """Asks the owner of a running execution to cancel it; False when it is not running.
+
+        The owner learns of it at its next `renew` and records the execution
+        cancelled. If the lease has already expired (the owner is gone), the
+        store records it CANCELLED at once (status, `finished_at` now, no
+        summary) and adds 1 to its fence, so a stalled owner that comes back
+        cannot write to it. Returns once the request (or the end) is durable.
+        """
+        ...
 
 
-def open_store(location: str) -> ExecutionStore:
+def open_store(
+    location: str, *, owner: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> ExecutionStore:
     """The store `--store` names: "memory", a postgresql:// URL, or the path of an SQLite file.
 
-    Raises `StoreUnavailableError` when the file or database cannot be
-    opened or was written by a newer version.
+    `owner` is the id its executions are owned by ("": a new random one);
+    `lease_seconds` how long a lease lasts. Raises `StoreUnavailableError`
+    when the file or database cannot be opened or was written by a newer version.
     """
     from flowservice.history.memory import MemoryStore
     from flowservice.history.sqlite import SqliteStore
 
     if location == "memory":
-        return MemoryStore()
-    if location.startswith(_POSTGRES_SCHEMES):
+        return MemoryStore(owner=owner, lease_seconds=lease_seconds)
+    if location.startswith(("postgresql://", "postgres://")):
         from flowservice.history.postgres import PostgresStore  # psycopg only when used
 
-        return PostgresStore(location)
-    return SqliteStore(Path(location))
+        return PostgresStore(location, owner=owner, lease_seconds=lease_seconds)
+    return SqliteStore(Path(location), owner=owner, lease_seconds=lease_seconds)
