@@ -7,10 +7,20 @@ The store runs an event loop of its own, in a thread of its own, as the
 SQLite store runs its writer thread: callers on any loop (the server's, a
 test's) use it, and `close` stays synchronous. `begin`, `append` and
 `finish` only put operations in a list; the writer coroutine takes
-everything listed at once and writes it in one transaction (COPY for new
-executions and events, one UPDATE from arrays for ends), then wakes those
-who wait in `finish`, with one call per waiting loop. Reads borrow a pooled
-connection on the store's loop.
+everything listed at once and writes it in one transaction (one statement
+per kind of row, from arrays: new executions, events, ends), then wakes
+those who wait in `finish`, with one call per waiting loop. Reads borrow a
+pooled connection on the store's loop.
+
+Ownership (see `flowservice.history.store`): each running row holds its
+`owner`, `fence` and `lease_expires_at`, in the database's clock. Fencing
+is in the writer's statements: events are inserted only for executions at
+the fence this store holds (locking those rows FOR SHARE, so a concurrent
+claim waits for the insert or the insert sees the claim), ends only while
+the execution also still runs; the executions refused are noted, and their
+`finish` raises `LeaseLostError`. Claims take expired executions with
+`SELECT ... FOR UPDATE SKIP LOCKED`: replicas claiming at once never wait
+for each other nor claim one execution twice.
 
 Watches across replicas: the writer's transaction also NOTIFYs channel
 `flowmanager_history` with the ids of the executions it wrote to; each
@@ -31,7 +41,8 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -40,19 +51,23 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from flowservice.errors import StoreUnavailableError
+from flowservice.errors import LeaseLostError, StoreUnavailableError
 from flowservice.history.store import (
+    DEFAULT_LEASE_SECONDS,
     RUNNING,
+    Claim,
     ExecutionQuery,
     ExecutionRecord,
+    Renewal,
     StoredEvent,
     StoredExecution,
 )
+from flowservice.models import ExecutionStatus
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 _MIGRATIONS: tuple[str, ...] = (
-    # 0 -> 1: executions and their events.
+    # 0 -> 1: executions, their events and their owners' leases.
     """
     CREATE TABLE executions (
         execution_id text PRIMARY KEY,
@@ -63,10 +78,15 @@ _MIGRATIONS: tuple[str, ...] = (
         caller_request_id text NOT NULL,
         started_at timestamptz NOT NULL,
         finished_at timestamptz,
-        summary bytea NOT NULL
+        summary bytea NOT NULL,
+        owner text NOT NULL,
+        fence integer NOT NULL,
+        lease_expires_at timestamptz NOT NULL,
+        cancel_requested boolean NOT NULL DEFAULT false
     );
     CREATE INDEX executions_by_start ON executions (started_at, execution_id);
     CREATE INDEX executions_by_request_id ON executions (request_id) WHERE request_id <> '';
+    CREATE INDEX executions_by_lease ON executions (lease_expires_at) WHERE status = 'running';
     CREATE TABLE events (
         execution_id text NOT NULL,
         sequence integer NOT NULL,
@@ -84,13 +104,15 @@ _MIGRATION_LOCK = 0x466C6F774D677221  # pg_advisory_xact_lock key: "FlowMgr!"
 _PAYLOAD_BYTES = 7900  # a NOTIFY payload must stay below 8000 bytes
 _WRITE_TIMEOUT = 30.0  # seconds a batch may take before the store counts as failed
 _RELISTEN = 1.0  # seconds between attempts to LISTEN again after the connection broke
+_ATTEMPTS = 3  # tries of a batch that met a deadlock or a serialization failure
+_NOT_HELD = -1  # the fence written with an execution this store does not hold: never matches
 
 _T = TypeVar("_T")
 _Op = Callable[[psycopg.AsyncConnection[Any]], Awaitable[int]]  # returns executions deleted
 # What the writer's list holds: (kind, item).
 _INSERT_EXECUTION = "execution"  # item: a row of `executions`, in _EXECUTION_COLUMNS order
-_INSERT_EVENT = "event"  # item: a row of `events`
-_FINISH = "finish"  # item: (status, summary, finished_at, execution_id)
+_INSERT_EVENT = "event"  # item: (execution_id, sequence, payload, fence)
+_FINISH = "finish"  # item: (status, summary, finished_at, execution_id, fence)
 _RUN = "run"  # item: an `_Op`, run after the rows
 _WAKE = "wake"  # item: (loop, future) resolved with the failure, "" when written
 _STOP = "stop"  # item: None; the writer ends after this batch
@@ -106,6 +128,9 @@ _COLUMNS = (
     "execution_id, flow_id, request, request_id, caller_request_id, started_at,"
     " status, summary, finished_at"
 )
+_QUALIFIED_COLUMNS = ", ".join("e." + column.strip() for column in _COLUMNS.split(","))
+_LEASE = "now() + make_interval(secs => %(lease)s)"  # a lease taken now, in the database's clock
+_RETRIED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 class PostgresStore:
@@ -116,12 +141,24 @@ class PostgresStore:
     connection, before the database counts as unavailable.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        owner: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        pool_size: int = 8,
+        timeout: float = 5.0,
+    ) -> None:
         self._where = describe(url)
         self._failure = ""
+        self._owner = owner or str(uuid.uuid4())
+        self._lease_seconds = lease_seconds
+        self._held: dict[str, int] = {}  # the fence of each execution begun or claimed here
+        self._lost: set[str] = set()  # held ones whose writes were refused (the writer adds)
         self._count = 0
         self._on_write: Callable[[float, bool], None] | None = None
-        self._lock = threading.Lock()  # guards _pending, _signalled and _waiters
+        self._lock = threading.Lock()  # guards _pending, _signalled, _waiters and _lost
         self._pending: list[_Item] = []
         self._signalled = False
         self._waiters: dict[str, list[_Waiter]] = {}
@@ -197,16 +234,24 @@ class PostgresStore:
             None,
             b"",
         )
+        self._held[record.execution_id] = 1
         self._put(_INSERT_EXECUTION, row)
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
-        self._put(_INSERT_EVENT, (execution_id, event.sequence, event.payload))
+        fence = self._held.get(execution_id, _NOT_HELD)
+        self._put(_INSERT_EVENT, (execution_id, event.sequence, event.payload, fence))
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
     ) -> None:
-        self._put(_FINISH, (status, summary, finished_at, execution_id))
+        fence = self._held.pop(execution_id, _NOT_HELD)
+        self._put(_FINISH, (status, summary, finished_at, execution_id, fence))
         await self._written()
+        with self._lock:
+            lost = execution_id in self._lost
+            self._lost.discard(execution_id)
+        if lost or fence == _NOT_HELD:
+            raise LeaseLostError(execution_id)
 
     def _put(self, kind: str, item: Any) -> None:
         """Lists one operation; wakes the writer unless a wake-up is on its way already."""
@@ -245,18 +290,36 @@ class PostgresStore:
                 return
 
     async def _write(self, pool: AsyncConnectionPool[Any], batch: Sequence[_Item]) -> None:
-        """Writes `batch` in one transaction; on an error, notes it in `failure`."""
-        rows = _Rows.of(batch)
+        """Writes `batch` in one transaction; on an error, notes it in `failure`.
+
+        A deadlock (replicas cancelling each other's executions at once) or
+        a serialization failure rolls the batch back whole: it is tried again.
+        """
+        rows = _Rows.of(batch, self._owner, self._lease_seconds)
         if rows.empty:
             return
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(_WRITE_TIMEOUT), pool.connection() as db, db.transaction():
-                purged = await rows.write(db)
-            self._failure = ""
-            self._count += len(rows.started) - purged
-        except (psycopg.Error, OSError, TimeoutError) as exc:
-            self._failure = f"cannot write to {self._where}: {_said(exc)}"
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with (
+                    asyncio.timeout(_WRITE_TIMEOUT),
+                    pool.connection() as db,
+                    db.transaction(),
+                ):
+                    purged, refused = await rows.write(db)
+            except _RETRIED as exc:
+                if attempt < _ATTEMPTS:
+                    continue
+                self._failure = f"cannot write to {self._where}: {_said(exc)}"
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self._failure = f"cannot write to {self._where}: {_said(exc)}"
+            else:
+                self._failure = ""
+                self._count += len(rows.started) - purged
+                if refused:
+                    with self._lock:
+                        self._lost |= refused
+            break
         if self._on_write is not None:
             self._on_write(time.perf_counter() - started, not self._failure)
 
@@ -391,6 +454,106 @@ class PostgresStore:
         self._thread.join()
         self._loop.close()
 
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_seconds
+
+    async def renew(self, execution_ids: Collection[str]) -> Renewal:
+        ids = list(execution_ids)
+        fences = [self._held.get(i, _NOT_HELD) for i in ids]
+        renewed: dict[str, bool] = {}
+
+        async def renew(db: psycopg.AsyncConnection[Any]) -> int:
+            renewed.clear()  # a retried batch starts over
+            rows = await db.execute(
+                f"UPDATE executions AS e SET lease_expires_at = {_LEASE}"
+                " FROM unnest(%(ids)s::text[], %(fences)s::integer[]) AS h (id, fence)"
+                " WHERE e.execution_id = h.id AND e.fence = h.fence AND e.owner = %(owner)s"
+                " AND e.status = 'running' RETURNING e.execution_id, e.cancel_requested",
+                {"ids": ids, "fences": fences, "owner": self._owner, "lease": self._lease_seconds},
+            )
+            renewed.update(await rows.fetchall())
+            return 0
+
+        self._put(_RUN, renew)
+        await self._written()
+        lost = frozenset(i for i in ids if i not in renewed)
+        with self._lock:
+            self._lost -= lost  # reported here: their runs stop without a `finish`
+        return Renewal(lost, frozenset(i for i, cancel in renewed.items() if cancel))
+
+    async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:
+        expired = (
+            "status = 'running' AND lease_expires_at <= now()"
+            " AND (%(only)s = '' OR execution_id = %(only)s)"
+        )
+        # A cheap read first (the index on running leases): most looks find nothing.
+        if limit <= 0 or not await self._read(
+            f"SELECT 1 FROM executions WHERE {expired} LIMIT 1", {"only": execution_id}
+        ):
+            return []
+        values = {
+            "only": execution_id,
+            "mine": list(self._held),
+            "limit": limit,
+            "owner": self._owner,
+            "lease": self._lease_seconds,
+        }
+        claimed: list[Claim] = []
+
+        async def claim(db: psycopg.AsyncConnection[Any]) -> int:
+            claimed.clear()
+            rows = await db.execute(
+                "WITH expired AS (SELECT execution_id FROM executions"
+                f" WHERE {expired} AND execution_id <> ALL(%(mine)s::text[])"
+                " ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+                f" UPDATE executions AS e SET owner = %(owner)s, fence = e.fence + 1,"
+                f" lease_expires_at = {_LEASE} FROM expired"
+                " WHERE e.execution_id = expired.execution_id"
+                f" RETURNING {_QUALIFIED_COLUMNS}, e.fence, e.cancel_requested",
+                values,
+            )
+            claimed.extend(Claim(_execution(r), r[-2], r[-1]) for r in await rows.fetchall())
+            return 0
+
+        self._put(_RUN, claim)
+        await self._written()
+        for each in claimed:
+            self._held[each.execution.record.execution_id] = each.fence
+        return claimed
+
+    async def request_cancel(self, execution_id: str) -> bool:
+        done: list[bool] = []
+
+        async def request(db: psycopg.AsyncConnection[Any]) -> int:
+            flagged = await db.execute(
+                "UPDATE executions SET cancel_requested = true WHERE execution_id = %s"
+                " AND status = 'running' AND lease_expires_at > now()",
+                (execution_id,),
+            )
+            ended = 0
+            if not flagged.rowcount:
+                # Its owner is gone: nobody would see the request; the end is recorded
+                # here, past a fence that a stalled owner coming back cannot write at.
+                ending = await db.execute(
+                    "UPDATE executions SET status = %s, finished_at = now(), fence = fence + 1"
+                    " WHERE execution_id = %s AND status = 'running'",
+                    (ExecutionStatus.CANCELLED.value, execution_id),
+                )
+                ended = ending.rowcount
+                if ended:
+                    await _notify(db, [execution_id])  # its watchers see the end
+            done[:] = [bool(flagged.rowcount or ended)]
+            return 0
+
+        self._put(_RUN, request)
+        await self._written()
+        return bool(done and done[0])
+
 
 @dataclass(frozen=True, slots=True)
 class _Connections:
@@ -413,16 +576,18 @@ class _Waiter:
 class _Rows:
     """One batch's operations, grouped into the statements that write them."""
 
+    owner: str
+    lease_seconds: float
     started: dict[str, list[Any]]
     """New executions' rows by id; an execution that also ended in the batch, with its end."""
-    events: list[tuple[str, int, bytes]]
-    ends: list[tuple[str, bytes, datetime, str]]
+    events: list[tuple[str, int, bytes, int]]
+    ends: list[tuple[str, bytes, datetime, str, int]]
     """Ends of executions that started in an earlier batch."""
     runs: list[_Op]
 
     @classmethod
-    def of(cls, batch: Sequence[_Item]) -> _Rows:
-        rows = cls({}, [], [], [])
+    def of(cls, batch: Sequence[_Item], owner: str, lease_seconds: float) -> _Rows:
+        rows = cls(owner, lease_seconds, {}, [], [], [])
         for kind, item in batch:
             if kind == _INSERT_EXECUTION:
                 rows.started[item[0]] = list(item)
@@ -430,7 +595,7 @@ class _Rows:
                 rows.events.append(item)
             elif kind == _FINISH:
                 row = rows.started.get(item[3])
-                if row is None:
+                if row is None or item[4] != 1:
                     rows.ends.append(item)
                 else:  # a short execution: one insert of the whole row
                     row[2], row[8], row[7] = item[:3]
@@ -442,38 +607,72 @@ class _Rows:
     def empty(self) -> bool:
         return not (self.started or self.events or self.ends or self.runs)
 
-    async def write(self, db: psycopg.AsyncConnection[Any]) -> int:
-        """Writes the rows, runs the operations, notifies; how many executions were deleted."""
-        cursor = db.cursor()
+    async def write(self, db: psycopg.AsyncConnection[Any]) -> tuple[int, set[str]]:
+        """Writes the rows, runs the operations, notifies.
+
+        Returns how many executions were deleted, and the executions whose
+        events or end the fence refused.
+        """
+        refused: set[str] = set()
         if self.started:
-            copy_sql = f"COPY executions ({_EXECUTION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-            async with cursor.copy(copy_sql) as copy:
-                copy.set_types(list(_EXECUTION_TYPES))
-                for row in self.started.values():
-                    await copy.write_row(row)
+            await self._insert_executions(db)
         if self.events:
-            async with cursor.copy("COPY events FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "int4", "bytea"])
-                for event in self.events:
-                    await copy.write_row(event)
+            refused |= await self._insert_events(db)
         if self.ends:
-            await cursor.execute(
-                "UPDATE executions AS e SET status = u.status, summary = u.summary,"
-                " finished_at = u.finished_at FROM unnest(%s::text[], %s::bytea[],"
-                " %s::timestamptz[], %s::text[]) AS u (status, summary, finished_at, id)"
-                " WHERE e.execution_id = u.id",
-                [list(column) for column in zip(*self.ends, strict=True)],
-            )
+            refused |= await self._update_ends(db)
         purged = 0
         for run in self.runs:
             purged += await run(db)
         touched = {*self.started, *(e[0] for e in self.events), *(e[3] for e in self.ends)}
         if touched:
-            await cursor.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                (CHANNEL, _payloads(sorted(touched))),
-            )
-        return purged
+            await _notify(db, sorted(touched))
+        return purged, refused
+
+    async def _insert_executions(self, db: psycopg.AsyncConnection[Any]) -> None:
+        arrays = ", ".join(f"%(c{i})s::{kind}[]" for i, kind in enumerate(_EXECUTION_TYPES))
+        columns = {f"c{i}": array for i, array in enumerate(_arrays(self.started.values()))}
+        await db.execute(
+            f"INSERT INTO executions ({_EXECUTION_COLUMNS}, owner, fence, lease_expires_at)"
+            f" SELECT *, %(owner)s, 1, {_LEASE} FROM unnest({arrays})",
+            {**columns, "owner": self.owner, "lease": self.lease_seconds},
+        )
+
+    async def _insert_events(self, db: psycopg.AsyncConnection[Any]) -> set[str]:
+        """Inserts the events of executions still at the writer's fence; the others' ids."""
+        inserted = await db.execute(
+            "INSERT INTO events (execution_id, sequence, payload)"
+            " SELECT u.id, u.sequence, u.payload FROM unnest(%s::text[], %s::integer[],"
+            " %s::bytea[], %s::integer[]) AS u (id, sequence, payload, fence)"
+            " JOIN executions AS e ON e.execution_id = u.id AND e.fence = u.fence"
+            " FOR SHARE OF e",  # a claim of one of them waits for this transaction
+            _arrays(self.events),
+        )
+        if inserted.rowcount == len(self.events):
+            return set()
+        # Rare: some were fenced off. Which, by their executions' fences now.
+        fences = {execution_id: fence for execution_id, _, _, fence in self.events}
+        found = await db.execute(
+            "SELECT execution_id, fence FROM executions WHERE execution_id = ANY(%s)",
+            (list(fences),),
+        )
+        now = dict(await found.fetchall())
+        return {
+            execution_id for execution_id, fence in fences.items() if now.get(execution_id) != fence
+        }
+
+    async def _update_ends(self, db: psycopg.AsyncConnection[Any]) -> set[str]:
+        """Records the ends of executions still running at the writer's fence; the others' ids."""
+        updated = await db.execute(
+            "UPDATE executions AS e SET status = u.status, summary = u.summary,"
+            " finished_at = u.finished_at, cancel_requested = false"
+            " FROM unnest(%s::text[], %s::bytea[], %s::timestamptz[], %s::text[],"
+            " %s::integer[]) AS u (status, summary, finished_at, id, fence)"
+            " WHERE e.execution_id = u.id AND e.fence = u.fence AND e.status = 'running'"
+            " RETURNING e.execution_id",
+            _arrays(self.ends),
+        )
+        written = {row[0] for row in await updated.fetchall()}
+        return {end[3] for end in self.ends} - written
 
 
 def describe(url: str) -> str:
@@ -562,6 +761,18 @@ def _payloads(execution_ids: Iterable[str]) -> list[str]:
     if current:
         payloads.append(" ".join(current))
     return payloads
+
+
+def _arrays(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """The columns of `rows`, each a list: the arrays a statement unnests into rows again."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+async def _notify(db: psycopg.AsyncConnection[Any], execution_ids: Iterable[str]) -> None:
+    """Tells every replica's listener, at the commit, that these executions changed."""
+    await db.execute(
+        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (CHANNEL, _payloads(execution_ids))
+    )
 
 
 def _said(exc: BaseException) -> str:
