@@ -34,6 +34,7 @@ from flowservice.api.auth import AccessControl
 from flowservice.api.execution_servicer import ExecutionServicer
 from flowservice.api.history_keeper import HistoryKeeper
 from flowservice.api.interceptors import RpcObserver
+from flowservice.api.resumption import Resumer
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
 from flowservice.api.worker_servicer import WorkerServicer
@@ -86,7 +87,9 @@ class FlowServer:
     dispatcher: Dispatcher | None = None
     """Hands `worker` tasks to the workers connected to its WorkerService."""
     history: HistoryKeeper | None = None
-    """The execution history and its upkeep (retention, health)."""
+    """The execution history and its upkeep (retention, health, leases)."""
+    resumer: Resumer | None = None
+    """Takes over the executions of server processes that died (docs/durability.md)."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
@@ -94,7 +97,7 @@ class FlowServer:
         for service in _SERVICE_NAMES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self.history is not None:
-            self.history.start(self.health)
+            self.history.start(self.health, self.resumer)
 
     async def stop(self, grace: float | None, drain_delay: float = 0.0) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace` seconds.
@@ -146,7 +149,8 @@ def create_server(
     StoreUnavailableError when the history (`--store`) cannot be opened.
     """
     limits = settings.limits
-    history = HistoryKeeper(open_store(settings.store), settings.retention, _SERVICE_NAMES)
+    store = open_store(settings.store, lease_seconds=settings.lease_seconds)
+    history = HistoryKeeper(store, settings.retention, _SERVICE_NAMES)
     if metrics is not None:
         metrics.watch_store(history.store)
     registry = registry or server_registry(settings, metrics, tracing)
@@ -174,8 +178,9 @@ def create_server(
             *_transport_options(limits),
         ],
     )
+    resumer = Resumer(engine, history.store, history.running)
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-        FlowServicer(engine, history.store, history.running), server
+        FlowServicer(engine, history.store, history.running, resumer), server
     )
     execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
         ExecutionServicer(engine, history.store, history.running), server
@@ -202,6 +207,7 @@ def create_server(
         observer=observer,
         dispatcher=dispatcher,
         history=history,
+        resumer=resumer,
     )
 
 

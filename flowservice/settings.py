@@ -233,6 +233,13 @@ class Settings:
     retention: float = setting(7.0, "days a finished execution stays in the history")
     """Days a finished execution stays in the history; older ones are deleted
     in the background."""
+    lease_seconds: float = setting(
+        10.0, "seconds a process holds a running execution unrenewed before another takes it over"
+    )
+    """How long a server process's hold on a running execution lasts without
+    a renewal (renewed every third of it): after a crash, another process
+    sharing the store (or this one, restarted) takes the execution over and
+    resumes it within about this long (docs/durability.md)."""
     limits: Limits = field(default_factory=Limits)
     """The bounds every request and execution must respect."""
     security: SecuritySettings = field(default_factory=SecuritySettings)
@@ -292,6 +299,8 @@ def _check(settings: Settings, parser: argparse.ArgumentParser) -> None:
         parser.error("--max-worker-streams and --max-worker-backlog must be at least 1")
     if settings.retention <= 0 or not settings.store:
         parser.error("--retention must be positive and --store not empty")
+    if settings.lease_seconds <= 0:
+        parser.error("--lease-seconds must be positive")
     for problem in settings.security.problems():
         parser.error(problem)
     try:

@@ -122,12 +122,21 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     async def CancelExecution(
         self, request: pb.CancelExecutionRequest, context: _Context
     ) -> pb.CancelExecutionResponse:
-        """Cancels the running execution and returns it once it is recorded cancelled."""
-        stored = await stored_execution(self._store, request.execution_id)
-        if stored.status != RUNNING or not self._running.cancel(request.execution_id):
-            raise ExecutionFinishedError(request.execution_id, stored.status)
-        async with asyncio.timeout(_CANCEL_WAIT):
-            stored = await finished(self._store, request.execution_id)
+        """Cancels the running execution and returns it once it is recorded cancelled.
+
+        One that runs in another process is cancelled there: the store holds
+        the request until its owner renews its lease (or, if the owner is
+        gone, records the end at once).
+        """
+        execution_id = request.execution_id
+        stored = await stored_execution(self._store, execution_id)
+        if stored.status != RUNNING or not (
+            self._running.cancel(execution_id) or await self._store.request_cancel(execution_id)
+        ):
+            stored = await stored_execution(self._store, execution_id)
+            raise ExecutionFinishedError(execution_id, stored.status)
+        async with asyncio.timeout(_CANCEL_WAIT + self._store.lease_seconds):
+            stored = await finished(self._store, execution_id)
         return pb.CancelExecutionResponse(execution=execution_to_proto(stored))
 
     async def _execution(self, execution_id: str) -> pb.Execution:

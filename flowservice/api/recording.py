@@ -6,6 +6,12 @@ passes the message on. The store is told of the end, and the call waits until
 it is durable, before the last message leaves: no caller hears of an end the
 history does not hold. An execution whose caller went away (the engine ends
 it at once) is recorded as cancelled, without holding up the cancellation.
+
+A resumed execution (`flowservice.api.resumption`) goes through the same
+path, named by `resumed`: it is in the store already, so it is not begun
+again. An execution this process lost to another owner (`RunningExecutions.lose`)
+ends with `LeaseLostError` and records nothing: the store would refuse it,
+and its new owner writes its end.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ from typing import Any
 
 from flowmanager.v1 import flow_service_pb2
 from flowservice.api.convert import event_to_proto
-from flowservice.errors import ExecutionCancelledError, StoreUnavailableError
+from flowservice.errors import ExecutionCancelledError, LeaseLostError, StoreUnavailableError
 from flowservice.events import Event, ExecutionFinished, ExecutionStarted
 from flowservice.history import ExecutionRecord, ExecutionStore, StoredEvent
 from flowservice.models import ExecutionStatus
 from flowservice.observability import request_id_var
 
-__all__ = ["RunningExecutions", "check_writable", "recorded"]
+__all__ = ["RunningExecutions", "check_writable", "record_cancelled", "recorded"]
 
 
 class RunningExecutions:
@@ -38,6 +44,7 @@ class RunningExecutions:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._cancelled: set[str] = set()
+        self._lost: set[str] = set()
         self.claims: dict[str, asyncio.Future[str]] = {}
         """Request ids of executions being started here -> their execution ids, once known."""
 
@@ -60,12 +67,32 @@ class RunningExecutions:
         """Whether `cancel` ended the execution (rather than its caller going away)."""
         return execution_id in self._cancelled
 
+    def lose(self, execution_id: str) -> None:
+        """Stops the execution's run here: another owner took it over (the store said so)."""
+        task = self._tasks.get(execution_id)
+        if task is not None:
+            self._lost.add(execution_id)
+            task.cancel()
+
+    def was_lost(self, execution_id: str) -> bool:
+        """Whether `lose` ended the execution."""
+        return execution_id in self._lost
+
+    def has(self, execution_id: str) -> bool:
+        """Whether the execution runs in this process."""
+        return execution_id in self._tasks
+
+    def ids(self) -> list[str]:
+        """The executions running in this process: those whose leases it renews."""
+        return list(self._tasks)
+
     def add(self, execution_id: str, task: asyncio.Task[Any]) -> None:
         self._tasks[execution_id] = task
 
     def remove(self, execution_id: str) -> None:
         self._tasks.pop(execution_id, None)
         self._cancelled.discard(execution_id)
+        self._lost.discard(execution_id)
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Runs `work` detached from the caller; `stop` cancels it."""
@@ -94,20 +121,27 @@ async def recorded(
     running: RunningExecutions,
     request: bytes,
     request_id: str = "",
+    *,
+    resumed: str = "",
 ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
     """Each of `events` with its message, recorded in `store` before it is yielded.
 
     `request` is the serialized request that started the execution (kept
     with it); `request_id` its idempotency key. The task iterating is in
     `running` while the execution runs. Closes `events` when closed.
+    `resumed`: the id of the stored execution that `events` continue.
     """
-    execution_id = ""
+    execution_id = resumed
     finished = False
+    ran = False  # a resumed run refused before its first event leaves it to its lease
     try:
+        if resumed:
+            running.add(resumed, _current_task())
         async with contextlib.aclosing(events):
             async for event in events:
+                ran = True
                 message = event_to_proto(event)
-                if isinstance(event, ExecutionStarted):
+                if isinstance(event, ExecutionStarted) and not resumed:
                     execution_id = event.execution_id
                     store.begin(_record(event, request, request_id))
                     running.add(execution_id, _current_task())
@@ -122,6 +156,9 @@ async def recorded(
                     await store.finish(execution_id, status, summary, event.time)
                 yield event, message
     except asyncio.CancelledError:
+        if running.was_lost(execution_id):
+            _current_task().uncancel()
+            raise LeaseLostError(execution_id) from None
         if not running.was_cancelled(execution_id):
             raise
         # CancelExecution, not the caller, ended it: the call ends with a
@@ -130,9 +167,11 @@ async def recorded(
         raise ExecutionCancelledError(execution_id) from None
     finally:
         running.release(request_id)  # the store answers for it from now on
+        lost = running.was_lost(execution_id)
+        cancelled = running.was_cancelled(execution_id)
         running.remove(execution_id)
-        if execution_id and not finished:
-            running.in_background(_record_cancelled(store, execution_id))
+        if execution_id and not finished and not lost and (ran or cancelled):
+            running.in_background(record_cancelled(store, execution_id))
 
 
 def _record(event: ExecutionStarted, request: bytes, request_id: str) -> ExecutionRecord:
@@ -146,9 +185,13 @@ def _record(event: ExecutionStarted, request: bytes, request_id: str) -> Executi
     )
 
 
-async def _record_cancelled(store: ExecutionStore, execution_id: str) -> None:
-    """Records that the execution ended without its last event: it was cancelled."""
-    with contextlib.suppress(StoreUnavailableError):  # the failure is in store.failure
+async def record_cancelled(store: ExecutionStore, execution_id: str) -> None:
+    """Records that the execution ended without its last event: it was cancelled.
+
+    Quietly does nothing when the store cannot write (its `failure` says
+    why) or the execution has another owner now (who records its end).
+    """
+    with contextlib.suppress(StoreUnavailableError, LeaseLostError):
         await store.finish(execution_id, ExecutionStatus.CANCELLED.value, b"", datetime.now(UTC))
 
 

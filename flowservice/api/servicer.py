@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import NoReturn
 
 import grpc
@@ -27,6 +28,7 @@ from flowservice.api.convert import (
 )
 from flowservice.api.idempotency import earlier_execution, finished, replayed
 from flowservice.api.recording import RunningExecutions, check_writable, recorded
+from flowservice.api.resumption import Resumer
 from flowservice.api.status import timed_out_status
 from flowservice.engine import Engine, ValidationReport
 from flowservice.errors import ExecutionCancelledError, InvalidFlowError
@@ -42,10 +44,18 @@ _Context = grpc.aio.ServicerContext[object, object]
 class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
     """Serves `Execute`, `ExecuteStream` and `Validate` with one engine."""
 
-    def __init__(self, engine: Engine, store: ExecutionStore, running: RunningExecutions) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: ExecutionStore,
+        running: RunningExecutions,
+        resumer: Resumer | None = None,
+    ) -> None:
+        """`resumer`: takes over the execution a repeated request waits for when its owner dies."""
         self._engine = engine
         self._store = store
         self._running = running
+        self._resumer = resumer
 
     async def Execute(
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
@@ -55,7 +65,8 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
-            return _summary(await finished(self._store, earlier))
+            async with self._standing_by(earlier):
+                return _summary(await finished(self._store, earlier))
         run = self._recorded_run(request, raw, context)
         async with contextlib.aclosing(run) as events:
             async for item in events:
@@ -73,8 +84,9 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
-            async for message in replayed(self._store, earlier):
-                yield message
+            async with self._standing_by(earlier):
+                async for message in replayed(self._store, earlier):
+                    yield message
             return
         run = self._recorded_run(request, raw, context)
         async with contextlib.aclosing(run) as events:
@@ -91,6 +103,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         """The execution a repeated `request_id` started (see `earlier_execution`)."""
         check_writable(self._store)
         return await earlier_execution(request_id, raw, self._store, self._running)
+
+    def _standing_by(self, execution_id: str) -> AbstractAsyncContextManager[None]:
+        """While a repeat waits for its execution: takes it over if its server dies."""
+        if self._resumer is None:
+            return contextlib.nullcontext()
+        return self._resumer.standing_by(execution_id)
 
     def _recorded_run(
         self,

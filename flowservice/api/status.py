@@ -50,6 +50,7 @@ from flowservice.errors import (
     InvalidFlowError,
     InvalidPageTokenError,
     InvalidWorkRequestError,
+    LeaseLostError,
     MalformedRequestError,
     PermissionDeniedError,
     RequestIdReusedError,
@@ -184,6 +185,10 @@ def _history_status(exc: Exception) -> grpc.Status | None:
             violation = Violation("page_token", str(exc), "INVALID_PAGE_TOKEN")
             info = _error_info("INVALID_PAGE_TOKEN")
             return _status(code_pb2.INVALID_ARGUMENT, str(exc), info, _bad_request((violation,)))
+        case LeaseLostError():
+            # Another process runs it on: a retry with the same request_id follows it there.
+            info = _error_info("EXECUTION_TAKEN_OVER", execution_id=exc.execution_id)
+            return _status(code_pb2.UNAVAILABLE, str(exc), info, _retry_info())
     return None
 
 

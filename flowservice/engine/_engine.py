@@ -85,6 +85,11 @@ class Engine:
         """How many executions are in progress."""
         return self._admission.running
 
+    @property
+    def capacity(self) -> int:
+        """How many more executions it admits now (`max_concurrent_executions` less `running`)."""
+        return max(self._admission.limit - self._admission.running, 0)
+
     def close(self) -> None:
         """Releases the worker threads; sync tasks still running are abandoned."""
         self._attempts.close()

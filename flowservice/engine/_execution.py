@@ -180,7 +180,8 @@ class Execution:
         ended = False
         try:
             with self.observer.execution(self.plan.flow, execution_id):
-                if self.resumed is None:
+                if self.resumed is None or not self.resumed.last_sequence:
+                    # (A resumed execution whose first event was never stored gets it now.)
                     yield self._emit(self._execution_started(started_at))
                 end = _COMPLETED
                 try:
@@ -243,7 +244,7 @@ class Execution:
         self._held_since = time.perf_counter()
         if self.resumed is None:
             return self.plan.flow.start_task
-        self._sequence = self.resumed.last_sequence
+        self._sequence = max(self._sequence, self.resumed.last_sequence)
         for result in self.resumed.results:
             self._restore(result)
         if not self._results:

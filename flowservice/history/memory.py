@@ -159,9 +159,7 @@ class MemoryStore:
         expired = sorted(
             (lease.expires, id_)
             for id_, lease in self._leases.items()
-            if lease.expires <= now
-            and not self._owns(id_)
-            and (not execution_id or id_ == execution_id)
+            if lease.expires <= now and (not execution_id or id_ == execution_id)
         )
         claims = []
         for _, id_ in expired[: max(limit, 0)]:

@@ -380,7 +380,6 @@ class SqliteStore:
             (_micros(datetime.now(UTC)), execution_id),
         ):
             return []
-        mine = json.dumps(list(self._held))
         claimed: list[Claim] = []
 
         def claim(db: sqlite3.Connection) -> int:
@@ -389,10 +388,9 @@ class SqliteStore:
             rows = db.execute(
                 "UPDATE executions SET owner = ?3, fence = fence + 1, lease_expires_at = ?4"
                 f" WHERE execution_id IN (SELECT execution_id FROM executions WHERE {expired}"
-                "  AND execution_id NOT IN (SELECT value FROM json_each(?5))"
-                "  ORDER BY lease_expires_at LIMIT ?6)"
+                "  ORDER BY lease_expires_at LIMIT ?5)"
                 f" RETURNING {_COLUMNS}, fence, cancel_requested",
-                (now, execution_id, self._owner, self._expiry(), mine, limit),
+                (now, execution_id, self._owner, self._expiry(), limit),
             ).fetchall()
             claimed.extend(Claim(_execution(row), row[-2], bool(row[-1])) for row in rows)
             return 0

@@ -236,12 +236,14 @@ class ExecutionStore(Protocol):
         """Takes over up to `limit` running executions whose lease has expired; them.
 
         With `execution_id`, only that one (a caller retrying the request
-        that started it). Never one that this store began or claimed and
-        still holds (its lease may have expired while this process was too
-        busy to renew it: its run here goes on). Each claimed execution gets
-        this owner, its fence plus 1, and a lease of `lease_seconds` from
-        now, in one transaction, so two claimers never both get one
-        execution. The oldest expired leases first.
+        that started it). Each claimed execution gets this owner, its fence
+        plus 1, and a lease of `lease_seconds` from now, in one transaction,
+        so two claimers never both get one execution. The oldest expired
+        leases first. It may be one this owner still runs, whose lease
+        expired because this process was too busy to renew it: the caller
+        renews before it claims, and never starts a second run of what runs
+        here (fences are per execution and owner, not per run: this owner's
+        writes then carry the new fence, whichever run makes them).
         """
         ...
 

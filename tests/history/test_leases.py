@@ -57,11 +57,13 @@ async def test_the_owner_renews_what_it_runs_and_nobody_claims_it(store: Executi
     assert store.owner == "me"
 
 
-async def test_an_owner_never_claims_what_it_holds_even_with_its_lease_expired() -> None:
+async def test_claiming_what_this_owner_holds_moves_its_fence_for_its_writes() -> None:
     store = MemoryStore(owner="me", lease_seconds=0)
     store.begin(_record("a"))
-    assert await store.claim(10) == []
-    assert await store.claim(10, "a") == []
+    assert [c.fence for c in await store.claim(10, "a")] == [2]
+    store.append("a", StoredEvent(1, b"written at the new fence"))
+    await store.finish("a", "completed", b"", T0)
+    assert [e.payload for e in await store.events("a")] == [b"written at the new fence"]
 
 
 async def test_an_expired_execution_is_claimed_once_with_a_higher_fence(
