@@ -498,7 +498,6 @@ class PostgresStore:
             return []
         values = {
             "only": execution_id,
-            "mine": list(self._held),
             "limit": limit,
             "owner": self._owner,
             "lease": self._lease_seconds,
@@ -509,7 +508,7 @@ class PostgresStore:
             claimed.clear()
             rows = await db.execute(
                 "WITH expired AS (SELECT execution_id FROM executions"
-                f" WHERE {expired} AND execution_id <> ALL(%(mine)s::text[])"
+                f" WHERE {expired}"
                 " ORDER BY lease_expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
                 f" UPDATE executions AS e SET owner = %(owner)s, fence = e.fence + 1,"
                 f" lease_expires_at = {_LEASE} FROM expired"
