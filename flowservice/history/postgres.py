@@ -464,6 +464,8 @@ class PostgresStore:
 
     async def renew(self, execution_ids: Collection[str]) -> Renewal:
         ids = list(execution_ids)
+        if not ids:  # an idle replica's renewals cost the database nothing
+            return Renewal(frozenset(), frozenset())
         fences = [self._held.get(i, _NOT_HELD) for i in ids]
         renewed: dict[str, bool] = {}
 
