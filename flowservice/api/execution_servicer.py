@@ -39,6 +39,7 @@ from flowservice.engine import Engine
 from flowservice.errors import (
     ExecutionCancelledError,
     ExecutionFinishedError,
+    LeaseLostError,
 )
 from flowservice.events import Event
 from flowservice.history import RUNNING, ExecutionStore
@@ -153,8 +154,8 @@ async def _drain(
             async for event, _ in messages:
                 if not started.done():
                     started.set_result(event.execution_id)
-    except ExecutionCancelledError:
-        pass  # CancelExecution ended it; recorded as cancelled
+    except (ExecutionCancelledError, LeaseLostError):
+        pass  # CancelExecution ended it (recorded as cancelled), or another process runs it on
     except Exception as exc:
         if not started.done():
             started.set_exception(exc)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 
 from flowservice.engine import Engine, Resumption
 from flowservice.events import (
@@ -146,3 +148,21 @@ async def test_an_execution_whose_last_task_ended_it_ends_without_running_anythi
     assert len(after) == 1 and isinstance(after[0], ExecutionFinished)
     assert after[0].summary.status is ExecutionStatus.COMPLETED
     assert after[0].sequence == 4
+
+
+async def test_the_time_limit_counts_from_the_first_start() -> None:
+    flow = Flow(
+        id="f",
+        name="",
+        start_task="a",
+        tasks=(Task("a", type="count"),),
+        timeout=timedelta(seconds=5),
+    )
+    registry, runs = counting()
+    before = await cut_after(Engine(registry), flow, 1)
+    long_ago = replace(resumption(before), started_at=before[0].time - timedelta(seconds=6))
+    after = [e async for e in Engine(registry).run(flow, resume=long_ago)]
+    finished = after[-1]
+    assert isinstance(finished, ExecutionFinished)
+    assert finished.summary.status is ExecutionStatus.TIMED_OUT
+    assert runs == []
