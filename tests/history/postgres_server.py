@@ -5,8 +5,8 @@
 temporary directory, starts it on a free 127.0.0.1 port, and removes it all
 when the block exits. PostgreSQL refuses to run as root, which CI is: then
 the cluster belongs to `nobody` and its commands run through `runuser`. It
-trades durability for speed (`fsync=off`): the tests check what the store
-writes, not the disk.
+trades durability for speed (`fsync=off`) unless asked not to: the tests
+check what the store writes, not the disk; the benchmark asks for a durable one.
 
 `PostgresServer.new_database()` gives each test a database of its own.
 """
@@ -45,6 +45,8 @@ class PostgresServer:
     """Where initdb and pg_ctl are."""
     as_root: bool
     """Whether this process is root, so that the cluster's commands run as `nobody`."""
+    durable: bool = False
+    """Whether commits reach the disk (`fsync`), as in production."""
     _made: Iterator[int] = field(default_factory=lambda: count(1))
 
     def url(self, database: str = "postgres") -> str:
@@ -60,9 +62,11 @@ class PostgresServer:
     def start(self) -> None:
         """Starts the server; returns once it accepts connections."""
         options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+            " -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         log = self.directory / "log"
         self._pg_ctl("-l", str(log), "-o", options, "-w", "-t", str(_START_TIMEOUT), "start")
 
@@ -89,14 +93,14 @@ def binaries() -> Path:
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
     """A new cluster, running until the block exits; then stopped and deleted."""
     directory = Path(tempfile.mkdtemp(prefix="flowmanager-pg-"))
     as_root = os.geteuid() == 0
     if as_root:
         user = pwd.getpwnam(_UNPRIVILEGED)
         os.chown(directory, user.pw_uid, user.pw_gid)
-    server = PostgresServer(_free_port(), directory, binaries(), as_root)
+    server = PostgresServer(_free_port(), directory, binaries(), as_root, durable)
     try:
         initdb: list[str | Path] = [server.bin_dir / "initdb", "-D", str(directory / "data")]
         _run(as_root, [*initdb, "-U", "postgres", "-A", "trust", "-N"])

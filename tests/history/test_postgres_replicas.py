@@ -5,23 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-from google.protobuf import json_format
 
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from tests.api.test_execute import seed_body
+from tests.history.replicas import slow_seed
 from tests.server_process import serving
 
 Stub = execution_service_pb2_grpc.ExecutionServiceStub
 HOUR_MS = 3_600_000
-
-
-def _slow_start() -> pb.StartExecutionRequest:
-    """The seed flow, its task2 sleeping an hour: it runs until the test cancels it."""
-    body = seed_body()
-    body["flow"]["tasks"][1]["params"] = {"sleep_ms": HOUR_MS}
-    return json_format.ParseDict(body, pb.StartExecutionRequest())
 
 
 async def _read_until_task2_runs(
@@ -49,7 +41,7 @@ async def test_a_replica_serves_live_an_execution_that_another_runs(
             grpc.aio.insecure_channel(other.address) as to_other,
         ):
             on_runner, on_other = Stub(to_runner), Stub(to_other)
-            started = await on_runner.StartExecution(_slow_start())
+            started = await on_runner.StartExecution(slow_seed(HOUR_MS))  # runs until cancelled
             execution_id = started.execution.execution_id
 
             watch = on_other.WatchExecution(pb.WatchExecutionRequest(execution_id=execution_id))

@@ -16,62 +16,20 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC
 from pathlib import Path
 
-import grpc
 import pytest
-from google.protobuf import json_format
 
-from flowmanager.v1 import execution_service_pb2 as pb
-from flowmanager.v1 import execution_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from tests.api.test_execute import seed_body
-from tests.server_process import RunningServer, serving
+from tests.history.replicas import all_finished, events, start_on, takeover_seconds
+from tests.server_process import serving
 
-Stub = execution_service_pb2_grpc.ExecutionServiceStub
 REPLICAS = 3
 EXECUTIONS_PER_REPLICA = 4
 KILLS = 3
 LEASE_SECONDS = 1.5
 TASK_MS = 1200
 FINISH_WITHIN = 120.0  # seconds: a bound that only a lost execution exceeds
-
-
-def _start_request() -> pb.StartExecutionRequest:
-    body = seed_body()
-    for task in body["flow"]["tasks"]:
-        task["params"] = {"sleep_ms": TASK_MS}
-    return json_format.ParseDict(body, pb.StartExecutionRequest())
-
-
-async def _start_on(server: RunningServer, count: int) -> list[str]:
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        stub = Stub(channel)
-        return [
-            (await stub.StartExecution(_start_request())).execution.execution_id
-            for _ in range(count)
-        ]
-
-
-async def _all_finished(server: RunningServer, ids: Sequence[str]) -> dict[str, pb.Execution]:
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        stub = Stub(channel)
-        async with asyncio.timeout(FINISH_WITHIN):
-            while True:
-                got = {
-                    i: (await stub.GetExecution(pb.GetExecutionRequest(execution_id=i))).execution
-                    for i in ids
-                }
-                if all(e.state == pb.EXECUTION_STATE_FINISHED for e in got.values()):
-                    return got
-                await asyncio.sleep(0.2)
-
-
-async def _events(server: RunningServer, execution_id: str) -> list[flow_pb.ExecuteStreamResponse]:
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        watch = Stub(channel).WatchExecution(pb.WatchExecutionRequest(execution_id=execution_id))
-        return [response.event async for response in watch]
 
 
 def _problems(execution_id: str, events: Sequence[flow_pb.ExecuteStreamResponse]) -> list[str]:
@@ -91,12 +49,6 @@ def _problems(execution_id: str, events: Sequence[flow_pb.ExecuteStreamResponse]
     return problems
 
 
-def _takeover(events: Sequence[flow_pb.ExecuteStreamResponse], killed_at: float) -> float:
-    """Seconds from the kill of its replica to an execution's first event from another."""
-    after = [e.time.ToDatetime(UTC).timestamp() for e in events]
-    return min(t for t in after if t > killed_at) - killed_at
-
-
 @pytest.mark.timeout(300)
 async def test_replicas_killed_again_and_again_lose_no_execution_and_run_none_twice(
     postgres_url: str, tmp_path: Path
@@ -109,22 +61,22 @@ async def test_replicas_killed_again_and_again_lose_no_execution_and_run_none_tw
         ]
         ids: list[str] = []
         for server in others:
-            ids += await _start_on(server, EXECUTIONS_PER_REPLICA)
+            ids += await start_on(server, EXECUTIONS_PER_REPLICA, TASK_MS)
         killed_at: dict[str, float] = {}  # the victims' executions -> when their replica died
         for kill in range(KILLS):
             with serving(tmp_path / f"victim{kill}.log", flags) as victim:
-                started = await _start_on(victim, EXECUTIONS_PER_REPLICA)
+                started = await start_on(victim, EXECUTIONS_PER_REPLICA, TASK_MS)
                 await asyncio.sleep(TASK_MS / 1000)  # they are in their first task
                 victim.process.kill()  # SIGKILL: no drain, no lease given back
                 killed_at.update(dict.fromkeys(started, time.time()))
             ids += started
-        ended = await _all_finished(others[0], ids)
-        histories = {i: await _events(others[0], i) for i in ids}
+        ended = await all_finished(others[0], ids, FINISH_WITHIN)
+        histories = {i: await events(others[0], i) for i in ids}
 
     statuses = Counter(flow_pb.ExecutionStatus.Name(e.status) for e in ended.values())
     assert statuses == {"EXECUTION_STATUS_COMPLETED": len(ids)}
     assert [p for i, events in histories.items() for p in _problems(i, events)] == []
-    takeovers = sorted(_takeover(histories[i], t) for i, t in killed_at.items())
+    takeovers = sorted(takeover_seconds(histories[i], t) for i, t in killed_at.items())
     print(
         f"\n{len(ids)} executions, {KILLS} kills, --lease-seconds {LEASE_SECONDS}: takeover"
         f" after kill -9: median {takeovers[len(takeovers) // 2]:.2f} s,"
