@@ -16,7 +16,7 @@ Stub = execution_service_pb2_grpc.ExecutionServiceStub
 HOUR_MS = 3_600_000
 
 
-async def _read_until_task2_runs(
+async def _read_until_task1_runs(
     watch: grpc.aio.UnaryStreamCall[pb.WatchExecutionRequest, pb.WatchExecutionResponse],
 ) -> list[flow_pb.ExecuteStreamResponse]:
     events = []
@@ -24,7 +24,7 @@ async def _read_until_task2_runs(
         response = await watch.read()
         assert isinstance(response, pb.WatchExecutionResponse), "the watch ended while it ran"
         events.append(response.event)
-        if response.event.task_started.task == "task2":
+        if response.event.task_started.task == "task1":
             return events
 
 
@@ -45,7 +45,7 @@ async def test_a_replica_serves_live_an_execution_that_another_runs(
             execution_id = started.execution.execution_id
 
             watch = on_other.WatchExecution(pb.WatchExecutionRequest(execution_id=execution_id))
-            live = await _read_until_task2_runs(watch)  # task2 sleeps: this is live, not replayed
+            live = await _read_until_task1_runs(watch)  # task1 sleeps: this is live, not replayed
             got = await on_other.GetExecution(pb.GetExecutionRequest(execution_id=execution_id))
             assert got.execution.state == pb.EXECUTION_STATE_RUNNING
             assert got.execution.request.flow.id == "flow123"
