@@ -69,6 +69,7 @@ breaking: setup
 ## and the results block of docs/performance.md
 bench: setup $(BENCH_STAMP)
 	$(PY) -m bench --docs docs/performance.md
+	$(PY) -m bench.replicas --docs docs/replicas.md
 
 ## bench-smoke: every figure of the benchmark from a few hundred calls (seconds)
 bench-smoke: setup $(BENCH_STAMP)
