@@ -175,14 +175,16 @@ def render(results: list[Throughput], takeovers: list[float], profile: Profile) 
     """The results as a Markdown table and a sentence, for the terminal and the docs."""
     lines = [
         "| replicas | StartExecution(seed) calls/s | ratio to 1 replica | cores busy: replicas"
-        " | PostgreSQL | h2load | whole machine |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        " | calls per replica core-second | PostgreSQL | h2load | whole machine |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for result in results:
         lines.append(
             f"| {result.replicas} | {result.calls_per_second:,.0f}"
             f" | {result.calls_per_second / results[0].calls_per_second:.2f}"
-            f" | {result.replica_cores:.2f} | {result.postgres_cores:.2f}"
+            f" | {result.replica_cores:.2f}"
+            f" | {result.calls_per_second / max(result.replica_cores, 1e-9):,.0f}"
+            f" | {result.postgres_cores:.2f}"
             f" | {result.h2load_cores:.2f} | {result.machine_cores:.2f} |"
         )
     lines += [
