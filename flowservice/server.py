@@ -109,11 +109,15 @@ class FlowServer:
         if drain_delay > 0:
             await asyncio.sleep(drain_delay)
         self.observer.drain()  # open health watches end now; they would hold the grace period
+        if self.history is not None:  # what the grace period cuts short, another process resumes
+            self.history.running.leave_for_takeover()
         closer = asyncio.create_task(self._close_workers_when_idle())
         try:
             await self.server.stop(grace)
         finally:
             closer.cancel()
+        if self.history is not None:  # before the tasks' connections close under them
+            await self.history.stop_executions()
         await self.engine.aclose()
         if self.history is not None:
             await self.history.stop()

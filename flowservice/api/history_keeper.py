@@ -60,13 +60,21 @@ class HistoryKeeper:
         """Starts the background task that keeps the store (and, with `resumer`, takes over)."""
         self._task = asyncio.get_running_loop().create_task(self._keep(health, resumer))
 
-    async def stop(self) -> None:
-        """Cancels the executions still running, writes what is queued, closes the store."""
-        await self.running.stop()
+    async def stop_executions(self) -> None:
+        """Stops renewing and taking over, then stops the executions still running here.
+
+        They are left running in the store, for another process to resume.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        await self.running.stop()
+
+    async def stop(self) -> None:
+        """`stop_executions`, then writes what is queued and closes the store."""
+        await self.stop_executions()
         await asyncio.to_thread(self.store.close)
 
     async def _keep(self, health: health_aio.HealthServicer, resumer: Resumer | None) -> None:

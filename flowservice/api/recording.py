@@ -11,7 +11,9 @@ A resumed execution (`flowservice.api.resumption`) goes through the same
 path, named by `resumed`: it is in the store already, so it is not begun
 again. An execution this process lost to another owner (`RunningExecutions.lose`)
 ends with `LeaseLostError` and records nothing: the store would refuse it,
-and its new owner writes its end.
+and its new owner writes its end. Nor does one cut short by the server
+shutting down (`RunningExecutions.leave_for_takeover`): it stays running in
+the store, and the next server process on it resumes it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class RunningExecutions:
         self._background: set[asyncio.Task[Any]] = set()
         self._cancelled: set[str] = set()
         self._lost: set[str] = set()
+        self._leaving = False
         self.claims: dict[str, asyncio.Future[str]] = {}
         """Request ids of executions being started here -> their execution ids, once known."""
 
@@ -78,6 +81,15 @@ class RunningExecutions:
         """Whether `lose` ended the execution."""
         return execution_id in self._lost
 
+    def leave_for_takeover(self) -> None:
+        """From now on (the server is shutting down), an execution cut short is not recorded
+        cancelled: its lease runs out and another server process resumes it."""
+        self._leaving = True
+
+    def was_left(self, execution_id: str) -> bool:
+        """Whether the execution, cut short now, is left for another process to take over."""
+        return self._leaving and execution_id not in self._cancelled
+
     def has(self, execution_id: str) -> bool:
         """Whether the execution runs in this process."""
         return execution_id in self._tasks
@@ -102,7 +114,7 @@ class RunningExecutions:
         return task
 
     async def stop(self) -> None:
-        """Cancels what still runs and waits until it has been recorded."""
+        """Cancels what still runs and waits until that has been recorded (or left)."""
         for task in [*self._background, *self._tasks.values()]:
             task.cancel()
         while self._background:  # a cancelled execution adds the task that records it
@@ -167,10 +179,10 @@ async def recorded(
         raise ExecutionCancelledError(execution_id) from None
     finally:
         running.release(request_id)  # the store answers for it from now on
-        lost = running.was_lost(execution_id)
+        kept = running.was_lost(execution_id) or running.was_left(execution_id)
         cancelled = running.was_cancelled(execution_id)
         running.remove(execution_id)
-        if execution_id and not finished and not lost and (ran or cancelled):
+        if execution_id and not finished and not kept and (ran or cancelled):
             running.in_background(record_cancelled(store, execution_id))
 
 

@@ -145,6 +145,8 @@ class MemoryStore:
         cancel: set[str] = set()
         expires = _now() + self._lease
         for execution_id in execution_ids:
+            if execution_id not in self._held:
+                continue  # finished here
             if not self._owns(execution_id):
                 lost.add(execution_id)
                 continue

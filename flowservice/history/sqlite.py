@@ -142,6 +142,7 @@ class SqliteStore:
         self._lease_micros = round(lease_seconds * 1_000_000)
         self._held: dict[str, int] = {}  # the fence of each execution begun or claimed here
         self._lost: set[str] = set()  # held ones whose writes were refused (the writer adds)
+        self._unwritten: set[str] = set()  # ...because their start never was (a failed batch)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(path, busy_timeout)
@@ -201,6 +202,10 @@ class SqliteStore:
         row = (status, summary, _micros(finished_at), execution_id, fence)
         self._queue.put((_FINISH, row))
         await self._written()
+        if execution_id in self._unwritten:
+            self._unwritten.discard(execution_id)
+            self._lost.discard(execution_id)
+            raise StoreUnavailableError(f"the start of execution {execution_id} was not written")
         if execution_id in self._lost or fence == _NOT_HELD:
             self._lost.discard(execution_id)
             raise LeaseLostError(execution_id)
@@ -262,7 +267,7 @@ class SqliteStore:
                         before = db.total_changes
                         db.executemany(statement, rows[kind])
                         if db.total_changes - before < len(rows[kind]):
-                            self._lost.update(_refused(db, kind, rows[kind]))
+                            self._refused(db, kind, rows[kind])
                 purged = sum(run(db) for run in runs)
                 db.execute("COMMIT")
             except BaseException:
@@ -274,6 +279,27 @@ class SqliteStore:
             self._failure = f"cannot write {self._path}: {exc}"
         if self._on_write is not None:
             self._on_write(time.perf_counter() - started, not self._failure)
+
+    def _refused(self, db: sqlite3.Connection, kind: str, rows: Sequence[Any]) -> None:
+        """Notes the executions of `rows` (events or ends) whose fenced write was refused.
+
+        Only looked for when a statement changed fewer rows than it had: a
+        rare path, one lookup per execution in the batch. An execution
+        without a row lost its start to a failed batch, not its lease.
+        """
+        for row in rows:
+            if kind == _INSERT_EVENT:
+                execution_id, fence, wanted = row[0], row[3], None
+            else:
+                execution_id, fence, wanted = row[3], row[4], (row[0], row[2])
+            found = db.execute(
+                "SELECT fence, status, finished_at FROM executions WHERE execution_id = ?",
+                (execution_id,),
+            ).fetchone()
+            if found is None:
+                self._unwritten.add(execution_id)
+            elif found[0] != fence or (wanted and (found[1], found[2]) != wanted):
+                self._lost.add(execution_id)
 
     async def get(self, execution_id: str) -> StoredExecution | None:
         rows = await self._read(
@@ -366,9 +392,12 @@ class SqliteStore:
             renewed.update((execution_id, bool(cancel)) for execution_id, cancel in rows)
             return 0
 
+        if not execution_ids:
+            return Renewal(frozenset(), frozenset())
         self._queue.put((_RUN, renew))
         await self._written()
-        lost = frozenset(i for i in execution_ids if i not in renewed)
+        # Held still: not finished meanwhile (`finish` lets go of it first).
+        lost = frozenset(i for i in execution_ids if i not in renewed and i in self._held)
         return Renewal(lost, frozenset(i for i, cancel in renewed.items() if cancel))
 
     async def claim(self, limit: int, execution_id: str = "") -> list[Claim]:
@@ -487,27 +516,6 @@ def _merge_finished(rows: dict[str, list[Any]]) -> None:
             ended = (status, *row[3:7], finished_at, summary)
             rows[_INSERT_EXECUTION][i] = (*row[:2], *ended, *row[9:])
     rows[_FINISH] = updates
-
-
-def _refused(db: sqlite3.Connection, kind: str, rows: Sequence[Any]) -> set[str]:
-    """The executions of `rows` (events or ends) whose fenced write the database refused.
-
-    Only looked for when a statement changed fewer rows than it had: a
-    rare path, one lookup per execution in the batch.
-    """
-    refused = set()
-    for row in rows:
-        if kind == _INSERT_EVENT:
-            execution_id, fence, wanted = row[0], row[3], None
-        else:
-            execution_id, fence, wanted = row[3], row[4], (row[0], row[2])
-        found = db.execute(
-            "SELECT fence, status, finished_at FROM executions WHERE execution_id = ?",
-            (execution_id,),
-        ).fetchone()
-        if found is None or found[0] != fence or (wanted and (found[1], found[2]) != wanted):
-            refused.add(execution_id)
-    return refused
 
 
 def _resolve_all(futures: list[asyncio.Future[str]], failure: str) -> None:

@@ -227,8 +227,10 @@ class ExecutionStore(Protocol):
         owner is `owner`, fence is the one this store began or claimed it
         with. Each id given is in `Renewal.lost` when not owned, else its
         lease is renewed, and it is in `Renewal.cancel_requested` when
-        someone asked to cancel it. A store that cannot write raises
-        StoreUnavailableError (the leases then expire).
+        someone asked to cancel it. An id whose `finish` this store has been
+        called for (before or during the renewal) is in neither: it ended
+        here, and its run may still be delivering its end. A store that
+        cannot write raises StoreUnavailableError (the leases then expire).
         """
         ...
 

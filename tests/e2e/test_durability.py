@@ -128,7 +128,9 @@ def flow(counter: CountingServer, delay_ms: int, name: str = "durable") -> dict[
 
 
 @contextmanager
-def server(tmp_path: Path, store: Path, counter: CountingServer, name: str) -> Iterator[Server]:
+def server(
+    tmp_path: Path, store: Path, counter: CountingServer, name: str, *, graceful: bool = False
+) -> Iterator[Server]:
     flags = [
         "--store",
         str(store),
@@ -139,7 +141,7 @@ def server(tmp_path: Path, store: Path, counter: CountingServer, name: str) -> I
         "--grace-period",
         "1",
     ]
-    with serving(tmp_path / f"{name}.log", flags) as running:
+    with serving(tmp_path / f"{name}.log", flags, graceful_stop=graceful) as running:
         channel = grpc.insecure_channel(running.address)
         try:
             yield Server(running, channel)
@@ -361,3 +363,19 @@ def test_cancelling_an_execution_whose_server_died_records_it_cancelled(tmp_path
         assert cancelled.status == flow_service_pb2.EXECUTION_STATUS_CANCELLED
         time.sleep(LEASE)  # had it been resumed rather than cancelled, t1 would run again now
         assert counter.keys_since(killed) == []
+
+
+def test_an_execution_cut_short_by_a_shutdown_is_resumed_by_the_next_server(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "history.db"
+    with counting_server() as counter:
+        with server(tmp_path, store, counter, "stopping", graceful=True) as stopping:
+            execution_id = stopping.start(flow(counter, delay_ms=2500))
+            counter.wait_for_call_after(0)
+        # SIGTERM: the grace period (1 s) ended before t1 did.
+        assert "stopped" in stopping.running.log()
+        assert read_history(store).status[execution_id] == "running"
+        with server(tmp_path, store, counter, "next"):
+            wait_until(all_finished(store), "the execution finishing")
+    assert_finished_exactly_once(read_history(store))

@@ -1,13 +1,17 @@
 """Ownership of running executions, without gRPC: leases, claims, fencing, cancel requests.
 
-Two store objects on one SQLite file are two owners, as two processes
-would be; a lease of 0 seconds has expired as soon as it is taken.
+Two store objects on one shared store are two owners, as two processes
+would be (`owners` makes them: a store that several processes can share
+adds itself to its params); a lease of 0 seconds has expired as soon as it
+is taken. A store's writes may be queued: an owner's `renew` returns once
+what it queued before is written, which the tests use where another owner
+must see it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,14 +43,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionS
     made.close()
 
 
+Owners = Callable[[str, float], ExecutionStore]
+"""Makes a store object with an owner id and a lease length, on the test's one shared store."""
+
+
+@pytest.fixture(params=["sqlite"])
+def owners(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Owners]:
+    made: list[ExecutionStore] = []
+
+    def owner(name: str, lease_seconds: float) -> ExecutionStore:
+        made.append(SqliteStore(tmp_path / "h.db", owner=name, lease_seconds=lease_seconds))
+        return made[-1]
+
+    yield owner
+    for store in made:
+        store.close()
+
+
 @pytest.fixture
-def two_owners(tmp_path: Path) -> Iterator[tuple[SqliteStore, SqliteStore]]:
-    """A dead-looking owner (leases of 0 s) and a live one, on one file."""
-    stale = SqliteStore(tmp_path / "h.db", owner="stale", lease_seconds=0)
-    live = SqliteStore(tmp_path / "h.db", owner="live", lease_seconds=60)
-    yield stale, live
-    stale.close()
-    live.close()
+def two_owners(owners: Owners) -> tuple[ExecutionStore, ExecutionStore]:
+    """A dead-looking owner (leases of 0 s) and a live one."""
+    return owners("stale", 0), owners("live", 60)
 
 
 async def test_the_owner_renews_what_it_runs_and_nobody_claims_it(store: ExecutionStore) -> None:
@@ -67,7 +84,7 @@ async def test_claiming_what_this_owner_holds_moves_its_fence_for_its_writes() -
 
 
 async def test_an_expired_execution_is_claimed_once_with_a_higher_fence(
-    two_owners: tuple[SqliteStore, SqliteStore], tmp_path: Path
+    two_owners: tuple[ExecutionStore, ExecutionStore], owners: Owners
 ) -> None:
     stale, live = two_owners
     stale.begin(_record("a"))
@@ -78,15 +95,12 @@ async def test_an_expired_execution_is_claimed_once_with_a_higher_fence(
         ("a", 2, False)
     ]
     assert claims[0].execution.status == RUNNING
-    third = SqliteStore(tmp_path / "h.db", owner="third", lease_seconds=60)
-    try:
-        assert await third.claim(10) == []  # the live owner's lease has not expired
-    finally:
-        third.close()
+    third = owners("third", 60)
+    assert await third.claim(10) == []  # the live owner's lease has not expired
 
 
 async def test_a_stale_owner_cannot_write_what_another_claimed(
-    two_owners: tuple[SqliteStore, SqliteStore],
+    two_owners: tuple[ExecutionStore, ExecutionStore],
 ) -> None:
     stale, live = two_owners
     stale.begin(_record("a"))
@@ -94,9 +108,9 @@ async def test_a_stale_owner_cannot_write_what_another_claimed(
     await stale.renew(["a"])  # written, as another process's writes would be by now
     await live.claim(1, "a")
     stale.append("a", StoredEvent(2, b"from the stale owner"))
+    assert (await stale.renew(["a"])).lost == {"a"}
     with pytest.raises(LeaseLostError):
         await stale.finish("a", "completed", b"stale", T0)
-    assert (await stale.renew(["a"])).lost == {"a"}
     live.append("a", StoredEvent(2, b"from the new owner"))
     await live.finish("a", "completed", b"live", T0)
     assert [e.payload for e in await live.events("a")] == [b"started", b"from the new owner"]
@@ -116,7 +130,7 @@ async def test_a_cancel_request_reaches_the_owner_at_its_renewal(store: Executio
 
 
 async def test_cancelling_an_abandoned_execution_records_it_and_fences_its_owner(
-    two_owners: tuple[SqliteStore, SqliteStore],
+    two_owners: tuple[ExecutionStore, ExecutionStore],
 ) -> None:
     stale, live = two_owners
     stale.begin(_record("a"))
@@ -129,17 +143,20 @@ async def test_cancelling_an_abandoned_execution_records_it_and_fences_its_owner
     assert await live.claim(10) == []
 
 
-async def test_a_claim_that_finds_a_cancel_request_says_so(tmp_path: Path) -> None:
-    busy = SqliteStore(tmp_path / "h.db", owner="busy", lease_seconds=2)
-    live = SqliteStore(tmp_path / "h.db", owner="live", lease_seconds=60)
-    try:
-        busy.begin(_record("a"))
-        await busy.renew(["a"])
-        assert await live.request_cancel("a")  # flagged: busy's lease is live
-        assert await live.claim(1) == []
-        await asyncio.sleep(2.1)  # busy never renews: its lease expires
-        claims = await live.claim(1)
-        assert [(c.fence, c.cancel_requested) for c in claims] == [(2, True)]
-    finally:
-        busy.close()
-        live.close()
+async def test_a_claim_that_finds_a_cancel_request_says_so(owners: Owners) -> None:
+    busy, live = owners("busy", 2), owners("live", 60)
+    busy.begin(_record("a"))
+    await busy.renew(["a"])
+    assert await live.request_cancel("a")  # flagged: busy's lease is live
+    assert await live.claim(1) == []
+    await asyncio.sleep(2.1)  # busy never renews: its lease expires
+    claims = await live.claim(1)
+    assert [(c.fence, c.cancel_requested) for c in claims] == [(2, True)]
+
+
+async def test_an_execution_that_finished_here_is_not_reported_lost(store: ExecutionStore) -> None:
+    store.begin(_record("a"))
+    renewing = asyncio.ensure_future(store.renew(["a"]))
+    await store.finish("a", "completed", b"", T0)  # while its run is still delivering its end
+    assert (await renewing).lost == frozenset()
+    assert (await store.renew(["a"])).lost == frozenset()
