@@ -156,9 +156,10 @@ class PostgresStore:
         self._lease_seconds = lease_seconds
         self._held: dict[str, int] = {}  # the fence of each execution begun or claimed here
         self._lost: set[str] = set()  # held ones whose writes were refused (the writer adds)
+        self._unwritten: set[str] = set()  # ...because their start never was (a failed batch)
         self._count = 0
         self._on_write: Callable[[float, bool], None] | None = None
-        self._lock = threading.Lock()  # guards _pending, _signalled, _waiters and _lost
+        self._lock = threading.Lock()  # guards _pending, _signalled, _waiters, _lost, _unwritten
         self._pending: list[_Item] = []
         self._signalled = False
         self._waiters: dict[str, list[_Waiter]] = {}
@@ -249,7 +250,11 @@ class PostgresStore:
         await self._written()
         with self._lock:
             lost = execution_id in self._lost
+            unwritten = execution_id in self._unwritten
             self._lost.discard(execution_id)
+            self._unwritten.discard(execution_id)
+        if unwritten:
+            raise StoreUnavailableError(f"the start of execution {execution_id} was not written")
         if lost or fence == _NOT_HELD:
             raise LeaseLostError(execution_id)
 
@@ -306,7 +311,7 @@ class PostgresStore:
                     pool.connection() as db,
                     db.transaction(),
                 ):
-                    purged, refused = await rows.write(db)
+                    purged, lost, unwritten = await rows.write(db)
             except _RETRIED as exc:
                 if attempt < _ATTEMPTS:
                     continue
@@ -316,9 +321,10 @@ class PostgresStore:
             else:
                 self._failure = ""
                 self._count += len(rows.started) - purged
-                if refused:
+                if lost or unwritten:
                     with self._lock:
-                        self._lost |= refused
+                        self._lost |= lost
+                        self._unwritten |= unwritten
             break
         if self._on_write is not None:
             self._on_write(time.perf_counter() - started, not self._failure)
@@ -483,7 +489,8 @@ class PostgresStore:
 
         self._put(_RUN, renew)
         await self._written()
-        lost = frozenset(i for i in ids if i not in renewed)
+        # Held still: not finished meanwhile (`finish` lets go of it first).
+        lost = frozenset(i for i in ids if i not in renewed and i in self._held)
         with self._lock:
             self._lost -= lost  # reported here: their runs stop without a `finish`
         return Renewal(lost, frozenset(i for i, cancel in renewed.items() if cancel))
@@ -608,11 +615,12 @@ class _Rows:
     def empty(self) -> bool:
         return not (self.started or self.events or self.ends or self.runs)
 
-    async def write(self, db: psycopg.AsyncConnection[Any]) -> tuple[int, set[str]]:
+    async def write(self, db: psycopg.AsyncConnection[Any]) -> tuple[int, set[str], set[str]]:
         """Writes the rows, runs the operations, notifies.
 
-        Returns how many executions were deleted, and the executions whose
-        events or end the fence refused.
+        Returns how many executions were deleted, the executions whose events
+        or end the fence refused (lost to another owner), and those refused
+        because they have no row at all (their start was in a failed batch).
         """
         refused: set[str] = set()
         if self.started:
@@ -627,7 +635,13 @@ class _Rows:
         touched = {*self.started, *(e[0] for e in self.events), *(e[3] for e in self.ends)}
         if touched:
             await _notify(db, sorted(touched))
-        return purged, refused
+        if not refused:
+            return purged, set(), set()
+        found = await db.execute(
+            "SELECT execution_id FROM executions WHERE execution_id = ANY(%s)", (list(refused),)
+        )
+        present = {row[0] for row in await found.fetchall()}
+        return purged, refused & present, refused - present
 
     async def _insert_executions(self, db: psycopg.AsyncConnection[Any]) -> None:
         arrays = ", ".join(f"%(c{i})s::{kind}[]" for i, kind in enumerate(_EXECUTION_TYPES))
