@@ -196,6 +196,7 @@ class PostgresStore:
             async with pool.connection() as db:
                 await _migrate(db)
                 counted = await (await db.execute("SELECT count(*) FROM executions")).fetchone()
+            listening = await _listening(url, options)  # before the first write is possible
         except StoreUnavailableError:
             await pool.close()
             raise
@@ -205,7 +206,7 @@ class PostgresStore:
         self._count = int(counted[0]) if counted else 0
         self._wake = asyncio.Event()
         writer = asyncio.create_task(self._write_loop(pool))
-        listener = asyncio.create_task(self._listen(url, options))
+        listener = asyncio.create_task(self._listen(listening, url, options))
         return _Connections(pool, writer, listener)
 
     @property
@@ -349,17 +350,28 @@ class PostgresStore:
                 if not waiters:
                     self._waiters.pop(execution_id, None)
 
-    async def _listen(self, url: str, options: dict[str, Any]) -> None:
-        """The listener: wakes the waiters of the executions each NOTIFY names."""
+    async def _listen(
+        self, db: psycopg.AsyncConnection[Any], url: str, options: dict[str, Any]
+    ) -> None:
+        """The listener: wakes the waiters of the executions each NOTIFY names.
+
+        `db` listens already. When its connection breaks, a new one listens
+        as soon as the database answers, and wakes every waiter: what was
+        written meanwhile was announced to nobody.
+        """
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(url, **options) as db:
-                    await db.execute(f"LISTEN {CHANNEL}")
-                    self._changed(None)  # what was written while nobody listened
+                async with db:
                     async for notice in db.notifies():
                         self._changed(notice.payload.split())
             except (psycopg.Error, OSError):
+                pass
+            while True:
                 await asyncio.sleep(_RELISTEN)
+                with contextlib.suppress(psycopg.Error, OSError):
+                    db = await _listening(url, options)
+                    break
+            self._changed(None)
 
     def _changed(self, execution_ids: Iterable[str] | None) -> None:
         """Wakes the waiters on `execution_ids` (None: on every execution)."""
@@ -699,6 +711,17 @@ def describe(url: str) -> str:
     host = parts.get("host") or "localhost"
     port = parts.get("port") or "5432"
     return f"PostgreSQL {host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+async def _listening(url: str, options: dict[str, Any]) -> psycopg.AsyncConnection[Any]:
+    """A new connection that LISTENs on `CHANNEL`."""
+    db = await psycopg.AsyncConnection.connect(url, **options)
+    try:
+        await db.execute(f"LISTEN {CHANNEL}")
+    except BaseException:
+        await db.close()
+        raise
+    return db
 
 
 def _options(url: str, timeout: float) -> dict[str, Any]:
