@@ -98,7 +98,7 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
 
-CHANNEL = "flowmanager_history"
+_CHANNEL = "flowmanager_history"
 """The NOTIFY channel: each payload holds ids of executions just written, space-separated."""
 _MIGRATION_LOCK = 0x466C6F774D677221  # pg_advisory_xact_lock key: "FlowMgr!"
 _PAYLOAD_BYTES = 7900  # a NOTIFY payload must stay below 8000 bytes
@@ -150,7 +150,7 @@ class PostgresStore:
         pool_size: int = 8,
         timeout: float = 5.0,
     ) -> None:
-        self._where = describe(url)
+        self._where = _describe(url)
         self._failure = ""
         self._owner = owner or str(uuid.uuid4())
         self._lease_seconds = lease_seconds
@@ -702,7 +702,7 @@ class _Rows:
         return {end[3] for end in self.ends} - written
 
 
-def describe(url: str) -> str:
+def _describe(url: str) -> str:
     """The database `url` names, for messages: host, port and name, never a password."""
     try:
         parts = conninfo_to_dict(url)
@@ -714,10 +714,10 @@ def describe(url: str) -> str:
 
 
 async def _listening(url: str, options: dict[str, Any]) -> psycopg.AsyncConnection[Any]:
-    """A new connection that LISTENs on `CHANNEL`."""
+    """A new connection that LISTENs on `_CHANNEL`."""
     db = await psycopg.AsyncConnection.connect(url, **options)
     try:
-        await db.execute(f"LISTEN {CHANNEL}")
+        await db.execute(f"LISTEN {_CHANNEL}")
     except BaseException:
         await db.close()
         raise
@@ -809,7 +809,7 @@ def _arrays(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
 async def _notify(db: psycopg.AsyncConnection[Any], execution_ids: Iterable[str]) -> None:
     """Tells every replica's listener, at the commit, that these executions changed."""
     await db.execute(
-        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (CHANNEL, _payloads(execution_ids))
+        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", (_CHANNEL, _payloads(execution_ids))
     )
 
 
