@@ -104,6 +104,7 @@ _MIGRATION_LOCK = 0x466C6F774D677221  # pg_advisory_xact_lock key: "FlowMgr!"
 _PAYLOAD_BYTES = 7900  # a NOTIFY payload must stay below 8000 bytes
 _WRITE_TIMEOUT = 30.0  # seconds a batch may take before the store counts as failed
 _RELISTEN = 1.0  # seconds between attempts to LISTEN again after the connection broke
+_BATCH = 10_000  # operations per transaction, at most
 _ATTEMPTS = 3  # tries of a batch that met a deadlock or a serialization failure
 _NOT_HELD = -1  # the fence written with an execution this store does not hold: never matches
 
@@ -278,13 +279,18 @@ class PostgresStore:
             raise StoreUnavailableError(failure)
 
     async def _write_loop(self, pool: AsyncConnectionPool[Any]) -> None:
-        """The writer: one transaction for whatever was listed since the last one."""
+        """The writer: one transaction for whatever was listed since the last one.
+
+        At most `_BATCH` operations at a time: a backlog (the database was
+        slow) is written in transactions of bounded size and time.
+        """
         while True:
             await self._wake.wait()
             with self._lock:
-                batch, self._pending = self._pending, []
-                self._signalled = False
-                self._wake.clear()
+                batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
+                if not self._pending:
+                    self._signalled = False
+                    self._wake.clear()
             await self._write(pool, batch)
             waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str]]] = {}
             for kind, item in batch:

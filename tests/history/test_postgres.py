@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from flowservice.errors import StoreUnavailableError
-from flowservice.history import ExecutionRecord, StoredEvent
+from flowservice.history import ExecutionQuery, ExecutionRecord, StoredEvent, postgres
 from flowservice.history.postgres import SCHEMA_VERSION, PostgresStore
 from tests.history.postgres_server import running_postgres
 
@@ -149,3 +149,19 @@ async def _run(store: PostgresStore, n: int) -> None:
     await store.finish(execution_id, "completed", b"", T0 + timedelta(seconds=n))
     async with asyncio.timeout(WAIT):
         await woken
+
+
+async def test_a_backlog_is_written_in_transactions_of_bounded_size(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "_BATCH", 7)  # 60 operations: at least 9 transactions
+    transactions: list[bool] = []
+    with opened(postgres_url) as store:
+        store.observe(lambda _, ok: transactions.append(ok))
+        for n in range(20):
+            store.begin(_record(n))
+            store.append(f"e{n:03}", StoredEvent(1, b"ev"))
+        await asyncio.gather(*(store.finish(f"e{n:03}", "completed", b"", T0) for n in range(20)))
+        done = await store.find(ExecutionQuery(limit=100, status="completed"))
+    assert len(done) == 20
+    assert len(transactions) >= 60 // 7 and all(transactions)
