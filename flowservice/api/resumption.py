@@ -212,15 +212,20 @@ async def _drain(
 def resumption_from_history(stored: StoredExecution, history: Sequence[StoredEvent]) -> Resumption:
     """Where the engine goes on with `stored`: after its stored events `history`."""
     results = []
+    announced = True  # whether the last finished run's decision has its own event
     for event in history:
         message = flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
         if message.HasField("task_finished"):
             results.append(task_result_from_proto(message.task_finished.result))
+            announced = not message.task_finished.result.HasField("decision")
+        elif message.HasField("condition_evaluated"):
+            announced = True
     return Resumption(
         execution_id=stored.record.execution_id,
         started_at=stored.record.started_at,
         last_sequence=history[-1].sequence if history else 0,
         results=tuple(results),
+        decision_announced=announced,
     )
 
 

@@ -129,6 +129,9 @@ class Resumption:
     results: tuple[TaskResult, ...]
     """The results of the task runs that finished, in order (their `TaskFinished`
     events), each with the routing decision taken after it."""
+    decision_announced: bool = True
+    """False when the history ends with the last run's `TaskFinished` but not the
+    `ConditionEvaluated` of its decision: the resumed execution emits it first."""
 
 
 @dataclass(slots=True)
@@ -185,7 +188,10 @@ class Execution:
                     yield self._emit(self._execution_started(started_at))
                 end = _COMPLETED
                 try:
-                    current = self._first_task()
+                    last = self._restore_all()
+                    if (announced := self._unannounced(last)) is not None:
+                        yield self._emit(announced)
+                    current = self.plan.flow.start_task if last is None else self._route(last)
                     while current is not None:
                         if self._held_too_long():
                             await asyncio.sleep(0)  # a turn for health checks and other calls
@@ -233,23 +239,29 @@ class Execution:
             self.execution_id, self._next(), started_at, flow.id, flow.name, flow.start_task
         )
 
-    def _first_task(self) -> str | None:
-        """The task to run first: the flow's start, or after a resumed execution's last run.
+    def _restore_all(self) -> TaskResult | None:
+        """Sets the execution up; a resumed one's last finished run, the flow routes from.
 
-        `_Stop` when the last run ended the flow (the process that ran it
-        died before its end was recorded).
+        None: the flow runs from its start. Routing from the last run may
+        end the flow (`_Stop`): its process died before its end was recorded.
         """
         if self.plan.uses_expressions:
             self._scope = Scope(self.flow_input, self.limits.max_expression_seconds)
         self._held_since = time.perf_counter()
         if self.resumed is None:
-            return self.plan.flow.start_task
+            return None
         self._sequence = max(self._sequence, self.resumed.last_sequence)
         for result in self.resumed.results:
             self._restore(result)
-        if not self._results:
-            return self.plan.flow.start_task
-        return self._route(self._results[-1])
+        return self._results[-1] if self._results else None
+
+    def _unannounced(self, last: TaskResult | None) -> ConditionEvaluated | None:
+        """The `ConditionEvaluated` event of `last`'s decision, when the history lacks it."""
+        if last is None or last.decision is None or self.resumed is None:
+            return None
+        if self.resumed.decision_announced:
+            return None
+        return ConditionEvaluated(self.execution_id, self._next(), self.clock(), last.decision)
 
     def _restore(self, result: TaskResult) -> None:
         """Keeps a result from the history as `_record` kept it when the task ran.

@@ -19,10 +19,21 @@ import pytest
 from flowmanager.v1 import flow_service_pb2
 from flowservice.api.convert import event_to_proto, flow_from_request, task_result_to_proto
 from flowservice.api.recording import RunningExecutions
-from flowservice.api.resumption import NOT_RESUMABLE, Resumer, task_result_from_proto
+from flowservice.api.resumption import (
+    NOT_RESUMABLE,
+    Resumer,
+    resumption_from_history,
+    task_result_from_proto,
+)
 from flowservice.engine import Engine
 from flowservice.events import ExecutionStarted
-from flowservice.history import RUNNING, ExecutionRecord, MemoryStore, StoredEvent
+from flowservice.history import (
+    RUNNING,
+    ExecutionRecord,
+    MemoryStore,
+    StoredEvent,
+    StoredExecution,
+)
 from flowservice.models import Branch, Decision, TaskOutcome, TaskResult
 from flowservice.server import FlowServer
 from flowservice.tasks import FakeTask, TaskContext, TaskRegistry
@@ -170,3 +181,26 @@ async def test_execute_whose_execution_was_taken_over_fails_with_unavailable(
     assert (info.reason, info.metadata["execution_id"]) == ("EXECUTION_TAKEN_OVER", execution_id)
     stored = await server.history.store.get(execution_id)
     assert stored is not None and stored.status == RUNNING  # its new owner writes its end
+
+
+async def test_the_history_says_whether_the_last_decision_has_its_event() -> None:
+    body = {
+        "flow": {
+            "start_task": "a",
+            "tasks": [{"name": "a", "type": "count"}, {"name": "b", "type": "count"}],
+            "conditions": [{"source_task": "a", "outcome": "success", "target_task_success": "b"}],
+        }
+    }
+    registry, _ = counting()
+    request = execute_request(body)
+    stored_events = [
+        StoredEvent(event.sequence, event_to_proto(event).SerializeToString())
+        async for event in Engine(registry).run(flow_from_request(request))
+    ]
+    started = flow_service_pb2.ExecuteStreamResponse.FromString(stored_events[0].payload)
+    record = ExecutionRecord(started.execution_id, "", b"", "", "", datetime.now(UTC))
+    stored = StoredExecution(record, RUNNING, b"", None)
+    # started; a started, finished (with its decision); the decision's event; ...
+    assert not resumption_from_history(stored, stored_events[:3]).decision_announced
+    assert resumption_from_history(stored, stored_events[:4]).decision_announced
+    assert resumption_from_history(stored, stored_events[:2]).decision_announced

@@ -11,6 +11,7 @@ must see it.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from flowservice.history import (
     StoredEvent,
     open_store,
 )
+from tests.history.test_store import _version_1_file
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -164,3 +166,22 @@ async def test_an_execution_that_finished_here_is_not_reported_lost(store: Execu
     await store.finish("a", "completed", b"", T0)  # while its run is still delivering its end
     assert (await renewing).lost == frozenset()
     assert (await store.renew(["a"])).lost == frozenset()
+
+
+async def test_an_execution_left_running_by_an_older_version_is_claimed_after_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    _version_1_file(tmp_path / "h.db")
+    db = sqlite3.connect(tmp_path / "h.db")
+    db.execute("INSERT INTO executions VALUES ('left', 'f', 'running', x'00', '', 0, NULL, x'')")
+    db.commit()
+    db.close()
+    store = SqliteStore(tmp_path / "h.db", owner="new", lease_seconds=60)
+    try:
+        claims = await store.claim(10)
+        assert [(c.execution.record.execution_id, c.fence) for c in claims] == [("left", 1)]
+        store.append("left", StoredEvent(1, b"resumed"))
+        await store.finish("left", "completed", b"", T0)
+        assert [e.payload for e in await store.events("left")] == [b"resumed"]
+    finally:
+        store.close()
