@@ -24,6 +24,7 @@ from flowservice.history import (
     ExecutionRecord,
     ExecutionStore,
     MemoryStore,
+    SqliteStore,
     StoredEvent,
     open_store,
 )
