@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from flowservice.errors import StoreUnavailableError
-from flowservice.history import ExecutionQuery, ExecutionRecord, StoredEvent, postgres
+from flowservice.history import ExecutionQuery, ExecutionRecord, StoredEvent, open_store, postgres
 from flowservice.history.postgres import SCHEMA_VERSION, PostgresStore
 from tests.history.postgres_server import running_postgres
 
@@ -165,3 +165,12 @@ async def test_a_backlog_is_written_in_transactions_of_bounded_size(
         done = await store.find(ExecutionQuery(limit=100, status="completed"))
     assert len(done) == 20
     assert len(transactions) >= 60 // 7 and all(transactions)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_store_names_postgresql_by_either_url_scheme(postgres_url: str, scheme: str) -> None:
+    store = open_store(postgres_url.replace("postgresql", scheme, 1))
+    try:
+        assert isinstance(store, PostgresStore)
+    finally:
+        store.close()
