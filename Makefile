@@ -75,6 +75,7 @@ breaking: setup
 ## and the results block of docs/performance.md
 bench: setup $(BENCH_STAMP)
 	$(PY) -m bench --docs docs/performance.md
+	$(PY) -m bench.replicas --docs docs/replicas.md
 
 ## bench-smoke: every figure of the benchmark from a few hundred calls (seconds)
 bench-smoke: setup $(BENCH_STAMP)
@@ -123,16 +124,19 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # benchmark's load generator), nginx (the HTTP/2 proxy of tests/e2e/test_proxy.py;
 # Debian's `nginx` has HTTP/2 and grpc_pass), Graphviz's dot (flowctl's SVG
 # and PNG output) and openssl (docs/security.md's try-out certificates, made by
-# tests/security/test_documented.py) and Chromium (the browser of tests/console/,
-# driven by Playwright: its own browser download cannot work here). The missing
-# ones are installed in one apt-get run.
-DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz openssl:openssl chromium:chromium
+# tests/security/test_documented.py), Chromium (the browser of tests/console/,
+# driven by Playwright: its own browser download cannot work here) and
+# PostgreSQL's initdb (the server that tests/history/ starts for the PostgreSQL
+# store; Debian keeps it in /usr/lib/postgresql/N/bin). The missing ones are
+# installed in one apt-get run.
+DEBIAN_TOOLS := h2load:nghttp2-client nginx:nginx dot:graphviz openssl:openssl chromium:chromium initdb:postgresql
 
 ## system-packages: install the Debian packages the tests need, if missing
 system-packages:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 		tool=$${pair%%:*}; package=$${pair#*:}; \
-		command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || missing="$$missing $$package"; \
+		command -v $$tool >/dev/null 2>&1 || test -x /usr/sbin/$$tool || \
+			ls /usr/lib/postgresql/*/bin/$$tool >/dev/null 2>&1 || missing="$$missing $$package"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

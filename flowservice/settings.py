@@ -229,10 +229,14 @@ class Settings:
         (), "module whose register(registry) adds task types", flag="--task-module", many=True
     )
     """Python modules with a `register(registry)` function, imported at start-up."""
-    store: str = setting(".data/flowmanager.db", "SQLite file of the execution history, or memory")
+    store: str = setting(
+        ".data/flowmanager.db",
+        "SQLite file of the execution history, memory, or a postgresql:// URL",
+    )
     """Where executions are recorded (docs/history.md): the path of an SQLite
-    file, made with its directory if missing, or `memory` to keep them only
-    in this process."""
+    file, made with its directory if missing, `memory` to keep them only
+    in this process, or a `postgresql://` URL that several server processes
+    (replicas, docs/replicas.md) share."""
     retention: float = setting(7.0, "days a finished execution stays in the history")
     """Days a finished execution stays in the history; older ones are deleted
     in the background."""

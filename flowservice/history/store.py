@@ -274,15 +274,19 @@ class ExecutionStore(Protocol):
 def open_store(
     location: str, *, owner: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS
 ) -> ExecutionStore:
-    """The store `--store` names: "memory", or the path of an SQLite file (made if missing).
+    """The store `--store` names: "memory", a postgresql:// URL, or the path of an SQLite file.
 
     `owner` is the id its executions are owned by ("": a new random one);
     `lease_seconds` how long a lease lasts. Raises `StoreUnavailableError`
-    when the file cannot be opened or was written by a newer version.
+    when the file or database cannot be opened or was written by a newer version.
     """
     from flowservice.history.memory import MemoryStore
     from flowservice.history.sqlite import SqliteStore
 
     if location == "memory":
         return MemoryStore(owner=owner, lease_seconds=lease_seconds)
+    if location.startswith(("postgresql://", "postgres://")):
+        from flowservice.history.postgres import PostgresStore  # psycopg only when used
+
+        return PostgresStore(location, owner=owner, lease_seconds=lease_seconds)
     return SqliteStore(Path(location), owner=owner, lease_seconds=lease_seconds)

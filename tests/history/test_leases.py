@@ -37,9 +37,11 @@ def _record(execution_id: str) -> ExecutionRecord:
     return ExecutionRecord(execution_id, "f", b"req", "", "", T0)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionStore]:
     where = str(tmp_path / "h.db") if request.param == "sqlite" else "memory"
+    if request.param == "postgres":
+        where = request.getfixturevalue("postgres_url")  # a database of its own
     made = open_store(where, owner="me", lease_seconds=60)
     yield made
     made.close()
@@ -49,12 +51,15 @@ Owners = Callable[[str, float], ExecutionStore]
 """Makes a store object with an owner id and a lease length, on the test's one shared store."""
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def owners(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Owners]:
     made: list[ExecutionStore] = []
+    where = str(tmp_path / "h.db")
+    if request.param == "postgres":
+        where = request.getfixturevalue("postgres_url")
 
     def owner(name: str, lease_seconds: float) -> ExecutionStore:
-        made.append(SqliteStore(tmp_path / "h.db", owner=name, lease_seconds=lease_seconds))
+        made.append(open_store(where, owner=name, lease_seconds=lease_seconds))
         return made[-1]
 
     yield owner

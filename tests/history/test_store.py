@@ -1,4 +1,4 @@
-"""The history stores, without gRPC: the SQLite file (in tmp_path) and memory behave alike."""
+"""The history stores, without gRPC: SQLite (in tmp_path), memory and PostgreSQL behave alike."""
 
 from __future__ import annotations
 
@@ -29,9 +29,13 @@ from flowservice.history import (
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionStore]:
-    made = open_store(str(tmp_path / "h.db") if request.param == "sqlite" else "memory")
+    if request.param == "postgres":
+        location: str = request.getfixturevalue("postgres_url")  # a database of its own
+    else:
+        location = str(tmp_path / "h.db") if request.param == "sqlite" else "memory"
+    made = open_store(location)
     yield made
     made.close()
 
