@@ -668,11 +668,28 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     made the writer thread's batches ten times slower (milliseconds, not
     tenths), and every call waits for one (docs/history.md).
     """
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
+    db = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
+    _turn_to_wal(db, busy_timeout)
     db.execute("PRAGMA synchronous = NORMAL")
-    db.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
     return db
+
+
+def _turn_to_wal(db: sqlite3.Connection, busy_timeout: float) -> None:
+    """Puts the file in WAL mode, waiting up to `busy_timeout` for its lock.
+
+    Turning a new file to WAL needs its exclusive lock, and SQLite answers
+    "locked" at once, without its busy handler, while another process
+    opening the file at the same moment (`--workers N`) holds it.
+    """
+    give_up = time.monotonic() + busy_timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+        time.sleep(0.01)
 
 
 def open_file(path: Path, busy_timeout: float = 5.0) -> sqlite3.Connection:
@@ -688,19 +705,17 @@ def open_file(path: Path, busy_timeout: float = 5.0) -> sqlite3.Connection:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    """Brings the file to `SCHEMA_VERSION`; refuses one written by a newer version."""
+    """Brings the file to `SCHEMA_VERSION`; refuses one written by a newer version.
+
+    The version is read again under the write lock: processes starting at
+    once on a new file (`--workers N`) would otherwise both migrate it.
+    """
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = db.execute("SELECT version FROM schema_version").fetchone()
-    version = 0 if row is None else int(row[0])
-    if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(
-            f"schema version {version} was written by a newer Flow Manager; this one "
-            f"reads up to {SCHEMA_VERSION}. Upgrade the server or point --store elsewhere"
-        )
-    if version == SCHEMA_VERSION:
+    if _schema_version(db) == SCHEMA_VERSION:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
+        version = _schema_version(db)
         for migration in _MIGRATIONS[version:]:
             for statement in migration.split(";"):
                 if statement.strip():
@@ -711,3 +726,15 @@ def _migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    """The file's schema version; refuses one written by a newer version."""
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} was written by a newer Flow Manager; this one "
+            f"reads up to {SCHEMA_VERSION}. Upgrade the server or point --store elsewhere"
+        )
+    return version

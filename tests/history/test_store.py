@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from flowservice.history import (
     open_store,
     time_ordered_id,
 )
+from flowservice.history.sqlite import open_file
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -266,3 +268,27 @@ def test_time_ordered_ids_are_version_7_uuids_that_sort_by_time() -> None:
 
 def test_memory_is_what_store_memory_names() -> None:
     assert isinstance(open_store("memory"), MemoryStore)
+
+
+def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    # `--workers N` starts N processes on one file; each runs the migrations.
+    # Threads with their own connections race the same way.
+    path = tmp_path / "h.db"
+    start = threading.Barrier(6)
+    failures: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            open_file(path).close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
