@@ -21,13 +21,17 @@ import pytest
 from google.protobuf import json_format
 from playwright.sync_api import expect
 
-from flowmanager.v1 import execution_service_pb2, execution_service_pb2_grpc
+from flowmanager.v1 import (
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+    flow_registry_service_pb2_grpc,
+)
 from flowmanager.v1 import flow_registry_service_pb2 as registry_pb
-from flowmanager.v1 import flow_registry_service_pb2_grpc
 from tests.console.conftest import Console, example
 from tests.http.conftest import HttpServer
 
 TASK_NODES = ".node[data-kind=task]"
+Registry = flow_registry_service_pb2_grpc.FlowRegistryServiceStub
 PICKER_PAGE_SIZE = 10
 """Flows a page of the picker lists (console/src/picker.ts)."""
 
@@ -48,9 +52,7 @@ def seed_flow(flow_id: str) -> dict[str, Any]:
 def create_flow(channel: grpc.Channel, flow: dict[str, Any]) -> registry_pb.CreateFlowResponse:
     """CreateFlow over gRPC."""
     request = json_format.ParseDict({"flow": flow}, registry_pb.CreateFlowRequest())
-    response: registry_pb.CreateFlowResponse = flow_registry_service_pb2_grpc.FlowRegistryServiceStub(
-        channel
-    ).CreateFlow(request)
+    response: registry_pb.CreateFlowResponse = Registry(channel).CreateFlow(request)
     return response
 
 
@@ -139,7 +141,7 @@ def test_saving_makes_a_new_version_only_when_the_flow_changed(
     expect(page.locator("#flow-origin")).to_have_attribute("data-ref", "saved@2")
     expect(page.locator("#flow-origin")).to_have_attribute("data-modified", "false")
 
-    versions = flow_registry_service_pb2_grpc.FlowRegistryServiceStub(channel).ListFlowVersions(
+    versions = Registry(channel).ListFlowVersions(
         registry_pb.ListFlowVersionsRequest(flow_id="saved")
     )
     assert [v.version for v in versions.versions] == [2, 1]
@@ -166,9 +168,7 @@ def test_an_invalid_flow_is_not_saved_and_its_errors_are_pinned(
         "data-reason", "UNKNOWN_TASK_TYPE"
     )
     expect(console.task("task2", "#flow-graph")).to_have_attribute("data-issues", "error")
-    listed = flow_registry_service_pb2_grpc.FlowRegistryServiceStub(channel).ListFlows(
-        registry_pb.ListFlowsRequest()
-    )
+    listed = Registry(channel).ListFlows(registry_pb.ListFlowsRequest())
     assert "orders/v2" not in [f.flow_id for f in listed.flows]
 
 
