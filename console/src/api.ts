@@ -1,10 +1,13 @@
 // The clients of the two services, over the Connect protocol to the server
 // that served this page (the same HTTP port serves the console and the API).
 
+import { fromBinary } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { ExecutionService } from "./gen/flowmanager/v1/execution_service_pb";
-import { FlowService } from "./gen/flowmanager/v1/flow_service_pb";
+import { FlowRegistryService } from "./gen/flowmanager/v1/flow_registry_service_pb";
+import { FlowService, ValidationIssueSchema, type ValidationIssue } from "./gen/flowmanager/v1/flow_service_pb";
 
 const TOKEN_KEY = "flowmanager.token";
 
@@ -32,6 +35,7 @@ const transport = createConnectTransport({
 
 export const flowService = createClient(FlowService, transport);
 export const executionService = createClient(ExecutionService, transport);
+export const registryService = createClient(FlowRegistryService, transport);
 
 /** An RPC error as a line for people: its code and the server's message. */
 export function describeError(error: unknown): string {
@@ -44,4 +48,32 @@ export function describeError(error: unknown): string {
 /** True when `error` is the abort of a call this page cancelled itself. */
 export function isAbort(error: unknown): boolean {
   return error instanceof ConnectError && error.code === Code.Canceled;
+}
+
+const BAD_REQUEST = "google.rpc.BadRequest";
+
+/**
+ * The field violations of an INVALID_ARGUMENT error (AIP-193's
+ * `google.rpc.BadRequest` detail), as the ValidationIssues that Validate
+ * reports; empty for any other error. google.rpc is not generated here, but a
+ * `FieldViolation` numbers `field`, `description` and `reason` 1, 2 and 3, as
+ * `ValidationIssue` does, so each decodes as one; BadRequest itself is read
+ * with the wire reader (its field 1, repeated).
+ */
+export function fieldViolations(error: unknown): ValidationIssue[] {
+  if (!(error instanceof ConnectError) || error.code !== Code.InvalidArgument) return [];
+  const issues: ValidationIssue[] = [];
+  for (const detail of error.details) {
+    if (!("type" in detail) || detail.type !== BAD_REQUEST) continue;
+    const reader = new BinaryReader(detail.value);
+    while (reader.pos < reader.len) {
+      const [number, wireType] = reader.tag();
+      if (number === 1 && wireType === WireType.LengthDelimited) {
+        issues.push(fromBinary(ValidationIssueSchema, reader.bytes()));
+      } else {
+        reader.skip(wireType);
+      }
+    }
+  }
+  return issues;
 }

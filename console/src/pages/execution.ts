@@ -10,12 +10,20 @@ import { ExecutionState, type Execution } from "../gen/flowmanager/v1/execution_
 import { drawFlow } from "../graph";
 import { RunState, paint } from "../runstate";
 import { decisionList, eventList, statusBadge, taskData, timeline } from "../views";
-import { shownStatus } from "./executions";
+import { refPath } from "../origin";
+import { flowLabel, shownStatus } from "./executions";
 import type { Page } from "./page";
 
 const RECONNECTS = 3;
 const RECONNECT_AFTER_MS = 1000;
 const TICK_MS = 500;
+
+/** The flow's id, or a link that loads its registry version into the Flows page. */
+function flowCell(execution: Execution): Node | string {
+  if (execution.flowVersion <= 0) return execution.flowId || "(no id)";
+  const ref = { flowId: execution.flowId, version: execution.flowVersion };
+  return h("a", { href: refPath(ref), "data-link": true, id: "flow-version-link", title: "Open this version in the Flows page" }, h("code", {}, flowLabel(execution)));
+}
 
 function summary(execution: Execution, cancel: HTMLButtonElement): HTMLElement {
   const status = shownStatus(execution);
@@ -30,7 +38,7 @@ function summary(execution: Execution, cancel: HTMLButtonElement): HTMLElement {
       "dl",
       {},
       h("dt", {}, "Flow"),
-      h("dd", {}, execution.flowId || "(no id)"),
+      h("dd", { id: "execution-flow", "data-flow": flowLabel(execution) }, flowCell(execution)),
       h("dt", {}, "Started"),
       h("dd", {}, formatTime(execution.startTime)),
       h("dt", {}, execution.endTime ? "Took" : "Running for"),

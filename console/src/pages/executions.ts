@@ -9,6 +9,7 @@ import { fill, h } from "../dom";
 import { formatMs, formatTime, statusName, timestampMs } from "../format";
 import { ExecutionState, ListExecutionsRequestSchema, type Execution } from "../gen/flowmanager/v1/execution_service_pb";
 import { ExecutionStatus } from "../gen/flowmanager/v1/flow_service_pb";
+import { formatRef } from "../origin";
 import { navigate } from "../router";
 import { statusBadge } from "../views";
 import type { Page } from "./page";
@@ -17,6 +18,11 @@ const PAGE_SIZE = 20;
 /** The most rows a page may have when the query string sets `size`. */
 const MAX_PAGE_SIZE = 200;
 const STATUSES = ["RUNNING", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"];
+
+/** The flow an execution ran: `id@version` for a registry version, else its id. */
+export function flowLabel(execution: Execution): string {
+  return execution.flowVersion > 0 ? formatRef({ flowId: execution.flowId, version: execution.flowVersion }) : execution.flowId;
+}
 
 /** RUNNING for a running execution, else its status. */
 export function shownStatus(execution: Execution): string {
@@ -44,9 +50,9 @@ function row(execution: Execution): HTMLElement {
   const took = execution.endTime ? formatMs(timestampMs(execution.endTime) - timestampMs(execution.startTime)) : "";
   return h(
     "tr",
-    { "data-execution-id": execution.executionId, "data-status": status },
+    { "data-execution-id": execution.executionId, "data-status": status, "data-flow": flowLabel(execution) },
     h("td", {}, h("a", { href: `/executions/${execution.executionId}`, "data-link": true }, execution.executionId)),
-    h("td", {}, execution.flowId),
+    h("td", {}, flowLabel(execution)),
     h("td", {}, statusBadge(status)),
     h("td", {}, formatTime(execution.startTime)),
     h("td", {}, took),

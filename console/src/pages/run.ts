@@ -1,6 +1,8 @@
 // Run: the flow of the editor, run with an input and optional stubs through
 // ExecuteStream and watched live on its graph; or started detached with
-// StartExecution and followed on its execution's page.
+// StartExecution and followed on its execution's page. A flow that is an
+// unmodified version of the registry runs by reference (flow_ref), so that
+// the history records the version.
 
 import { fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { describeError, executionService, flowService, isAbort } from "../api";
@@ -10,6 +12,7 @@ import { StartExecutionRequestSchema } from "../gen/flowmanager/v1/execution_ser
 import { FlowSchema, type Flow } from "../gen/flowmanager/v1/flow_pb";
 import { ExecuteStreamRequestSchema, TaskStubSchema, type ExecuteRequest } from "../gen/flowmanager/v1/flow_service_pb";
 import { drawFlow } from "../graph";
+import { formatRef, unmodifiedRef, type FlowRef } from "../origin";
 import { navigate } from "../router";
 import { RunState, paint } from "../runstate";
 import { decisionList, eventList, statusBadge, timeline } from "../views";
@@ -53,8 +56,11 @@ class RunPage implements Page {
   private svg?: SVGSVGElement;
   private controller?: AbortController;
   private current?: RunState;
+  /** The registry version the flow is, run by reference; undefined for a flow sent inline. */
+  private readonly ref?: FlowRef;
 
   constructor(private readonly flow: Flow, request: ExecuteRequest) {
+    this.ref = unmodifiedRef(flow);
     const stubs = Object.fromEntries(Object.entries(request.stubs).map(([name, stub]) => [name, toJson(TaskStubSchema, stub)]));
     this.input = jsonEditor("run-input", "Input (a JSON object)", JSON.stringify(request.input ?? {}, null, 2));
     this.stubs = jsonEditor("run-stubs", "Stubs (JSON, by task name)", Object.keys(stubs).length ? JSON.stringify(stubs, null, 2) : "");
@@ -68,6 +74,11 @@ class RunPage implements Page {
         { class: "pane" },
         h("h1", { id: "run-title" }, `Run ${flow.name || flow.id || "the flow"}`),
         h("p", {}, h("a", { href: "/flows", "data-link": true }, "Edit the flow")),
+        h(
+          "p",
+          { id: "run-flow-ref", "data-ref": this.ref ? formatRef(this.ref) : "" },
+          this.ref ? h("span", {}, "Runs ", h("code", {}, formatRef(this.ref)), " of the registry, by reference.") : "Runs the editor's flow, sent inline.",
+        ),
         h("label", { for: "run-input" }, "Input (a JSON object)"),
         this.input,
         h("label", { for: "run-stubs" }, 'Stubs (optional; JSON by task name, e.g. {"task2": {"outcome": "TASK_OUTCOME_FAILURE"}})'),
@@ -85,9 +96,10 @@ class RunPage implements Page {
     });
   }
 
-  /** The request body: the flow, with the input and stubs of the two editors. */
+  /** The request body: the flow (or its reference), with the input and stubs of the two editors. */
   private body(): JsonValue {
-    return { flow: toJson(FlowSchema, this.flow), input: jsonOf(this.input.value, "The input"), stubs: jsonOf(this.stubs.value, "The stubs") };
+    const flow: JsonValue = this.ref ? { flowRef: { flowId: this.ref.flowId, version: this.ref.version } } : { flow: toJson(FlowSchema, this.flow) };
+    return { ...flow, input: jsonOf(this.input.value, "The input"), stubs: jsonOf(this.stubs.value, "The stubs") };
   }
 
   private show(state: RunState, error = ""): void {
