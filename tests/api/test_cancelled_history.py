@@ -9,6 +9,9 @@ summary `GetExecution` returns too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,10 @@ import pytest
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from flowservice.server import FlowServer
+from flowservice.history import ExecutionRecord, SqliteStore, StoredEvent
+from flowservice.server import FlowServer, create_server
 from flowservice.settings import Settings
+from flowservice.tasks import TaskRegistry
 from tests.api.conftest import Recorder, execute_request, stream_request
 from tests.api.test_execution_control import error_info
 from tests.api.test_execution_service import finished, start_request
@@ -166,3 +171,47 @@ async def test_a_caller_that_goes_away_leaves_a_history_that_ends_cancelled(
     await asyncio.wait_for(finished(executions, execution_id), 30)
     events = await assert_ends_cancelled(executions, execution_id, ["first"])
     assert events[-2].task_started.task == "slow"  # it was running: no end of its own
+
+
+@pytest.fixture
+async def lone_server(settings: Settings, registry: TaskRegistry) -> AsyncIterator[Stub]:
+    """A server that takes nothing over on its own (only CancelExecution claims), its stub."""
+    flow_server = dataclasses.replace(create_server(settings, registry), resumer=None)
+    await flow_server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{flow_server.port}") as channel:
+        yield execution_service_pb2_grpc.ExecutionServiceStub(channel)
+    await flow_server.stop(grace=None)
+
+
+def abandoned(path: Path) -> str:
+    """An execution a dead owner left in the file at `path`: started, its task running."""
+    dead = SqliteStore(path, owner="dead", lease_seconds=0)  # expired as soon as taken
+    now = datetime.now(UTC)
+    started = flow_pb.ExecuteStreamResponse(execution_id="left", sequence=1)
+    started.time.FromDatetime(now)
+    started.execution_started.flow_id = "cancel-me"
+    running = flow_pb.ExecuteStreamResponse(execution_id="left", sequence=2)
+    running.time.FromDatetime(now)
+    running.task_started.task, running.task_started.step = "first", 1
+    request = execute_request(BODY).SerializeToString()
+    dead.begin(ExecutionRecord("left", "cancel-me", request, "", "", now))
+    for message in (started, running):
+        dead.append("left", StoredEvent(message.sequence, message.SerializeToString()))
+    dead.close()
+    return "left"
+
+
+async def test_cancelling_a_dead_owners_execution_records_its_last_event(
+    lone_server: Stub, settings: Settings
+) -> None:
+    executions = lone_server
+    execution_id = abandoned(Path(settings.store))
+
+    cancelled = await executions.CancelExecution(
+        pb.CancelExecutionRequest(execution_id=execution_id)
+    )
+
+    assert cancelled.execution.status == flow_pb.EXECUTION_STATUS_CANCELLED
+    events = await assert_ends_cancelled(executions, execution_id, [])
+    assert len(events) == 3  # started, first started, the end
+    assert cancelled.execution.result == events[-1].execution_finished.result
