@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.cli.conftest import Flowctl
-from tests.e2e.conftest import EXAMPLES, RunningServer, serving
+from tests.cli.conftest import FLOWCTL, FLOWCTL_TIMEOUT, Flowctl
+from tests.e2e.conftest import EXAMPLES, REPO_ROOT, RunningServer, serving
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,27 @@ def test_watch_of_a_cancelled_execution_shows_its_end_and_exits_1(
     )
     assert after_the_end.returncode == 1  # no event left to show: its end is read instead
     assert "CANCELLED in " in after_the_end.stdout
+
+
+def test_run_of_an_execution_cancelled_meanwhile_shows_its_end_and_exits_1(
+    flowctl: Flowctl, server: RunningServer
+) -> None:
+    args = ["run", str(EXAMPLES / "slow-flow.json"), "--json", "--server", server.address]
+    run = subprocess.Popen(
+        [str(FLOWCTL), *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        execution_id = json.loads(run.stdout.readline())["execution_id"]
+        cancelled = flowctl("cancel", execution_id, "--server", server.address)
+        assert cancelled.returncode == 0, cancelled.stderr
+        rest, errors = run.communicate(timeout=FLOWCTL_TIMEOUT)
+    finally:
+        run.kill()
+    assert run.returncode == 1, errors
+    end = json.loads(rest.splitlines()[-1])["execution_finished"]["result"]
+    assert end["status"] == "EXECUTION_STATUS_CANCELLED"
