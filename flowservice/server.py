@@ -211,6 +211,7 @@ def create_server(
             *_transport_options(limits),
         ],
     )
+    history.running.engine_cancel = engine.cancel  # CancelExecution ends runs with their last event
     resumer = Resumer(engine, history.store, history.running)
     flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
         FlowServicer(engine, history.store, history.running, registry=flows, resumer=resumer),

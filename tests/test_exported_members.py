@@ -61,7 +61,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_the_engine_does_not_advertise_its_internals() -> None:
     import flowservice.engine
 
-    assert flowservice.engine.__all__ == ["Engine", "Resumption", "ValidationReport"]
+    assert flowservice.engine.__all__ == ["CANCELLED", "Engine", "Resumption", "ValidationReport"]
 
 
 def test_running_flows_in_process_does_not_import_grpc() -> None:

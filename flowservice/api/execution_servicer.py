@@ -36,7 +36,12 @@ from flowservice.api.idempotency import (
     replayed,
     stored_execution,
 )
-from flowservice.api.recording import RunningExecutions, check_writable, recorded
+from flowservice.api.recording import (
+    RunningExecutions,
+    check_writable,
+    record_cancelled,
+    recorded,
+)
 from flowservice.engine import Engine
 from flowservice.errors import (
     ExecutionCancelledError,
@@ -139,19 +144,34 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         """Cancels the running execution and returns it once it is recorded cancelled.
 
         One that runs in another process is cancelled there: the store holds
-        the request until its owner renews its lease (or, if the owner is
-        gone, records the end at once).
+        the request until its owner renews its lease. One whose owner is gone
+        (its lease expired) is claimed and recorded cancelled here.
         """
         execution_id = request.execution_id
         stored = await stored_execution(self._store, execution_id)
         if stored.status != RUNNING or not (
-            self._running.cancel(execution_id) or await self._store.request_cancel(execution_id)
+            self._running.cancel(execution_id)
+            or await asyncio.shield(self._cancel_elsewhere(execution_id))
         ):
             stored = await stored_execution(self._store, execution_id)
             raise ExecutionFinishedError(execution_id, stored.status)
         async with asyncio.timeout(_CANCEL_WAIT + self._store.lease_seconds):
             stored = await finished(self._store, execution_id)
         return pb.CancelExecutionResponse(execution=execution_to_proto(stored))
+
+    async def _cancel_elsewhere(self, execution_id: str) -> bool:
+        """Asks the owner in another process to cancel the execution; False if it is not running.
+
+        An owner that is gone would never hear of it: the execution is
+        claimed (which fences that owner out) and its end recorded, with its
+        last event, here. A process whose keeper claims it first records it
+        the same way (`Resumer`).
+        """
+        if not await self._store.request_cancel(execution_id):
+            return False
+        for claim in await self._store.claim(1, execution_id):
+            await record_cancelled(self._store, claim.execution.record.execution_id)
+        return True
 
     async def _execution(self, execution_id: str) -> pb.Execution:
         return execution_to_proto(await stored_execution(self._store, execution_id))

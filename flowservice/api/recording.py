@@ -4,8 +4,18 @@
 event to the message `ExecuteStream` sends, hands its bytes to the store, and
 passes the message on. The store is told of the end, and the call waits until
 it is durable, before the last message leaves: no caller hears of an end the
-history does not hold. An execution whose caller went away (the engine ends
-it at once) is recorded as cancelled, without holding up the cancellation.
+history does not hold.
+
+Every finished execution's events end with `execution_finished`. One that
+`CancelExecution` ends (`RunningExecutions.cancel`) gets it from the engine
+(`Engine.cancel`), with the interrupted run's `task_finished` before it; its
+call then ends with CANCELLED (`ExecutionCancelledError`) after the last
+message, as a timed-out one ends with DEADLINE_EXCEEDED. An execution whose
+caller went away (the engine ends it at once), or whose task was cancelled
+while its consumer held it, is recorded cancelled by `record_cancelled`
+without holding up the cancellation: its last event is built from the
+stored ones (`cancelled_end`), as it is for one that no engine runs (a dead
+owner's, claimed to be cancelled).
 
 A resumed execution (`flowservice.api.resumption`) goes through the same
 path, named by `resumed`: it is in the store already, so it is not begun
@@ -20,19 +30,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine
-from datetime import UTC, datetime
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowmanager.v1 import flow_service_pb2
 from flowservice.api.convert import event_to_proto
+from flowservice.engine import CANCELLED
 from flowservice.errors import ExecutionCancelledError, LeaseLostError, StoreUnavailableError
 from flowservice.events import Event, ExecutionFinished, ExecutionStarted
-from flowservice.history import ExecutionRecord, ExecutionStore, StoredEvent
+from flowservice.history import (
+    RUNNING,
+    ExecutionRecord,
+    ExecutionStore,
+    StoredEvent,
+    StoredExecution,
+)
 from flowservice.models import ExecutionStatus
 from flowservice.observability import request_id_var
 
-__all__ = ["RunningExecutions", "check_writable", "record_cancelled", "recorded"]
+__all__ = [
+    "RunningExecutions",
+    "cancelled_end",
+    "check_writable",
+    "record_cancelled",
+    "recorded",
+]
 
 
 class RunningExecutions:
@@ -50,6 +73,10 @@ class RunningExecutions:
         self._leaving = False
         self.claims: dict[str, asyncio.Future[str]] = {}
         """Request ids of executions being started here -> their execution ids, once known."""
+        self.engine_cancel: Callable[[str], bool] = _no_stop
+        """Asks the engine to end an execution CANCELLED with its last events
+        (`Engine.cancel`); set by the server. When it cannot, `cancel` cancels
+        the execution's task."""
 
     def release(self, request_id: str) -> None:
         """Drops the claim on `request_id`; those waiting on it look in the store again."""
@@ -58,12 +85,13 @@ class RunningExecutions:
             claim.cancel()
 
     def cancel(self, execution_id: str) -> bool:
-        """Cancels the execution's task; False when it does not run here."""
+        """Ends the execution (see the module docstring); False when it does not run here."""
         task = self._tasks.get(execution_id)
         if task is None:
             return False
         self._cancelled.add(execution_id)
-        task.cancel()
+        if not self.engine_cancel(execution_id):
+            task.cancel()
         return True
 
     def was_cancelled(self, execution_id: str) -> bool:
@@ -145,6 +173,7 @@ async def recorded(
     """
     execution_id = resumed
     finished = False
+    status = ""
     ran = False  # a resumed run refused before its first event leaves it to its lease
     try:
         if resumed:
@@ -167,6 +196,8 @@ async def recorded(
                     status = event.summary.status.value
                     await store.finish(execution_id, status, summary, event.time)
                 yield event, message
+                if finished and status == ExecutionStatus.CANCELLED.value:
+                    raise ExecutionCancelledError(execution_id)  # after its last message
     except asyncio.CancelledError:
         if running.was_lost(execution_id):
             _current_task().uncancel()
@@ -198,13 +229,79 @@ def _record(event: ExecutionStarted, request: bytes, request_id: str) -> Executi
 
 
 async def record_cancelled(store: ExecutionStore, execution_id: str) -> None:
-    """Records that the execution ended without its last event: it was cancelled.
+    """Records the end of an execution this store's owner holds, cancelled without the engine.
 
+    Its last event, `cancelled_end`, is built from the stored events.
     Quietly does nothing when the store cannot write (its `failure` says
     why) or the execution has another owner now (who records its end).
     """
+    now = datetime.now(UTC)
+    status, summary = ExecutionStatus.CANCELLED.value, b""
     with contextlib.suppress(StoreUnavailableError, LeaseLostError):
-        await store.finish(execution_id, ExecutionStatus.CANCELLED.value, b"", datetime.now(UTC))
+        try:
+            stored = await store.get(execution_id)
+            history = await store.events(execution_id) if stored is not None else []
+        except StoreUnavailableError:
+            stored = None  # `finish` still lets go of it
+        if stored is not None and stored.status == RUNNING:
+            last, summary = cancelled_end(stored, history, now)
+            if last is not None:
+                store.append(execution_id, last)
+            else:  # the history ends with its end already: only the record missed it
+                status = _status_of(flow_service_pb2.ExecuteResponse.FromString(summary))
+        await store.finish(execution_id, status, summary, now)
+
+
+def cancelled_end(
+    stored: StoredExecution, history: Sequence[StoredEvent], now: datetime
+) -> tuple[StoredEvent | None, bytes]:
+    """The last event of a running execution cancelled at `now`, after its stored `history`.
+
+    Its summary is what the history shows: status CANCELLED, error type
+    `Cancelled`, the task runs that finished (and which one was running),
+    no output. Returns the event and the serialized summary; (None, the
+    summary) when the history already ends with `execution_finished`.
+    """
+    record = stored.record
+    results: list[flow_service_pb2.TaskResult] = []
+    running = ""
+    for event in history:
+        message = flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
+        match message.WhichOneof("event"):
+            case "task_started":
+                running = message.task_started.task
+            case "task_finished":
+                results.append(message.task_finished.result)
+                running = ""
+            case "execution_finished":
+                return None, message.execution_finished.result.SerializeToString()
+    summary = flow_service_pb2.ExecuteResponse(
+        flow_id=record.flow_id,
+        status=flow_service_pb2.EXECUTION_STATUS_CANCELLED,
+        executed_tasks=[result.task for result in results],
+        execution_id=record.execution_id,
+        task_results=results,
+        error="the execution was cancelled" + (f" while task {running!r} ran" if running else ""),
+        error_type=CANCELLED,
+    )
+    summary.start_time.FromDatetime(record.started_at)
+    summary.duration.FromTimedelta(max(now - record.started_at, timedelta(0)))
+    last = flow_service_pb2.ExecuteStreamResponse(
+        execution_id=record.execution_id, sequence=history[-1].sequence + 1 if history else 1
+    )
+    last.time.FromDatetime(now)
+    last.execution_finished.result.CopyFrom(summary)
+    return StoredEvent(last.sequence, last.SerializeToString()), summary.SerializeToString()
+
+
+def _status_of(summary: flow_service_pb2.ExecuteResponse) -> str:
+    """The stored status (an `ExecutionStatus` value) of a summary message."""
+    name = flow_service_pb2.ExecutionStatus.Name(summary.status)
+    return ExecutionStatus[name.removeprefix("EXECUTION_STATUS_")].value
+
+
+def _no_stop(execution_id: str) -> bool:
+    return False
 
 
 def _current_task() -> asyncio.Task[Any]:

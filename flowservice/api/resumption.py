@@ -11,8 +11,9 @@ repeats a request (same `request_id`) and waits for its execution, so that
 the execution is taken over as soon as its owner's lease runs out.
 
 A claimed execution that was asked to be cancelled is recorded cancelled,
-not resumed; one whose flow no longer runs here (its task types are gone)
-is recorded FAILED with error type `NotResumable`.
+not resumed (its last event built from the stored ones: `record_cancelled`);
+one whose flow no longer runs here (its task types are gone) is recorded
+FAILED with error type `NotResumable`.
 """
 
 from __future__ import annotations

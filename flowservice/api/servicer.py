@@ -164,8 +164,9 @@ def _kept(sent: _Request, raw: bytes, to_run: _Request) -> bytes:
 
 
 def _summary(stored: StoredExecution) -> flow_service_pb2.ExecuteResponse:
-    """The summary of a finished execution; ExecutionCancelledError if it was cut short."""
-    if not stored.summary:
+    """The summary of a finished execution; ExecutionCancelledError if it was cancelled
+    (as its first call ended), or cut short without a summary."""
+    if not stored.summary or stored.status == ExecutionStatus.CANCELLED.value:
         raise ExecutionCancelledError(stored.record.execution_id)
     return flow_service_pb2.ExecuteResponse.FromString(stored.summary)
 

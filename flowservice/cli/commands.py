@@ -234,6 +234,12 @@ def _run_error(
                 message = f"the execution did not finish ({status}): {error.message}"
             err.print(Text(f"flowctl: {message}"))
             return ExitCode.FLOW_DID_NOT_COMPLETE
+        case grpc.StatusCode.CANCELLED if error.error_info is not None and (
+            error.error_info.reason == "EXECUTION_CANCELLED"
+        ):
+            # CancelExecution ended it; the view has shown its end (CANCELLED).
+            err.print(Text(f"flowctl: the execution was cancelled: {error.message}"))
+            return ExitCode.FLOW_DID_NOT_COMPLETE
     raise _server_error(error)
 
 

@@ -101,7 +101,12 @@ async def list_executions(
 async def watch_execution(
     execution_id: str, *, after: int, connection: Connection, as_json: bool
 ) -> ExitCode:
-    """Shows the execution's events live, as `run` does; exits as `run` would."""
+    """Shows the execution's events live, as `run` does; exits as `run` would.
+
+    Its end comes as its last event. When none came (it ended at or before
+    `after`, or an older server recorded a cancel without one), the end is
+    read with GetExecution: its summary is shown and sets the exit code.
+    """
     out = console()
     view = RunView(out)
     finished: pb.ExecuteResponse | None = None
@@ -118,14 +123,30 @@ async def watch_execution(
                     view.show(event)
                 if event.HasField("execution_finished"):
                     finished = event.execution_finished.result
+            if finished is None:
+                finished = await _stored_end(client, execution_id, connection)
+                if not as_json:
+                    view.summary(finished)
         except FlowClientError as error:
             raise server_error(error) from None
         finally:
             view.close()
             await events.aclose()
-    if finished is None or finished.status == pb.EXECUTION_STATUS_COMPLETED:
-        return ExitCode.COMPLETED  # None: it had finished before `after`
+    if finished.status == pb.EXECUTION_STATUS_COMPLETED:
+        return ExitCode.COMPLETED
     return ExitCode.FLOW_DID_NOT_COMPLETE
+
+
+async def _stored_end(
+    client: FlowClient, execution_id: str, connection: Connection
+) -> pb.ExecuteResponse:
+    """The summary GetExecution holds for a finished execution (only its status, if none)."""
+    execution = await client.get_execution(execution_id, timeout=connection.timeout)
+    if execution.HasField("result"):
+        return execution.result
+    return pb.ExecuteResponse(
+        execution_id=execution_id, flow_id=execution.flow_id, status=execution.status
+    )
 
 
 async def cancel_execution(execution_id: str, *, connection: Connection, as_json: bool) -> ExitCode:

@@ -1,6 +1,7 @@
 """The engine: checks a flow, compiles it into a plan, and runs it step by step.
 
-Its public face is `Engine` (and the `ValidationReport` of `Engine.validate`);
+Its public face is `Engine` (and the `ValidationReport` of `Engine.validate`,
+the error type `CANCELLED` of what `Engine.cancel` cuts short);
 everything else here but `routing` is private, one module per concern:
 
     _engine      the entry: `Engine.run`/`execute`/`validate`
@@ -17,6 +18,7 @@ everything else here but `routing` is private, one module per concern:
     _scope       the variables expressions see as the execution goes
 """
 
+from flowservice.engine._deadline import CANCELLED
 from flowservice.engine._engine import Engine, Resumption, ValidationReport
 
-__all__ = ["Engine", "Resumption", "ValidationReport"]
+__all__ = ["CANCELLED", "Engine", "Resumption", "ValidationReport"]

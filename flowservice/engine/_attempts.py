@@ -3,7 +3,7 @@
 An attempt ends in one of four ways, all reported as an `Attempt`: success
 (with its output normalised to JSON), failure (an exception, `TaskFailure`,
 a bad or oversized output), its own timeout (`TaskTimeout`), or the
-execution's deadline (`deadline_error`). Cancellation from outside propagates.
+execution's deadline or a stop (`deadline_error`). Cancellation from outside propagates.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._deadline import DEADLINE_EXCEEDED, DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
 from flowservice.models import TaskOutcome, TaskStub
@@ -27,8 +27,6 @@ __all__ = ["DEADLINE_EXCEEDED", "TASK_TIMEOUT", "Attempt", "AttemptRunner"]
 
 TASK_TIMEOUT = "TaskTimeout"
 """The error type of an attempt that ran past its task's `timeout`."""
-DEADLINE_EXCEEDED = "DeadlineExceeded"
-"""The error type of an attempt cut short by the execution's deadline."""
 
 # The name log filters and the README know, from before the engine was a package.
 logger = logging.getLogger("flowservice.attempts")
@@ -101,7 +99,7 @@ class AttemptRunner:
             # The task's error says it was cancelled; the execution's, why.
             why = deadline.out_of_time(f"while task {task.name!r} ran")
             return Attempt(
-                error=f"cancelled: {why}", error_type=DEADLINE_EXCEEDED, deadline_error=why
+                error=f"cancelled: {why}", error_type=deadline.error_type, deadline_error=why
             )
         except Exception as exc:
             # A task's own bug is that task's failure, never the server's.

@@ -10,6 +10,10 @@ as passed, and the engine checks that before starting the next task.
 
 The timer knows which limit it stands for (`TimeLimit`), so it says itself
 why an execution ran out of time.
+
+`stop` ends an execution the same way before its time (CancelExecution):
+the await it interrupts is cancelled at once, and the execution still
+yields its last event, with status CANCELLED instead of TIMED_OUT.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ import asyncio
 from types import TracebackType
 
 from flowservice.limits import Limits
-from flowservice.models import Flow, TimeLimit
+from flowservice.models import ExecutionStatus, Flow, TimeLimit
 
-__all__ = ["DeadlinePassed", "DeadlineTimer", "earliest_limit"]
+__all__ = ["CANCELLED", "DEADLINE_EXCEEDED", "DeadlinePassed", "DeadlineTimer", "earliest_limit"]
+
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""The error type of an attempt cut short by the execution's deadline."""
+CANCELLED = "Cancelled"
+"""The error type of an attempt, and of an execution, cut short by `DeadlineTimer.stop`."""
 
 _LIMIT_NAMES = {
     "deadline": "the caller's deadline",
@@ -44,13 +53,13 @@ def earliest_limit(flow: Flow, limits: Limits, time_allowed: float | None) -> Ti
 
 
 class DeadlinePassed(Exception):
-    """Raised out of an `interruptible()` region cut short by the deadline."""
+    """Raised out of an `interruptible()` region cut short by the deadline (or a stop)."""
 
 
 class DeadlineTimer:
     """The deadline of one execution: `limit` from now, armed on the running loop."""
 
-    __slots__ = ("_handle", "_interrupted", "_task", "limit", "passed", "when")
+    __slots__ = ("_handle", "_interrupted", "_task", "limit", "passed", "stopped", "when")
 
     def __init__(self, limit: TimeLimit, elapsed: float = 0.0) -> None:
         """`elapsed`: seconds of the limit spent already (a resumed execution's, before)."""
@@ -60,23 +69,54 @@ class DeadlineTimer:
         self.when = loop.time() + limit.seconds - max(elapsed, 0.0)
         """The deadline, on the loop's clock (`loop.time()`)."""
         self.passed = self.when <= loop.time()
-        """Whether the deadline has passed."""
+        """Whether the deadline has passed (or `stop` ended the execution)."""
+        self.stopped = False
+        """Whether `stop` ended the execution: it ends CANCELLED, not TIMED_OUT."""
         self._task: asyncio.Task[object] | None = None
         self._interrupted = False
         self._handle = loop.call_at(self.when, self._fire)
 
+    @property
+    def status(self) -> ExecutionStatus:
+        """How an execution this timer cut short ends."""
+        return ExecutionStatus.CANCELLED if self.stopped else ExecutionStatus.TIMED_OUT
+
+    @property
+    def error_type(self) -> str:
+        """The error type of what this timer cut short."""
+        return CANCELLED if self.stopped else DEADLINE_EXCEEDED
+
     def out_of_time(self, when: str) -> str:
         """The error of an execution stopped by this deadline `when` (`while task 'a' ran`)."""
+        if self.stopped:
+            return f"the execution was cancelled (CancelExecution) {when}"
         limit = self.limit
         return (
             f"deadline exceeded: {_LIMIT_NAMES[limit.name]} of {limit.seconds:.3g} s passed {when}"
         )
 
     def _fire(self) -> None:
+        if self.passed:
+            return  # stopped already
         self.passed = True
         if self._task is not None:
             self._interrupted = True
             self._task.cancel()
+
+    def stop(self) -> bool:
+        """Ends the execution now, CANCELLED: interrupts the region it awaits in, as the
+        deadline would, and every later region raises at once.
+
+        Only while the execution awaits inside a region (a task attempt, a
+        retry delay): otherwise (its consumer has it, between two events)
+        it does nothing and returns False, and the caller cancels the
+        execution's task instead.
+        """
+        if self._task is None or self.passed:
+            return False
+        self.passed = self.stopped = self._interrupted = True
+        self._task.cancel()
+        return True
 
     def cancel(self) -> None:
         """Disarms the timer (the execution ended)."""

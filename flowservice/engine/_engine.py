@@ -90,6 +90,18 @@ class Engine:
         """How many more executions it admits now (`max_concurrent_executions` less `running`)."""
         return max(self._admission.limit - self._admission.running, 0)
 
+    def cancel(self, execution_id: str) -> bool:
+        """Ends the running execution CANCELLED, with its last events; True when it does.
+
+        The task attempt or retry delay it awaits is cancelled at once, as
+        its deadline would cancel it: it yields the interrupted run's
+        `TaskFinished` (error type `Cancelled`) and `ExecutionFinished`.
+        False when no execution by that id runs here, or it awaits nothing
+        of its own now (its consumer holds it between two events): the
+        caller then cancels the task that iterates it.
+        """
+        return self._admission.cancel(execution_id)
+
     def close(self) -> None:
         """Releases the worker threads; sync tasks still running are abandoned."""
         self._attempts.close()

@@ -14,6 +14,11 @@ finished runs' results back where `_record` would have put them, and the
 loop starts with the route after the last of them, with the sequence and
 the step numbers where they stopped. No `ExecutionStarted` again: the
 history has it.
+
+An execution cancelled while it awaits a task attempt or a retry delay
+(`Admission.cancel`, which `Engine.cancel` asks) ends like one whose
+deadline passed: the interrupted run's `TaskFinished` (error type
+`Cancelled`), then `ExecutionFinished` with status CANCELLED.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from flowservice.engine._attempts import DEADLINE_EXCEEDED, Attempt, AttemptRunner
+from flowservice.engine._attempts import Attempt, AttemptRunner
 from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
 from flowservice.engine._plan import Plan
 from flowservice.engine._retry import retry_delay, should_retry
@@ -80,15 +85,16 @@ RESULTS_TOO_LARGE = "ResultsTooLarge"
 
 
 class Admission:
-    """Counts executions in progress and refuses new ones past the limit."""
+    """Counts executions in progress and refuses new ones past the limit; cancels one by id."""
 
-    __slots__ = ("limit", "running")
+    __slots__ = ("_stops", "limit", "running")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         """The most executions at once."""
         self.running = 0
         """Executions in progress."""
+        self._stops: dict[str, Callable[[], bool]] = {}  # execution id -> its timer's `stop`
 
     def enter(self) -> None:
         """Admits one execution; `TooManyExecutionsError` when at the limit."""
@@ -96,9 +102,23 @@ class Admission:
             raise TooManyExecutionsError(self.limit)
         self.running += 1
 
-    def leave(self) -> None:
+    def stoppable(self, execution_id: str, stop: Callable[[], bool]) -> None:
+        """The admitted execution `execution_id` is ended early by `stop` (see `cancel`)."""
+        self._stops[execution_id] = stop
+
+    def leave(self, execution_id: str) -> None:
         """One execution ended."""
         self.running -= 1
+        self._stops.pop(execution_id, None)
+
+    def cancel(self, execution_id: str) -> bool:
+        """Ends the execution CANCELLED if it awaits a task attempt or a retry delay now.
+
+        False when no execution by that id runs here or it awaits nothing of
+        its own now (`DeadlineTimer.stop`).
+        """
+        stop = self._stops.get(execution_id)
+        return stop is not None and stop()
 
 
 class _Stop(Exception):
@@ -182,6 +202,7 @@ class Execution:
         deadline = DeadlineTimer(self.time_limit, time.perf_counter() - started)
         ended = False
         try:
+            self.admission.stoppable(execution_id, deadline.stop)
             with self.observer.execution(self.plan.flow, execution_id):
                 if self.resumed is None or not self.resumed.last_sequence:
                     # (A resumed execution whose first event was never stored gets it now.)
@@ -210,7 +231,9 @@ class Execution:
                             attempt = await self._attempt(
                                 task, stub, params, step, number, deadline
                             )
-                        result = self._record(task_started, task, attempt, number, stub, inputs)
+                        result = self._record(
+                            task_started, task, attempt, number, stub, inputs, deadline
+                        )
                         finished = TaskFinished(execution_id, self._next(), clock(), result)
                         yield self._emit(finished)
                         if result.decision is not None:
@@ -231,7 +254,7 @@ class Execution:
             raise
         finally:
             deadline.cancel()
-            self.admission.leave()
+            self.admission.leave(execution_id)
 
     def _execution_started(self, started_at: datetime) -> ExecutionStarted:
         flow = self.plan.flow
@@ -328,9 +351,9 @@ class Execution:
             )
         if deadline.passed:
             raise _Stop(
-                ExecutionStatus.TIMED_OUT,
+                deadline.status,
                 deadline.out_of_time(f"before task {name!r} could start"),
-                DEADLINE_EXCEEDED,
+                deadline.error_type,
             )
         task = self.plan.tasks[name]
         mapping = self.plan.input_mappings.get(name)
@@ -398,7 +421,7 @@ class Execution:
         except DeadlinePassed:
             why = deadline.out_of_time(f"while {task.name!r} was waiting to retry")
             return Attempt(
-                attempt.output, why, DEADLINE_EXCEEDED, deadline_error=why, size=attempt.size
+                attempt.output, why, deadline.error_type, deadline_error=why, size=attempt.size
             )
         return attempt
 
@@ -410,17 +433,16 @@ class Execution:
         attempts: int,
         stub: TaskStub | None,
         inputs: Mapping[str, Any],
+        deadline: DeadlineTimer,
     ) -> TaskResult:
         """Keeps the result of a finished run, with the decision routing after it.
 
-        A stop this run causes (its deadline, its output past `max_results_bytes`,
+        A stop this run causes (its deadline or a cancel, its output past `max_results_bytes`,
         a condition that cannot be evaluated) is kept in `_pending`, raised by
         `_route` once `TaskFinished` is out.
         """
         if attempt.deadline_error:
-            self._pending = _Stop(
-                ExecutionStatus.TIMED_OUT, attempt.deadline_error, DEADLINE_EXCEEDED
-            )
+            self._pending = _Stop(deadline.status, attempt.deadline_error, deadline.error_type)
         attempt = self._within_results_budget(task.name, attempt)
         outcome = TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS
         if self._scope is not None:
@@ -521,7 +543,9 @@ class Execution:
         results = self._results
         status, error, error_type = end.status, end.error, end.error_type
         output: Any = results[-1].output if results else None
-        if self.plan.output is not None and status is not ExecutionStatus.TIMED_OUT:
+        if status is ExecutionStatus.CANCELLED:
+            output = None  # it never got to its end (nor does a cancel built from the history)
+        elif self.plan.output is not None and status is not ExecutionStatus.TIMED_OUT:
             assert self._scope is not None
             try:
                 last = results[-1].task if results else None

@@ -26,7 +26,6 @@ from flowservice.history.store import (
     StoredEvent,
     StoredExecution,
 )
-from flowservice.models import ExecutionStatus
 
 __all__ = ["MemoryStore"]
 
@@ -182,16 +181,7 @@ class MemoryStore:
         lease = self._leases.get(execution_id)
         if lease is None:
             return False
-        now = _now()
-        if lease.expires > now:
-            lease.cancel_requested = True
-            return True
-        del self._leases[execution_id]  # its owner is gone: nobody else would record it
-        stored = self._executions[execution_id]
-        self._executions[execution_id] = replace(
-            stored, status=ExecutionStatus.CANCELLED.value, finished_at=now
-        )
-        self._changed(execution_id)
+        lease.cancel_requested = True
         return True
 
     async def wait_for_change(self, execution_id: str, timeout: float) -> None:  # noqa: ASYNC109

@@ -52,7 +52,6 @@ from flowservice.history.store import (
     StoredEvent,
     StoredExecution,
 )
-from flowservice.models import ExecutionStatus
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "open_file"]
 
@@ -501,23 +500,12 @@ class SqliteStore:
         done: list[bool] = []
 
         def request(db: sqlite3.Connection) -> int:
-            now = _micros(datetime.now(UTC))
             flagged = db.execute(
                 "UPDATE executions SET cancel_requested = 1"
-                " WHERE execution_id = ? AND status = 'running' AND lease_expires_at > ?",
-                (execution_id, now),
+                " WHERE execution_id = ? AND status = 'running'",
+                (execution_id,),
             ).rowcount
-            # Its owner is gone: nobody would see the request; the end is recorded
-            # here, past a fence that a stalled owner coming back cannot write at.
-            ended = (
-                flagged
-                or db.execute(
-                    "UPDATE executions SET status = ?, finished_at = ?, fence = fence + 1"
-                    " WHERE execution_id = ? AND status = 'running'",
-                    (ExecutionStatus.CANCELLED.value, now, execution_id),
-                ).rowcount
-            )
-            done[:] = [bool(flagged or ended)]
+            done[:] = [bool(flagged)]
             return 0
 
         self._queue.put((_RUN, request))

@@ -263,10 +263,11 @@ class ExecutionStore(Protocol):
         """Asks the owner of a running execution to cancel it; False when it is not running.
 
         The owner learns of it at its next `renew` and records the execution
-        cancelled. If the lease has already expired (the owner is gone), the
-        store records it CANCELLED at once (status, `finished_at` now, no
-        summary) and adds 1 to its fence, so a stalled owner that comes back
-        cannot write to it. Returns once the request (or the end) is durable.
+        cancelled. If the lease has expired (the owner is gone), whoever
+        `claim`s it next (the caller, at once) sees `Claim.cancel_requested`
+        and records it cancelled instead of resuming it: the store writes no
+        end itself, since the end's last event is the API layer's to build
+        from the stored ones. Returns once the request is durable.
         """
         ...
 

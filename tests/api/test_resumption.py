@@ -158,6 +158,15 @@ async def test_a_claimed_execution_with_a_cancel_request_is_recorded_cancelled()
     await Resumer(Engine(registry), store, RunningExecutions()).take_over(10)
     assert await ended(store, execution_id) == "cancelled"
     assert runs == []
+    history = await store.events(execution_id)
+    assert [e.sequence for e in history] == [1, 2, 3, 4, 5]  # its end at the next sequence
+    last = flow_service_pb2.ExecuteStreamResponse.FromString(history[-1].payload)
+    summary = last.execution_finished.result
+    assert summary.status == flow_service_pb2.EXECUTION_STATUS_CANCELLED
+    assert (summary.execution_id, summary.error_type) == (execution_id, "Cancelled")
+    assert list(summary.executed_tasks) == ["a"]  # b had started, not finished
+    stored = await store.get(execution_id)
+    assert stored is not None and stored.summary == summary.SerializeToString()
 
 
 async def test_execute_whose_execution_was_taken_over_fails_with_unavailable(

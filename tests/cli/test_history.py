@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.cli.conftest import Flowctl
-from tests.e2e.conftest import EXAMPLES, RunningServer, serving
+from tests.cli.conftest import FLOWCTL, FLOWCTL_TIMEOUT, Flowctl
+from tests.e2e.conftest import EXAMPLES, REPO_ROOT, RunningServer, serving
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,54 @@ def test_cancel_of_a_finished_execution_and_get_of_an_unknown_one_fail_with_reas
     unknown = flowctl("get", "no-such-id", "--server", server.address)
     assert unknown.returncode == 3
     assert "EXECUTION_NOT_FOUND" in unknown.stderr
+
+
+def test_watch_of_a_cancelled_execution_shows_its_end_and_exits_1(
+    flowctl: Flowctl, server: RunningServer
+) -> None:
+    started = flowctl(
+        "start", str(EXAMPLES / "slow-flow.json"), "--server", server.address, "--json"
+    )
+    execution_id = json.loads(started.stdout)["execution_id"]
+    cancelled = flowctl("cancel", execution_id, "--server", server.address)
+    assert cancelled.returncode == 0, cancelled.stderr
+
+    watched = flowctl("watch", execution_id, "--server", server.address)
+    assert watched.returncode == 1, watched.stderr
+    assert "CANCELLED in " in watched.stdout
+    as_json = flowctl("watch", execution_id, "--json", "--server", server.address)
+    assert as_json.returncode == 1
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [int(e["sequence"]) for e in events] == list(range(1, len(events) + 1))
+    end = events[-1]["execution_finished"]["result"]
+    assert (end["status"], end["error_type"]) == ("EXECUTION_STATUS_CANCELLED", "Cancelled")
+
+    after_the_end = flowctl(
+        "watch", execution_id, "--after", str(len(events)), "--server", server.address
+    )
+    assert after_the_end.returncode == 1  # no event left to show: its end is read instead
+    assert "CANCELLED in " in after_the_end.stdout
+
+
+def test_run_of_an_execution_cancelled_meanwhile_shows_its_end_and_exits_1(
+    flowctl: Flowctl, server: RunningServer
+) -> None:
+    args = ["run", str(EXAMPLES / "slow-flow.json"), "--json", "--server", server.address]
+    run = subprocess.Popen(
+        [str(FLOWCTL), *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        execution_id = json.loads(run.stdout.readline())["execution_id"]
+        cancelled = flowctl("cancel", execution_id, "--server", server.address)
+        assert cancelled.returncode == 0, cancelled.stderr
+        rest, errors = run.communicate(timeout=FLOWCTL_TIMEOUT)
+    finally:
+        run.kill()
+    assert run.returncode == 1, errors
+    end = json.loads(rest.splitlines()[-1])["execution_finished"]["result"]
+    assert end["status"] == "EXECUTION_STATUS_CANCELLED"

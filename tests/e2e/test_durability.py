@@ -328,6 +328,24 @@ def error_reason(error: grpc.RpcError) -> str:
     return ""
 
 
+def assert_watch_ends_cancelled(
+    watcher: Server, store: Path, execution_id: str, executed: list[str]
+) -> None:
+    """Watching from `watcher`: every stored event, numbered 1..n, the last CANCELLED."""
+    request = xpb.WatchExecutionRequest(execution_id=execution_id)
+    watched = [m.event for m in watcher.executions.WatchExecution(request, timeout=WAIT)]
+    assert watched == read_history(store).events[execution_id]
+    assert [e.sequence for e in watched] == list(range(1, len(watched) + 1))
+    end = watched[-1].execution_finished.result
+    assert (end.status, end.error_type) == (
+        flow_service_pb2.EXECUTION_STATUS_CANCELLED,
+        "Cancelled",
+    )
+    assert list(end.executed_tasks) == executed
+    got = watcher.executions.GetExecution(xpb.GetExecutionRequest(execution_id=execution_id))
+    assert got.execution.result == end
+
+
 def test_cancel_execution_reaches_the_process_that_runs_it(tmp_path: Path) -> None:
     store = tmp_path / "history.db"
     with (
@@ -347,8 +365,10 @@ def test_cancel_execution_reaches_the_process_that_runs_it(tmp_path: Path) -> No
         assert error_reason(again.value) == "EXECUTION_FINISHED"
         time.sleep(3.5)  # t1's call has long returned: had the run gone on, t2 would be called
         assert [key.split("/")[1] for key in counter.keys_since(0)] == ["t1"]
-        events = read_history(store).events[execution_id]
-        assert events[-1].WhichOneof("event") == "task_started"
+        # The owner's engine ended it: t1's run, cut short, then the end.
+        assert_watch_ends_cancelled(other, store, execution_id, ["t1"])
+        interrupted = read_history(store).events[execution_id][-2].task_finished.result
+        assert (interrupted.task, interrupted.error_type) == ("t1", "Cancelled")
 
 
 def test_cancelling_an_execution_whose_server_died_records_it_cancelled(tmp_path: Path) -> None:
@@ -363,6 +383,8 @@ def test_cancelling_an_execution_whose_server_died_records_it_cancelled(tmp_path
         assert cancelled.status == flow_service_pb2.EXECUTION_STATUS_CANCELLED
         time.sleep(LEASE)  # had it been resumed rather than cancelled, t1 would run again now
         assert counter.keys_since(killed) == []
+        # Built from what the dead server stored: t1 had started, not finished.
+        assert_watch_ends_cancelled(other, store, execution_id, [])
 
 
 def test_an_execution_cut_short_by_a_shutdown_is_resumed_by_the_next_server(

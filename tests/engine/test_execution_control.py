@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from datetime import timedelta
@@ -183,8 +184,10 @@ class Hang:
     def __init__(self) -> None:
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
+        self.execution_ids: list[str] = []
 
     async def run(self, ctx: TaskContext) -> None:
+        self.execution_ids.append(ctx.execution_id)
         self.started.set()
         try:
             await asyncio.sleep(30)
@@ -274,6 +277,63 @@ async def test_closing_the_event_stream_cancels_the_running_task() -> None:
     with pytest.raises(asyncio.CancelledError):
         await consumer
     assert engine.running == 0
+
+
+async def test_cancel_ends_the_execution_cancelled_with_its_last_events() -> None:
+    hang = Hang()
+    engine = Engine(hang.registry())
+    flow = Flow(start_task="first", tasks=(Task("first"), Task("a", type="hang"), Task("b")))
+    run = asyncio.ensure_future(collect(engine, flow))
+    async with asyncio.timeout(5):
+        await hang.started.wait()
+    execution_id = hang.execution_ids[0]
+    assert not engine.cancel("another")
+
+    assert engine.cancel(execution_id)
+
+    events = await run
+    assert hang.cancelled.is_set()
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    interrupted, finished = events[-2:]
+    assert isinstance(interrupted, TaskFinished) and isinstance(finished, ExecutionFinished)
+    assert (interrupted.result.task, interrupted.result.error_type) == ("a", "Cancelled")
+    summary = finished.summary
+    assert (summary.status, summary.error_type) == (ExecutionStatus.CANCELLED, "Cancelled")
+    assert summary.executed_tasks == ("first", "a")
+    assert "cancelled (CancelExecution) while task 'a' ran" in summary.error
+    assert summary.output is None and summary.time_limit is None
+    assert engine.running == 0 and not engine.cancel(execution_id)
+
+
+async def test_cancel_cuts_a_retry_delay_short() -> None:
+    retry = RetryPolicy(max_attempts=3, initial_interval=timedelta(seconds=30))
+    engine = Engine(builtin_registry())
+    events = engine.run(one_task(Task("t", params={"fail": True}, retry=retry)))
+    seen: list[Event] = []
+    async with asyncio.timeout(10):
+        async for event in events:
+            seen.append(event)
+            if isinstance(event, TaskRetrying):
+                waiting = asyncio.ensure_future(events.__anext__())
+                await asyncio.sleep(0)  # the engine is in its retry delay now
+                assert engine.cancel(event.execution_id)
+                seen.append(await waiting)
+    finished = seen[-1]
+    assert isinstance(finished, ExecutionFinished)
+    assert finished.summary.status is ExecutionStatus.CANCELLED
+    assert "while 't' was waiting to retry" in finished.summary.error
+
+
+async def test_cancel_does_nothing_while_the_consumer_holds_the_execution() -> None:
+    engine = Engine(builtin_registry())
+    events = engine.run(one_task(Task("a")))
+    async with contextlib.aclosing(events):
+        started = await events.__anext__()
+        assert not engine.cancel(started.execution_id)  # between two events: the caller's turn
+        rest = [event async for event in events]
+    finished = rest[-1]
+    assert isinstance(finished, ExecutionFinished)
+    assert finished.summary.status is ExecutionStatus.COMPLETED
 
 
 async def test_past_the_concurrency_limit_new_executions_are_refused_at_once() -> None:

@@ -136,7 +136,7 @@ async def test_a_cancel_request_reaches_the_owner_at_its_renewal(store: Executio
     assert not await store.request_cancel("nope")
 
 
-async def test_cancelling_an_abandoned_execution_records_it_and_fences_its_owner(
+async def test_cancelling_an_abandoned_execution_leaves_it_to_its_claimer_and_fences_its_owner(
     two_owners: tuple[ExecutionStore, ExecutionStore],
 ) -> None:
     stale, live = two_owners
@@ -144,9 +144,14 @@ async def test_cancelling_an_abandoned_execution_records_it_and_fences_its_owner
     await stale.renew(["a"])
     assert await live.request_cancel("a")
     got = await live.get("a")
-    assert got is not None and got.status == "cancelled"
+    assert got is not None and got.status == RUNNING  # its end is the claimer's to write
+    [claim] = await live.claim(10)
+    assert (claim.fence, claim.cancel_requested) == (2, True)
+    live.append("a", StoredEvent(1, b"end"))
+    await live.finish("a", "cancelled", b"summary", T0)
     with pytest.raises(LeaseLostError):
         await stale.finish("a", "completed", b"", T0)
+    assert [e.payload for e in await live.events("a")] == [b"end"]
     assert await live.claim(10) == []
 
 
