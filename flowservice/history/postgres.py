@@ -62,7 +62,6 @@ from flowservice.history.store import (
     StoredEvent,
     StoredExecution,
 )
-from flowservice.models import ExecutionStatus
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -556,24 +555,14 @@ class PostgresStore:
         done: list[bool] = []
 
         async def request(db: psycopg.AsyncConnection[Any]) -> int:
+            # Only the flag, even when the owner is gone: whoever claims it next
+            # records the end, with the last event that only the API layer builds.
             flagged = await db.execute(
                 "UPDATE executions SET cancel_requested = true WHERE execution_id = %s"
-                " AND status = 'running' AND lease_expires_at > now()",
+                " AND status = 'running'",
                 (execution_id,),
             )
-            ended = 0
-            if not flagged.rowcount:
-                # Its owner is gone: nobody would see the request; the end is recorded
-                # here, past a fence that a stalled owner coming back cannot write at.
-                ending = await db.execute(
-                    "UPDATE executions SET status = %s, finished_at = now(), fence = fence + 1"
-                    " WHERE execution_id = %s AND status = 'running'",
-                    (ExecutionStatus.CANCELLED.value, execution_id),
-                )
-                ended = ending.rowcount
-                if ended:
-                    await _notify(db, [execution_id])  # its watchers see the end
-            done[:] = [bool(flagged.rowcount or ended)]
+            done[:] = [bool(flagged.rowcount)]
             return 0
 
         self._put(_RUN, request)
