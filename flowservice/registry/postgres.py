@@ -1,7 +1,7 @@
 """The registry in the history's PostgreSQL database (`--store postgresql://...`).
 
 Every replica that names the database shares its flows. The tables come
-with the history's schema (`flowservice.history.postgres`, migration 1 -> 2,
+with the history's schema (a migration of `flowservice.history.postgres`,
 run here too when the registry opens first): `flows` holds one row per flow
 id with its latest version number, `flow_versions` the versions.
 
