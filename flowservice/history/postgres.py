@@ -93,6 +93,23 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, sequence)
     );
     """,
+    # 1 -> 2: the flow registry (flowservice.registry.postgres). A creation locks its
+    # flow's row in `flows`; ids sort by bytes ("C"), as in the other registries.
+    """
+    CREATE TABLE flows (
+        flow_id text COLLATE "C" PRIMARY KEY,
+        latest integer NOT NULL
+    );
+    CREATE TABLE flow_versions (
+        flow_id text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        name text NOT NULL,
+        body bytea NOT NULL,
+        digest text NOT NULL,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (flow_id, version)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
@@ -181,16 +198,7 @@ class PostgresStore:
             options = _options(url, patience)
         except psycopg.Error as exc:
             raise StoreUnavailableError(f"cannot use {self._where}: {exc}") from None
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            url,
-            kwargs=options,
-            min_size=1,
-            max_size=pool_size,
-            timeout=patience,
-            check=AsyncConnectionPool.check_connection,  # after a restart, pooled ones are dead
-            open=False,
-            name="flowmanager-history",
-        )
+        pool = _new_pool(url, options, pool_size, patience, "flowmanager-history")
         try:
             await pool.open(wait=True, timeout=patience)
             async with pool.connection() as db:
@@ -706,6 +714,25 @@ def _describe(url: str) -> str:
     host = parts.get("host") or "localhost"
     port = parts.get("port") or "5432"
     return f"PostgreSQL {host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+def _new_pool(
+    url: str, options: dict[str, Any], size: int, patience: float, name: str
+) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """A pool, not yet open, of up to `size` connections; `patience`: seconds to get one.
+
+    Also the flow registry's (`flowservice.registry.postgres`).
+    """
+    return AsyncConnectionPool(
+        url,
+        kwargs=options,
+        min_size=1,
+        max_size=size,
+        timeout=patience,
+        check=AsyncConnectionPool.check_connection,  # after a restart, pooled ones are dead
+        open=False,
+        name=name,
+    )
 
 
 async def _listening(url: str, options: dict[str, Any]) -> psycopg.AsyncConnection[Any]:

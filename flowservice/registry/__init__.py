@@ -5,8 +5,9 @@ it, and resolves the references that `Execute`, `ExecuteStream` and
 `StartExecution` carry (`find_version`). A version's body is opaque bytes
 that the API layer produced (a serialized `flowmanager.v1.Flow`); the
 registry compares bodies by their digest only. `open_registry` picks the
-implementation from the `--store` setting: the SQLite file the history uses,
-or memory. The domain never sees grpc.
+implementation from the `--store` setting: the SQLite file or PostgreSQL
+database the history uses (`registry.postgres`, imported only then), or
+memory. The domain never sees grpc.
 """
 
 from flowservice.registry.memory import MemoryRegistry

@@ -4,14 +4,13 @@ Versions are numbered from 1 per flow id and never change once written.
 `create` decides in one step (one transaction, for a database) whether the
 body is new: a body whose digest is that of the flow's latest version is not
 stored again, so a client may repeat a `CreateFlow` safely. Reads never wait
-on writes of other flows. A PostgreSQL registry is the same five methods
-over the same table.
+on writes of other flows. Memory, SQLite and PostgreSQL registries follow it
+(`open_registry` picks one).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +19,6 @@ from typing import Protocol
 from flowservice.errors import FlowNotFoundError
 
 __all__ = ["FlowRegistry", "FlowVersion", "body_digest", "find_version", "open_registry"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,22 +84,17 @@ async def find_version(registry: FlowRegistry, flow_id: str, version: int = 0) -
 
 
 def open_registry(location: str) -> FlowRegistry:
-    """The registry `--store` names: "memory", or the SQLite file of the history.
+    """The registry `--store` names: "memory", the history's PostgreSQL database or SQLite file.
 
-    A database URL (`postgresql://...`) has no registry of its own yet: the
-    flows are then kept in this process's memory, with a warning in the log.
-    Raises `StoreUnavailableError` when the file cannot be opened.
+    Raises `StoreUnavailableError` when the file or database cannot be opened.
     """
     from flowservice.registry.memory import MemoryRegistry
     from flowservice.registry.sqlite import SqliteRegistry
 
     if location == "memory":
         return MemoryRegistry()
-    if "://" in location:
-        logger.warning(
-            "the flow registry keeps flows in this process's memory: --store %s has no "
-            "registry tables yet",
-            location.split("://", 1)[0] + "://...",
-        )
-        return MemoryRegistry()
+    if location.startswith(("postgresql://", "postgres://")):
+        from flowservice.registry.postgres import PostgresRegistry  # psycopg only when used
+
+        return PostgresRegistry(location)
     return SqliteRegistry(Path(location))

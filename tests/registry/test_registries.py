@@ -1,12 +1,12 @@
-"""Both registries follow one contract: versions from 1, identical bodies not stored twice,
-pages by id and newest-first versions; the SQLite one keeps them across restarts and
-numbers them right when several connections create at once."""
+"""Every registry follows one contract: versions from 1, identical bodies not stored twice,
+pages by id and newest-first versions; the SQLite and PostgreSQL ones keep them across
+restarts and number them right when several connections create at once."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,13 +22,25 @@ from flowservice.registry import (
     find_version,
     open_registry,
 )
+from flowservice.registry.postgres import PostgresRegistry
 
 NOW = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+def _opener(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], FlowRegistry]:
+    """Opens a registry of `kind` ("sqlite", "postgres") on one file or database, each call."""
+    if kind == "postgres":
+        url = request.getfixturevalue("postgres_url")  # PostgreSQL starts only when asked for
+        return lambda: PostgresRegistry(url)
+    return lambda: SqliteRegistry(tmp_path / "f.db")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FlowRegistry]:
-    opened = MemoryRegistry() if request.param == "memory" else SqliteRegistry(tmp_path / "f.db")
+    kind = request.param
+    opened = MemoryRegistry() if kind == "memory" else _opener(kind, request, tmp_path)()
     yield opened
     opened.close()
 
@@ -109,18 +121,28 @@ async def test_the_sqlite_registry_keeps_flows_across_restarts_beside_the_histor
         assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_two_connections_creating_at_once_never_number_two_bodies_alike(
-    tmp_path: Path,
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    path = tmp_path / "f.db"
-    registries = [SqliteRegistry(path), SqliteRegistry(path)]
-    created = await asyncio.gather(
-        *(
-            registries[i % 2].create("orders", "Orders", f"body {i}".encode(), NOW)
-            for i in range(20)
+    open_one = _opener(kind, request, tmp_path)
+    registries = [open_one(), open_one()]
+    try:
+        created = await asyncio.gather(
+            *(
+                registries[i % 2].create("orders", "Orders", f"body {i}".encode(), NOW)
+                for i in range(20)
+            )
         )
-    )
+        # Clients repeating one CreateFlow on both at once: the body is stored once.
+        repeated = await asyncio.gather(
+            *(registries[i % 2].create("billing", "Billing", b"same", NOW) for i in range(10))
+        )
+    finally:
+        for opened in registries:
+            opened.close()
     numbers = sorted(version.version for version, _ in created)
     assert numbers == list(range(1, 21))
-    for opened in registries:
-        opened.close()
+    assert all(was_created for _, was_created in created)
+    assert sum(was_created for _, was_created in repeated) == 1
+    assert {version.version for version, _ in repeated} == {1}
