@@ -52,6 +52,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from flowservice.errors import LeaseLostError, StoreUnavailableError
+from flowservice.history.postgres_queue import WORKER_TASKS_MIGRATION
 from flowservice.history.store import (
     DEFAULT_LEASE_SECONDS,
     RUNNING,
@@ -94,6 +95,8 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (execution_id, sequence)
     );
     """,
+    # 1 -> 2: the worker tasks that replicas share (flowservice/history/postgres_queue.py).
+    WORKER_TASKS_MIGRATION,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""

@@ -1,0 +1,112 @@
+"""Worker queues shared by replicas: a worker on replica B runs the worker tasks of replica A.
+
+Two real server processes on one PostgreSQL, and a real worker process
+(tests/e2e/worker_process.py) connected to B only; the flows run on A.
+The tests wait on the lines the worker prints and on the calls' answers,
+never on time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf import json_format
+
+from flowmanager.v1 import execution_service_pb2 as pb
+from flowmanager.v1 import execution_service_pb2_grpc
+from flowmanager.v1 import flow_service_pb2 as flow_pb
+from flowmanager.v1 import flow_service_pb2_grpc
+from tests.e2e.test_task_workers import WorkerProcess
+from tests.server_process import RunningServer, serving
+
+CALL_TIMEOUT = 60.0
+"""Seconds a call may take: a bound, not a measurement."""
+
+
+def worker_flow() -> dict[str, Any]:
+    task = {"name": "pay", "type": "worker", "params": {"queue": "q", "amount": 3}}
+    return {"id": "pay-flow", "name": "pay", "start_task": "pay", "tasks": [task]}
+
+
+@contextmanager
+def replicas_and_worker(
+    postgres_url: str, tmp_path: Path, mode: str
+) -> Iterator[tuple[RunningServer, WorkerProcess]]:
+    """Replica A, and a worker in `mode` connected to replica B only."""
+    flags = ["--store", postgres_url]
+    with (
+        serving(tmp_path / "a.log", flags) as a,
+        serving(tmp_path / "b.log", flags) as b,
+    ):
+        command = [sys.executable, "-m", "tests.e2e.worker_process", b.address, mode, "on-b"]
+        worker = WorkerProcess(command)
+        try:
+            worker.expect("READY")
+            yield a, worker
+        finally:
+            worker.stop()
+
+
+async def execute_on(server: RunningServer) -> flow_pb.ExecuteResponse:
+    request = json_format.ParseDict({"flow": worker_flow()}, flow_pb.ExecuteRequest())
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+        return await stub.Execute(request, timeout=CALL_TIMEOUT)
+
+
+def rows(postgres_url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(postgres_url) as db:
+        return db.execute("SELECT task_id, state FROM worker_tasks").fetchall()
+
+
+async def test_a_worker_on_another_replica_completes_the_task(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with replicas_and_worker(postgres_url, tmp_path, "echo") as (a, worker):
+        response = await execute_on(a)
+        assigned = worker.expect("ASSIGNED")
+
+    assert response.status == flow_pb.EXECUTION_STATUS_COMPLETED
+    output = json_format.MessageToDict(response.task_results[0].output)
+    assert output == {"worker": "on-b", "params": {"queue": "q", "amount": 3}, "attempt": 1}
+    assert assigned.split()[1]  # the assignment id A gave
+    assert rows(postgres_url) == []  # A collected the result: nothing is left behind
+
+
+async def test_a_worker_failure_on_another_replica_fails_the_task(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with replicas_and_worker(postgres_url, tmp_path, "fail") as (a, _):
+        response = await execute_on(a)
+
+    assert response.status == flow_pb.EXECUTION_STATUS_FAILED
+    failed = response.task_results[0]
+    assert failed.error_type == "CardDeclined"
+    assert json_format.MessageToDict(failed.output) == {"worker": "on-b"}
+
+
+async def test_cancelling_the_execution_on_its_replica_cancels_the_task_on_the_worker(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker):
+        request = json_format.ParseDict({"flow": worker_flow()}, pb.StartExecutionRequest())
+        async with grpc.aio.insecure_channel(a.address) as channel:
+            stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+            started = await stub.StartExecution(request, timeout=CALL_TIMEOUT)
+            assignment_id = worker.expect("ASSIGNED").split()[1]
+            assert rows(postgres_url) == [(assignment_id, "taken")]
+
+            execution_id = started.execution.execution_id
+            await stub.CancelExecution(
+                pb.CancelExecutionRequest(execution_id=execution_id), timeout=CALL_TIMEOUT
+            )
+            cancelled = worker.expect("CANCELLED")
+
+        assert cancelled == f"CANCELLED {assignment_id}"
+        assert rows(postgres_url) == [(assignment_id, "cancelled")]
