@@ -254,8 +254,8 @@ class SharedDispatch:
         elif change.kind == ANSWERED:
             if change.key in self._offered:
                 self._spawn(self._collect([change.key]))
-            else:  # answered by a unary call: the worker here holding it is done with it
-                self._dispatcher.end_shared(change.key, None)
+            # Answered by a unary call: a worker here that holds it is done with it.
+            self._dispatcher.end_shared(change.key, None)
         elif change.kind == WITHDRAWN:
             cancellation = Cancellation(change.key, change.deadline_passed)
             self._dispatcher.end_shared(change.key, cancellation)
