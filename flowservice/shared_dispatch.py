@@ -147,9 +147,9 @@ class SharedDispatch:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        if self._taking is not None:
-            self._taking.cancel()
-        await asyncio.gather(*self._work, return_exceptions=True)
+        # A take cut short would leave rows taken that no worker holds: it ends
+        # (its tasks go back to the queue once no worker here can hold them).
+        await asyncio.gather(*self._work, self._taking or asyncio.sleep(0), return_exceptions=True)
         await self._queue.close()
 
     # -- Sharing: what the dispatcher tells ----------------------------------
