@@ -36,6 +36,7 @@ from flowservice.dispatch import Assignment, Cancellation, Dispatcher, SharedTas
 
 __all__ = [
     "ANSWERED",
+    "LOST_CHECK_SECONDS",
     "OFFERED",
     "RESYNC",
     "SHARED_QUEUE_UNAVAILABLE",
@@ -55,6 +56,9 @@ RESYNC = "resync"
 """A change: changes may have been missed; look at everything again."""
 SHARED_QUEUE_UNAVAILABLE = "SharedQueueUnavailable"
 """The error type of an attempt that could not be offered (the database failed)."""
+
+LOST_CHECK_SECONDS = 2.0
+"""How often a replica whose tasks are offered looks for takers that went away."""
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,9 @@ class SharedQueue(Protocol):
     async def withdraw(self, task_id: str, deadline_passed: bool) -> None:
         """Its owner wants no result any more (announces `WITHDRAWN` if a replica took it)."""
 
+    async def fail_lost(self) -> None:
+        """Fails with `WorkerLost` the tasks of replicas that went away (announces `ANSWERED`)."""
+
     def changes(self) -> AsyncIterator[Change]:
         """Every change any replica makes, from now on, while the queue is open."""
         ...
@@ -132,21 +139,24 @@ class SharedDispatch:
         self._taking: asyncio.Task[None] | None = None
         self._take_again = False
         self._listener: asyncio.Task[None] | None = None
+        self._lost_checker: asyncio.Task[None] | None = None
         dispatcher.sharing = self
 
     async def start(self) -> None:
         """Opens the queue and listens to its changes (on the running loop)."""
         await self._queue.open()
         self._listener = asyncio.create_task(self._listen())
+        self._lost_checker = asyncio.create_task(self._check_lost())
         self._maybe_offered.update(self._dispatcher.free_credits())
         self._take_soon()
 
     async def stop(self) -> None:
         """Stops listening, lets what is being written finish, closes the queue."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._lost_checker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         # A take cut short would leave rows taken that no worker holds: it ends
         # (its tasks go back to the queue once no worker here can hold them).
         await asyncio.gather(*self._work, self._taking or asyncio.sleep(0), return_exceptions=True)
@@ -205,6 +215,20 @@ class SharedDispatch:
             assignment = self._offered.pop(task_id, None)
             if assignment is not None and not assignment.future.done():
                 assignment.future.set_result(result)
+
+    async def _check_lost(self) -> None:
+        """While tasks of this replica are offered: fails those whose taker went away.
+
+        Their owners learn it as a result (`WorkerLost`), so the retry policy
+        offers them again, as when a worker's stream breaks.
+        """
+        while True:
+            await asyncio.sleep(LOST_CHECK_SECONDS)
+            if self._offered:
+                try:
+                    await self._queue.fail_lost()
+                except Exception as exc:
+                    logger.warning("cannot look for lost worker tasks: %s", exc)
 
     # -- the takers' side ----------------------------------------------------
 

@@ -8,7 +8,11 @@ deadline, and once answered its result. States:
        |                |
        +-- withdraw ----+--> cancelled / expired (kept until past its deadline)
 
-A row withdrawn while still offered is deleted: nobody holds it. Takers
+A row withdrawn while still offered is deleted: nobody holds it. A row
+taken by a replica that died is answered `WorkerLost` (`fail_lost`): the
+taker's listening connection, whose backend pid the row keeps, is gone from
+`pg_stat_activity` (PostgreSQL ends a dead client's session once the
+connection breaks or its keepalives fail). Takers
 lock rows with `FOR UPDATE SKIP LOCKED`, so replicas taking at once never
 wait for each other nor take one row twice; every other change is a
 conditional UPDATE on the state, so a result is applied once and never
@@ -34,7 +38,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from flowservice.dispatch import SharedTask, WorkResult
+from flowservice.dispatch import WORKER_LOST, SharedTask, WorkResult
 from flowservice.shared_dispatch import ANSWERED, OFFERED, RESYNC, WITHDRAWN, Change
 
 __all__ = ["WORKER_TASKS_MIGRATION", "PostgresWorkQueue"]
@@ -47,6 +51,7 @@ WORKER_TASKS_MIGRATION = """
         state text NOT NULL,
         owner text NOT NULL,
         taker text,
+        taker_pid integer,
         deadline timestamptz,
         offered_at timestamptz NOT NULL DEFAULT now(),
         output jsonb,
@@ -84,6 +89,7 @@ class PostgresWorkQueue:
             name="flowmanager-work",
         )
         self._purged_at = 0.0
+        self._listener_pid: int | None = None  # the backend of `changes`' connection
         self._closed = asyncio.Event()
 
     async def open(self) -> None:
@@ -112,9 +118,10 @@ class PostgresWorkQueue:
             "  WHERE queue = q.queue AND state = 'offered'"
             "  AND (deadline IS NULL OR deadline > now())"
             "  ORDER BY offered_at LIMIT q.n FOR UPDATE SKIP LOCKED) AS t)"
-            " UPDATE worker_tasks AS w SET state = 'taken', taker = %s FROM wanted"
-            " WHERE w.task_id = wanted.task_id RETURNING w.task_id, w.queue, w.payload",
-            (names, limits, self._owner),
+            " UPDATE worker_tasks AS w SET state = 'taken', taker = %s, taker_pid = %s"
+            " FROM wanted WHERE w.task_id = wanted.task_id"
+            " RETURNING w.task_id, w.queue, w.payload",
+            (names, limits, self._owner, self._listener_pid),
         )
         return [SharedTask(task_id, queue, bytes(payload)) for task_id, queue, payload in rows]
 
@@ -161,6 +168,17 @@ class PostgresWorkQueue:
                 (_ENDED[deadline_passed], task_id, _CHANNEL, f"w{int(deadline_passed)} "),
             )
 
+    async def fail_lost(self) -> None:
+        """Answers `WorkerLost` for the tasks that replicas which went away had taken."""
+        await self._execute(
+            "WITH lost AS (UPDATE worker_tasks SET state = 'answered', output = '{}',"
+            " error = 'the replica holding it went away before its worker answered',"
+            " error_type = %s WHERE state = 'taken' AND taker_pid IS NOT NULL"
+            " AND taker_pid NOT IN (SELECT pid FROM pg_stat_activity) RETURNING task_id)"
+            " SELECT pg_notify(%s, 'a ' || task_id) FROM lost",
+            (WORKER_LOST, _CHANNEL),
+        )
+
     async def changes(self) -> AsyncIterator[Change]:
         """The changes every replica announces; `RESYNC` first, and after each reconnection."""
         while not self._closed.is_set():
@@ -172,6 +190,7 @@ class PostgresWorkQueue:
             try:
                 async with db:
                     await db.execute(f"LISTEN {_CHANNEL}")
+                    self._listener_pid = db.info.backend_pid
                     yield Change(RESYNC)  # what changed before this LISTEN was announced to nobody
                     async for notice in db.notifies():
                         yield _change(notice.payload)

@@ -98,6 +98,9 @@ class ListQueue:
         row[1] = "expired" if deadline_passed else "cancelled"
         self._announce(Change(WITHDRAWN, task_id, deadline_passed))
 
+    async def fail_lost(self) -> None:
+        pass  # its replicas never go away
+
     async def changes(self) -> AsyncIterator[Change]:
         listener: asyncio.Queue[Change | None] = asyncio.Queue()
         self._listeners.append(listener)

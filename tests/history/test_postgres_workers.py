@@ -38,8 +38,8 @@ CALL_TIMEOUT = 60.0
 @contextmanager
 def replicas_and_worker(
     postgres_url: str, tmp_path: Path, mode: str
-) -> Iterator[tuple[RunningServer, WorkerProcess]]:
-    """Replica A, and a worker in `mode` connected to replica B only."""
+) -> Iterator[tuple[RunningServer, WorkerProcess, RunningServer]]:
+    """Replicas A and B, and a worker in `mode` connected to B only."""
     flags = ["--store", postgres_url]
     with (
         serving(tmp_path / "a.log", flags) as a,
@@ -49,7 +49,7 @@ def replicas_and_worker(
         worker = WorkerProcess(command)
         try:
             worker.expect("READY")
-            yield a, worker
+            yield a, worker, b
         finally:
             worker.stop()
 
@@ -69,7 +69,7 @@ def rows(postgres_url: str) -> list[tuple[str, str]]:
 async def test_a_worker_on_another_replica_completes_the_task(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    with replicas_and_worker(postgres_url, tmp_path, "echo") as (a, worker):
+    with replicas_and_worker(postgres_url, tmp_path, "echo") as (a, worker, _):
         response = await execute_on(a, worker_flow())
         assigned = worker.expect("ASSIGNED")
 
@@ -83,7 +83,7 @@ async def test_a_worker_on_another_replica_completes_the_task(
 async def test_a_worker_failure_on_another_replica_fails_the_task(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    with replicas_and_worker(postgres_url, tmp_path, "fail") as (a, _):
+    with replicas_and_worker(postgres_url, tmp_path, "fail") as (a, _, _):
         response = await execute_on(a, worker_flow())
 
     assert response.status == flow_pb.EXECUTION_STATUS_FAILED
@@ -95,7 +95,7 @@ async def test_a_worker_failure_on_another_replica_fails_the_task(
 async def test_cancelling_the_execution_on_its_replica_cancels_the_task_on_the_worker(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker):
+    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker, _):
         request = json_format.ParseDict({"flow": worker_flow()}, pb.StartExecutionRequest())
         async with grpc.aio.insecure_channel(a.address) as channel:
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
@@ -116,7 +116,7 @@ async def test_cancelling_the_execution_on_its_replica_cancels_the_task_on_the_w
 async def test_the_attempts_timeout_cancels_the_task_on_the_worker(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker):
+    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker, _):
         response = await execute_on(a, worker_flow(timeout="1s"))
         assignment_id = worker.expect("ASSIGNED").split()[1]
         cancelled = worker.expect("CANCELLED")
@@ -174,3 +174,17 @@ async def test_complete_task_on_any_replica_reaches_a_task_another_replicas_work
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert reason_of(caught.value) == "ASSIGNMENT_NOT_FOUND"
     assert again.assignment_id != assignment.assignment_id
+
+
+async def test_a_replica_killed_while_its_worker_holds_the_task_fails_it_as_worker_lost(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    with replicas_and_worker(postgres_url, tmp_path, "hang") as (a, worker, b):
+        run = asyncio.create_task(execute_on(a, worker_flow()))
+        await asyncio.to_thread(worker.expect, "ASSIGNED")
+        b.process.kill()  # its worker holds the task; nothing will answer it
+        response = await run
+
+    assert response.status == flow_pb.EXECUTION_STATUS_FAILED
+    assert response.task_results[0].error_type == "WorkerLost"
+    assert rows(postgres_url) == []  # A collected the failure
