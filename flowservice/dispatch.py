@@ -18,6 +18,13 @@ Everything is bounded: workers connected (`max_workers`), assignments
 waiting (`max_backlog`), queues per worker, credits per worker, and a
 worker's outbox (a worker that stops reading its stream is dropped).
 No gRPC here: the API layer converts.
+
+Replicas on one PostgreSQL share their queues through a `Sharing`
+(`flowservice.shared_dispatch`) attached to the dispatcher: an attempt
+that finds no worker free here is offered to every replica instead of
+waiting in this one's backlog, and this replica's workers also take
+`SharedTask`s that any replica offered. Without one (SQLite, memory),
+nothing here changes.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flowservice.errors import AssignmentNotFoundError, TooManyWorkersError
 from flowservice.tasks.base import TaskContext, TaskFailure
@@ -43,6 +50,8 @@ __all__ = [
     "Dispatcher",
     "Push",
     "Refusal",
+    "SharedTask",
+    "Sharing",
     "WorkResult",
     "WorkerSession",
 ]
@@ -115,7 +124,41 @@ class Refusal:
     """Why, for people."""
 
 
-Push = Assignment | Cancellation | Refusal
+@dataclass(eq=False, slots=True)
+class SharedTask:
+    """An attempt offered by any replica, taken from the shared queue for a worker here."""
+
+    id: str
+    """The assignment id its owner gave it."""
+    queue: str
+    """The queue it was offered on."""
+    payload: bytes
+    """The assignment as the owner's API layer encoded it, pushed as it is."""
+    session: WorkerSession | None = None
+    """The worker holding it."""
+
+
+class Sharing(Protocol):
+    """What a dispatcher tells the queue it shares with other replicas (all without waiting)."""
+
+    def offer(self, assignment: Assignment) -> None:
+        """No worker here is free: offer `assignment` to every replica; resolve its future."""
+
+    def withdraw(self, assignment: Assignment, deadline_passed: bool) -> None:
+        """An offered assignment's attempt ended without a result."""
+
+    def answer(self, task: SharedTask, result: WorkResult) -> None:
+        """A worker here answered `task`: write the result for its owner."""
+
+    def wanted(self, queues: tuple[str, ...]) -> None:
+        """A worker here serving `queues` has credits free."""
+
+    async def answer_anywhere(self, assignment_id: str, result: WorkResult) -> bool:
+        """A result for an assignment unknown here (`CompleteTask`); False if none awaits it."""
+        ...
+
+
+Push = Assignment | Cancellation | Refusal | SharedTask
 """What a session's outbox holds for its stream."""
 
 
@@ -131,7 +174,7 @@ class WorkerSession:
         """The queues it serves."""
         self.credits = credits
         """How many assignments it holds at once."""
-        self.held: dict[str, Assignment] = {}
+        self.held: dict[str, Assignment | SharedTask] = {}
         """The assignments pushed to it and not yet answered, by id."""
         self.closed = False
         """True once it disconnected (or was dropped)."""
@@ -172,6 +215,9 @@ class Dispatcher:
         self._waiting: dict[str, deque[Assignment]] = {}
         self._waiting_count = 0
         self._given: dict[str, Assignment] = {}  # pushed and not yet answered, by id
+        self._given_shared: dict[str, SharedTask] = {}  # the same, of tasks taken from `sharing`
+        self.sharing: Sharing | None = None
+        """The queue shared with other replicas, when there are any (see the module docstring)."""
 
     # -- workers -------------------------------------------------------------
 
@@ -210,10 +256,15 @@ class Dispatcher:
                 self._serving.pop(queue, None)
         lost = list(session.held.values())
         session.held.clear()
+        error = f"worker {session.name} went away before answering"
         for assignment in lost:
+            if isinstance(assignment, SharedTask):
+                self._given_shared.pop(assignment.id, None)
+                if self.sharing is not None:
+                    self.sharing.answer(assignment, WorkResult(error=error, error_type=WORKER_LOST))
+                continue
             self._given.pop(assignment.id, None)
             if not assignment.future.done():
-                error = f"worker {session.name} went away before answering"
                 assignment.future.set_result(WorkResult(error=error, error_type=WORKER_LOST))
         session._push(None)
         logger.info("worker %s disconnected; %d assignments lost", session.name, len(lost))
@@ -250,6 +301,9 @@ class Dispatcher:
         if session is not None:
             self._give(session, assignment)
             return assignment
+        if self.sharing is not None:
+            self.sharing.offer(assignment)
+            return assignment
         if self._waiting_count >= self.max_backlog:
             raise TaskFailure(
                 f"{self._waiting_count} assignments wait for workers already "
@@ -263,6 +317,9 @@ class Dispatcher:
     def cancel(self, assignment: Assignment, *, deadline_passed: bool) -> None:
         """The attempt ended without a result: forget it, and tell its worker."""
         session = assignment.session
+        if session is None and self.sharing is not None:
+            self.sharing.withdraw(assignment, deadline_passed)
+            return
         if session is None:
             waiting = self._waiting.get(assignment.queue)
             if waiting is not None and assignment in waiting:
@@ -280,6 +337,9 @@ class Dispatcher:
 
     def resolve(self, assignment_id: str, result: WorkResult) -> None:
         """Applies a worker's result, once; `AssignmentNotFoundError` when nothing awaits it."""
+        if assignment_id in self._given_shared:
+            self._answer_shared(self._given_shared.pop(assignment_id), result)
+            return
         assignment = self._given.pop(assignment_id, None)
         if assignment is None or assignment.future.done():
             raise AssignmentNotFoundError(assignment_id)
@@ -287,6 +347,58 @@ class Dispatcher:
         assert session is not None  # only given assignments are in `_given`
         session.held.pop(assignment_id, None)
         assignment.future.set_result(result)
+        if not session.closed:
+            self._feed(session)
+
+    async def resolve_anywhere(self, assignment_id: str, result: WorkResult) -> None:
+        """`resolve`, or else the shared queue's task of that id wherever its worker is."""
+        try:
+            self.resolve(assignment_id, result)
+        except AssignmentNotFoundError:
+            if self.sharing is None or not await self.sharing.answer_anywhere(
+                assignment_id, result
+            ):
+                raise
+
+    # -- tasks shared by replicas -------------------------------------------
+
+    def place(self, task: SharedTask) -> bool:
+        """Gives `task` (taken from the shared queue) to a free worker; False when none is."""
+        session = self._free_worker(task.queue)
+        if session is None:
+            return False
+        task.session = session
+        session.held[task.id] = task
+        self._given_shared[task.id] = task
+        self._send(session, task)
+        return True
+
+    def end_shared(self, task_id: str, cancellation: Cancellation | None) -> None:
+        """A shared task was answered elsewhere, or withdrawn (then its worker is told)."""
+        task = self._given_shared.pop(task_id, None)
+        if task is None or task.session is None:
+            return
+        session = task.session
+        session.held.pop(task_id, None)
+        if not session.closed:
+            if cancellation is not None:
+                self._send(session, cancellation)
+            self._feed(session)
+
+    def free_credits(self) -> dict[str, int]:
+        """Credits free for each queue a connected worker serves (queues with none left out)."""
+        free: dict[str, int] = {}
+        for queue, sessions in self._serving.items():
+            credits = sum(max(session.free, 0) for session in sessions)
+            if credits:
+                free[queue] = credits
+        return free
+
+    def _answer_shared(self, task: SharedTask, result: WorkResult) -> None:
+        session = task.session
+        assert session is not None and self.sharing is not None  # given tasks have both
+        session.held.pop(task.id, None)
+        self.sharing.answer(task, result)
         if not session.closed:
             self._feed(session)
 
@@ -317,6 +429,8 @@ class Dispatcher:
         while session.free > 0 and not session.closed:
             assignment = self._next_waiting(session.queues)
             if assignment is None:
+                if self.sharing is not None:
+                    self.sharing.wanted(session.queues)
                 return
             self._give(session, assignment)
 

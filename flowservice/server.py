@@ -42,7 +42,7 @@ from flowservice.api.registry_servicer import RegistryServicer
 from flowservice.api.resumption import Resumer
 from flowservice.api.task_types import server_registry
 from flowservice.api.tls import server_credentials
-from flowservice.api.worker_servicer import WorkerServicer
+from flowservice.api.worker_servicer import WorkerServicer, encode_assignment
 from flowservice.dispatch import Dispatcher
 from flowservice.engine import Engine
 from flowservice.errors import (
@@ -50,7 +50,7 @@ from flowservice.errors import (
     StoreUnavailableError,
     TaskRegistrationError,
 )
-from flowservice.history import open_store, time_ordered_id
+from flowservice.history import ExecutionStore, open_store, time_ordered_id
 from flowservice.limits import Limits
 from flowservice.observability import CompositeObserver, Metrics, Tracing
 from flowservice.observer import Observer
@@ -58,6 +58,7 @@ from flowservice.registry import FlowRegistry, open_registry
 from flowservice.security import AccessGuard, SecuritySettings, is_loopback
 from flowservice.security.https import server_ssl_context
 from flowservice.settings import Settings
+from flowservice.shared_dispatch import SharedDispatch
 from flowservice.tasks import TaskRegistry
 from flowservice.tasks.worker_task import WORKER_TASK_TYPE, WorkerTask
 
@@ -111,9 +112,13 @@ class FlowServer:
     """Takes over the executions of server processes that died (docs/durability.md)."""
     http: HttpGateway | None = None
     """The HTTP port (Connect, gRPC-Web, the web console), with `--http-address`."""
+    sharing: SharedDispatch | None = None
+    """The worker queues shared with the other replicas, on PostgreSQL (docs/replicas.md)."""
 
     async def start(self) -> None:
         """Starts serving and reports SERVING."""
+        if self.sharing is not None:
+            await self.sharing.start()
         await self.server.start()
         for service in _SERVICE_NAMES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -144,6 +149,8 @@ class FlowServer:
         if self.http is not None:
             await self.http.stop()  # its calls were gRPC calls: they have ended
         await self.engine.aclose()
+        if self.sharing is not None:
+            await self.sharing.stop()
         if self.history is not None:
             await self.history.stop()
         if self.flows is not None:
@@ -187,6 +194,7 @@ def create_server(
         metrics.watch_store(history.store)
     registry = registry or server_registry(settings, metrics, tracing)
     dispatcher = _worker_dispatch(settings, registry, metrics)
+    sharing = _shared_dispatch(settings.store, history.store, dispatcher)
     observers: list[Observer] = [o for o in (metrics, tracing) if o is not None]
     engine = Engine(
         registry,
@@ -249,6 +257,7 @@ def create_server(
         flows=flows,
         resumer=resumer,
         http=http,
+        sharing=sharing,
     )
 
 
@@ -327,6 +336,18 @@ def _worker_dispatch(
     if metrics is not None:
         metrics.watch_worker_backlog(dispatcher.backlog)
     return dispatcher
+
+
+def _shared_dispatch(
+    location: str, store: ExecutionStore, dispatcher: Dispatcher
+) -> SharedDispatch | None:
+    """On PostgreSQL, the worker queues this replica shares with the others (else None)."""
+    if not location.startswith(("postgresql://", "postgres://")):
+        return None
+    from flowservice.history.postgres_queue import PostgresWorkQueue  # psycopg only when used
+
+    queue = PostgresWorkQueue(location, owner=store.owner)
+    return SharedDispatch(dispatcher, queue, encode_assignment)
 
 
 def _served_methods(security: SecuritySettings) -> list[str]:

@@ -8,6 +8,11 @@ worker half-closes, breaks, or sends something invalid), the session is
 disconnected, so the assignments it held fail with `WorkerLost`. A bad
 result on the stream is refused with a push, not by ending the stream, so
 one mistake does not lose the worker's other assignments.
+
+Between replicas (`flowservice.shared_dispatch`), an assignment travels as
+the bytes of its `TaskAssignment` (`encode_assignment`), pushed as they are
+by the replica whose worker takes it; `CompleteTask` and `FailTask` reach
+it wherever it is.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from flowservice.dispatch import (
     Dispatcher,
     Push,
     Refusal,
+    SharedTask,
     WorkerSession,
     WorkResult,
 )
@@ -43,7 +49,7 @@ from flowservice.errors import (
     Violation,
 )
 
-__all__ = ["WorkerServicer"]
+__all__ = ["WorkerServicer", "encode_assignment"]
 
 _Context = grpc.aio.ServicerContext[object, object]
 _Requests = AsyncIterator[worker_service_pb2.WorkRequest]
@@ -134,18 +140,28 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: worker_service_pb2.CompleteTaskRequest, context: _Context
     ) -> worker_service_pb2.CompleteTaskResponse:
         """Applies a success from any process."""
-        self._dispatcher.resolve(*result_from_complete(request))
+        await self._dispatcher.resolve_anywhere(*result_from_complete(request))
         return worker_service_pb2.CompleteTaskResponse()
 
     async def FailTask(
         self, request: worker_service_pb2.FailTaskRequest, context: _Context
     ) -> worker_service_pb2.FailTaskResponse:
         """Applies a failure from any process."""
-        self._dispatcher.resolve(*self._failure(request))
+        await self._dispatcher.resolve_anywhere(*self._failure(request))
         return worker_service_pb2.FailTaskResponse()
 
 
+def encode_assignment(assignment: Assignment) -> bytes:
+    """The `TaskAssignment` a worker of any replica receives, serialized (deadline: wall time)."""
+    loop_now = asyncio.get_running_loop().time()
+    push = assignment_to_proto(assignment, loop_now, datetime.now(UTC))
+    return push.assignment.SerializeToString()
+
+
 def _push_to_proto(item: Push) -> worker_service_pb2.WorkResponse:
+    if isinstance(item, SharedTask):
+        assignment = worker_service_pb2.TaskAssignment.FromString(item.payload)
+        return worker_service_pb2.WorkResponse(assignment=assignment)
     if isinstance(item, Assignment):
         loop_now = asyncio.get_running_loop().time()
         return assignment_to_proto(item, loop_now, datetime.now(UTC))

@@ -52,6 +52,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from flowservice.errors import LeaseLostError, StoreUnavailableError
+from flowservice.history.postgres_queue import WORKER_TASKS_MIGRATION
 from flowservice.history.store import (
     DEFAULT_LEASE_SECONDS,
     RUNNING,
@@ -110,6 +111,8 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (flow_id, version)
     );
     """,
+    # 2 -> 3: the worker tasks that replicas share (flowservice/history/postgres_queue.py).
+    WORKER_TASKS_MIGRATION,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""

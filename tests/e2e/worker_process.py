@@ -3,8 +3,9 @@
 It serves queue `q` with `flowservice.Worker` and prints one line per thing
 the tests wait for: `READY` once registered, `ASSIGNED <id>` when a handler
 starts, `CANCELLED <id>` when the server cancels it. Modes: `echo` answers
-at once with its name, the params and the attempt; `hang` never answers (a
-test kills it or cancels the execution).
+at once with its name, the params and the attempt; `fail` fails with error
+type `CardDeclined`; `hang` never answers (a test kills it or cancels the
+execution).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import sys
 from typing import Any
 
-from flowservice import Worker, WorkItem
+from flowservice import TaskFailure, Worker, WorkItem
 
 
 def say(line: str) -> None:
@@ -29,6 +30,8 @@ async def main(address: str, mode: str, name: str) -> None:
             except asyncio.CancelledError:
                 say(f"CANCELLED {item.assignment_id}")
                 raise
+        if mode == "fail":
+            raise TaskFailure("card declined", {"worker": name}, error_type="CardDeclined")
         return {"worker": name, "params": dict(item.params), "attempt": item.attempt}
 
     worker = Worker(address, {"q": handle}, credits=2, name=name)
