@@ -241,7 +241,7 @@ class Settings:
     """Days a finished execution stays in the history; older ones are deleted
     in the background."""
     lease_seconds: float = setting(
-        10.0, "seconds a process holds a running execution unrenewed before another takes it over"
+        6.0, "seconds a process holds a running execution unrenewed before another takes it over"
     )
     """How long a server process's hold on a running execution lasts without
     a renewal (renewed every third of it): after a crash, another process

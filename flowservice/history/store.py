@@ -65,7 +65,7 @@ __all__ = [
 RUNNING = "running"
 """The status of an execution that has not finished (the others are `ExecutionStatus` values)."""
 
-DEFAULT_LEASE_SECONDS = 10.0
+DEFAULT_LEASE_SECONDS = 6.0
 """How long an owner's hold on a running execution lasts without a renewal (`--lease-seconds`)."""
 
 
