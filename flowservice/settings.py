@@ -127,6 +127,7 @@ _LIMIT_FLAGS = (
         "max_flows_page_size",
         "flows or versions per page of ListFlows and ListFlowVersions",
     ),
+    ("--max-cached-plans", "max_cached_plans", "compiled flows kept for reuse (an LRU)"),
 )
 
 
