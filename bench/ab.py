@@ -111,7 +111,7 @@ def compare(
         }
         for server in servers.values():
             for method in methods:
-                probe(url=_url(server, method), body=bodies.for_method(method))
+                probe(url=_url(server, method), body=bodies.for_method(_METHODS[method]))
         for n in in_flight:
             labels = [(name, method) for method in methods for name in servers]
 
@@ -120,7 +120,7 @@ def compare(
                 return measure.h2load_with_cpu(
                     servers[name],
                     url=_url(servers[name], method),
-                    body=bodies.for_method(method),
+                    body=bodies.for_method(_METHODS[method]),
                     requests=requests,
                     in_flight=n,
                 )
