@@ -1,7 +1,6 @@
 """The engine: checks a flow, compiles it into a plan, and runs it step by step.
 
-Its public face is `Engine` (and the `ValidationReport` of `Engine.validate`,
-the `PlanCache` of `Engine.plans`);
+Its public face is `Engine` (and the `ValidationReport` of `Engine.validate`);
 everything else here but `routing` is private, one module per concern:
 
     _engine      the entry: `Engine.run`/`execute`/`validate`
@@ -19,6 +18,5 @@ everything else here but `routing` is private, one module per concern:
 """
 
 from flowservice.engine._engine import Engine, Resumption, ValidationReport
-from flowservice.engine._plan import PlanCache
 
-__all__ = ["Engine", "PlanCache", "Resumption", "ValidationReport"]
+__all__ = ["Engine", "Resumption", "ValidationReport"]

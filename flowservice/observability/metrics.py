@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +26,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from flowservice.engine import PlanCache
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
 from flowservice.history import ExecutionStore
 from flowservice.models import Flow, Task
@@ -104,7 +104,7 @@ class Metrics:
         """
         self.registry.register(_BacklogCollector(backlog))
 
-    def watch_plan_cache(self, plans: PlanCache) -> None:
+    def watch_plan_cache(self, plans: PlanCounts) -> None:
         """Exports the compiled-plan cache's hits, misses and size, read at each scrape.
 
         The cache counts with two integers; nothing is done per call for the metrics.
@@ -246,10 +246,19 @@ class _BacklogCollector(Collector):
         yield gauge
 
 
+class PlanCounts(Protocol):
+    """What the metrics read of the engine's plan cache (`Engine.plans`)."""
+
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
 class _PlanCacheCollector(Collector):
     """The plan cache's counters (`Engine.plans`), read when scraped."""
 
-    def __init__(self, plans: PlanCache) -> None:
+    def __init__(self, plans: PlanCounts) -> None:
         self._plans = plans
 
     def collect(self) -> Iterator[Metric]:
