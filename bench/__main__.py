@@ -31,6 +31,7 @@ from bench.profiling import (
     pyinstrument_installed,
 )
 from bench.report import Results, machine_info, render_table, update_docs, write_json
+from bench.rest_peer import process as rest_peer
 from bench.workers import RunningServer, serving
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -116,8 +117,17 @@ def run(
             "workers2_unpinned": start("workers2-unpinned", workers=2),
         }
 
-        say("transport: Health/Check vs Execute(seed) with h2load")
-        transport = measure.transport_h2load(config, main, bodies)
+        rest = None
+        if rest_peer.installed():
+            rest = stack.enter_context(rest_peer.serving_rest_peer(work / "rest-peer.log"))
+            rest_note = ""
+        else:
+            rest_note = (
+                "REST peer: not measured: FastAPI is not installed "
+                "(`make bench` installs bench/requirements.txt)"
+            )
+        say("transport: Health/Check vs Execute(seed) (vs the REST peer) with h2load")
+        transport = measure.transport_h2load(config, main, bodies, rest)
         say("transport: the same with the Python grpc.aio generator")
         transport += measure.transport_python(config, main, bodies)
         say(f"flow sizes {config.flow_sizes}")
@@ -131,7 +141,7 @@ def run(
         say("the history's cost: SQLite vs --store memory, then StartExecution")
         stores = server_pair(stack, work, flags)
         store = store_cost(config, *stores, bodies)
-        for group in (main, memory_server, *layouts.values(), *stores):
+        for group in (main, memory_server, *layouts.values(), *stores, *filter(None, [rest])):
             group.check_alive()
 
         execute_profile: ProfileSummary | None = None
@@ -168,6 +178,7 @@ def run(
         execute_profile=execute_profile,
         engine_profile=engine_profile,
         profile_note=note,
+        rest_note=rest_note,
         elapsed_seconds=time.perf_counter() - started,
     )
 

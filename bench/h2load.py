@@ -32,12 +32,14 @@ H2LOAD_TIMEOUT = 300.0
 """Seconds one h2load run may take before it is killed."""
 
 _GRPC_HEADERS = ("-H", "content-type: application/grpc", "-H", "te: trailers")
+_JSON_HEADERS = ("--h1", "-H", "content-type: application/json")
 _FINISHED = re.compile(r"finished in ([\d.]+)(us|ms|s),")
 _REQUESTS = re.compile(
     r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
     r"(\d+) failed, (\d+) errored, (\d+) timeout"
 )
 _DATA_BYTES = re.compile(r"\((\d+)\) data")
+_STATUS_2XX = re.compile(r"status codes: (\d+) 2xx")
 _GRPC_STATUS = re.compile(r"grpc-status: (\d+)")
 _UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -86,12 +88,15 @@ def run_h2load(
     connections: int,
     streams: int,
     min_data_bytes: int = 6,
+    http1: bool = False,
 ) -> H2loadRun:
     """Makes `requests` calls to `url` with `body`, `connections` x `streams` in flight.
 
     Raises `H2loadError` unless every call got HTTP 200, no header block carried
     a nonzero `grpc-status`, and each reply had at least `min_data_bytes`
     bytes of DATA on average (a reply with a gRPC message has at least 6).
+    `http1` sends the body as JSON over HTTP/1.1 instead (the REST peer,
+    `bench.rest_peer`): one request at a time per connection, no pipelining.
     """
     with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
         log_file = Path(tmp) / "requests.tsv"
@@ -110,7 +115,7 @@ def run_h2load(
             "1",
             "-d",
             str(body),
-            *_GRPC_HEADERS,
+            *(_JSON_HEADERS if http1 else _GRPC_HEADERS),
             url,
         ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,7 +132,8 @@ def run_h2load(
     finished = _FINISHED.search(output)
     counts = _REQUESTS.search(output)
     data = _DATA_BYTES.search(output)
-    if not (finished and counts and data):
+    ok_statuses = _STATUS_2XX.search(output)
+    if not (finished and counts and data and ok_statuses):
         raise H2loadError(f"cannot read h2load's summary:\n{summary[-2000:]}")
     total, _, done, succeeded, failed, errored, timed_out = map(int, counts.groups())
     bad_statuses = [int(code) for code in _GRPC_STATUS.findall(output) if code != "0"]
@@ -138,6 +144,8 @@ def run_h2load(
             f"{succeeded} of {requests} succeeded, {failed} failed, {errored} errored, "
             f"{timed_out} timed out"
         )
+    if int(ok_statuses.group(1)) != requests:
+        problems.append(f"{ok_statuses.group(1)} of {requests} replies had an HTTP 2xx status")
     if bad_statuses:
         problems.append(
             f"{len(bad_statuses)} calls failed with grpc-status {sorted(set(bad_statuses))}"

@@ -24,6 +24,7 @@ from bench.config import BenchConfig
 from bench.engine_micro import EngineMicroResult
 from bench.flows import (
     REPO_ROOT,
+    SEED_FLOW_PATH,
     grpc_frame,
     linear_flow,
     seed_request,
@@ -32,12 +33,14 @@ from bench.flows import (
     to_stream_request,
 )
 from bench.h2load import H2loadRun, percentile, probe, run_h2load
+from bench.rest_peer import process as rest_peer
 from bench.workers import RunningServer, cpu_seconds
 from flowmanager.v1 import flow_service_pb2
 
 __all__ = [
     "CHECK",
     "EXECUTE",
+    "REST",
     "Bodies",
     "FlowSizePoint",
     "LoadPoint",
@@ -64,6 +67,8 @@ __all__ = [
 
 CHECK = "Health/Check"
 EXECUTE = "Execute(seed)"
+REST = "REST (seed design)"
+"""The seed's `POST /flow/execute` of the same flow on `bench.rest_peer`, over HTTP/1.1."""
 _METHOD_PATHS = {CHECK: grpc_load.CHECK_METHOD, EXECUTE: grpc_load.EXECUTE_METHOD}
 _MAX_CONNECTIONS = 16
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -83,19 +88,26 @@ class Bodies:
     """`ExecuteRequest` of examples/seed-flow.json."""
     stream: Path
     """`ExecuteStreamRequest` of the long linear flow."""
+    rest: Path
+    """The seed flow as the REST peer takes it: examples/seed-flow.json, as JSON."""
 
     @classmethod
     def write(cls, directory: Path, stream_tasks: int) -> Bodies:
         """Serializes each request into `directory`."""
-        bodies = cls(directory / "check.bin", directory / "seed.bin", directory / "stream.bin")
+        bodies = cls(
+            directory / "check.bin",
+            directory / "seed.bin",
+            directory / "stream.bin",
+            SEED_FLOW_PATH,
+        )
         bodies.check.write_bytes(grpc_frame(health_pb2.HealthCheckRequest()))
         bodies.seed.write_bytes(grpc_frame(seed_request()))
         bodies.stream.write_bytes(grpc_frame(to_stream_request(linear_flow(stream_tasks))))
         return bodies
 
     def for_method(self, method: str) -> Path:
-        """The body of `CHECK` or `EXECUTE`."""
-        return self.check if method == CHECK else self.seed
+        """The body of `CHECK`, `EXECUTE` or `REST`."""
+        return {CHECK: self.check, EXECUTE: self.seed, REST: self.rest}[method]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +240,14 @@ class MulticoreResult:
     """Rounds measured again because the rest of the machine was busy."""
 
 
-def shape(in_flight: int) -> tuple[int, int]:
-    """(connections, streams per connection) for `in_flight` calls: up to 16 connections."""
+def shape(in_flight: int, http1: bool = False) -> tuple[int, int]:
+    """(connections, streams per connection) for `in_flight` calls: up to 16 connections.
+
+    HTTP/1.1 (the REST peer) has one request at a time per connection, so one
+    connection per call in flight, as wrk and every HTTP/1.1 client do.
+    """
+    if http1:
+        return in_flight, 1
     connections = min(in_flight, _MAX_CONNECTIONS)
     if in_flight % connections:
         raise ValueError(f"{in_flight} calls in flight do not divide over {connections}")
@@ -264,12 +282,23 @@ def machine_busy_seconds() -> float:
 
 
 def h2load_with_cpu(
-    group: RunningServer, *, url: str, body: Path, requests: int, in_flight: int
+    group: RunningServer,
+    *,
+    url: str,
+    body: Path,
+    requests: int,
+    in_flight: int,
+    http1: bool = False,
 ) -> Measured:
-    connections, streams = shape(in_flight)
+    connections, streams = shape(in_flight, http1)
     before, machine_before = cpu_seconds(group), machine_busy_seconds()
     run = run_h2load(
-        url=url, body=body, requests=requests, connections=connections, streams=streams
+        url=url,
+        body=body,
+        requests=requests,
+        connections=connections,
+        streams=streams,
+        http1=http1,
     )
     after, machine_after = cpu_seconds(group), machine_busy_seconds()
     server = tuple(b - a for a, b in zip(before, after, strict=True))
@@ -321,37 +350,46 @@ def alternating_rounds(
 
 
 def transport_h2load(
-    config: BenchConfig, group: RunningServer, bodies: Bodies
+    config: BenchConfig, group: RunningServer, bodies: Bodies, rest: RunningServer | None = None
 ) -> tuple[LoadPoint, ...]:
-    """Health/Check and Execute(seed) with h2load, alternating, at each number in flight."""
-    for method in (CHECK, EXECUTE):
-        probe(url=url_of(group, _METHOD_PATHS[method]), body=bodies.for_method(method))
+    """Health/Check and Execute(seed) with h2load, alternating, at each number in flight.
+
+    With `rest` (the REST peer, `bench.rest_peer`), its `POST /flow/execute`
+    of the same flow joins every round as a third label.
+    """
+    targets = {
+        CHECK: (group, url_of(group, _METHOD_PATHS[CHECK])),
+        EXECUTE: (group, url_of(group, _METHOD_PATHS[EXECUTE])),
+    }
+    for method, (_, url) in targets.items():
+        probe(url=url, body=bodies.for_method(method))
+    if rest is not None:
+        rest_peer.probe(rest)
+        targets[REST] = (rest, url_of(rest, rest_peer.EXECUTE_PATH))
     points = []
     for in_flight in config.in_flight:
-        counts: dict[str, int] = {}
-        for method in (CHECK, EXECUTE):
-            warm = h2load_with_cpu(
-                group,
-                url=url_of(group, _METHOD_PATHS[method]),
-                body=bodies.for_method(method),
-                requests=config.warmup_requests,
-                in_flight=in_flight,
-            )
-            counts[method] = sized(config, warm.run.rps)
 
-        def measure_one(
-            method: str, in_flight: int = in_flight, counts: dict[str, int] = counts
-        ) -> Measured:
+        def measure_one(method: str, requests: int, in_flight: int = in_flight) -> Measured:
+            server, url = targets[method]
             return h2load_with_cpu(
-                group,
-                url=url_of(group, _METHOD_PATHS[method]),
+                server,
+                url=url,
                 body=bodies.for_method(method),
-                requests=counts[method],
+                requests=requests,
                 in_flight=in_flight,
+                http1=method == REST,
             )
 
-        runs, discarded = alternating_rounds(config, (CHECK, EXECUTE), measure_one)
-        for method in (CHECK, EXECUTE):
+        counts = {
+            method: sized(config, measure_one(method, config.warmup_requests).run.rps)
+            for method in targets
+        }
+        runs, discarded = alternating_rounds(
+            config,
+            tuple(targets),
+            lambda method, counts=counts: measure_one(method, counts[method]),
+        )
+        for method in targets:
             points.append(h2load_point(method, in_flight, runs[method], discarded))
     return tuple(points)
 
@@ -364,7 +402,7 @@ def h2load_point(method: str, in_flight: int, runs: list[Measured], discarded: i
         generator="h2load",
         method=method,
         in_flight=in_flight,
-        connections=shape(in_flight)[0],
+        connections=shape(in_flight, method == REST)[0],
         requests=requests,
         seconds=seconds,
         p50_ms=percentile(latencies, 0.50) / 1000,

@@ -26,6 +26,7 @@ from bench.history import StoreResult
 from bench.measure import (
     CHECK,
     EXECUTE,
+    REST,
     FlowSizePoint,
     LoadPoint,
     MemoryResult,
@@ -114,6 +115,8 @@ class Results:
     engine_profile: ProfileSummary | None
     profile_note: str
     elapsed_seconds: float
+    rest_note: str = ""
+    """Why the REST peer was not measured; "" when it was."""
 
     def figures(self) -> list[Figure]:
         """Every figure, in table order, judged against its target on full runs."""
@@ -267,6 +270,7 @@ class Results:
                 "round_ratios": self.store.round_ratios,
                 "ratio": self.store.ratio,
             },
+            "rest": {"note": self.rest_note},
             "profile": {
                 "note": self.profile_note,
                 "execute": _profile_json(self.execute_profile),
@@ -355,40 +359,68 @@ def _transport_figures(points: tuple[LoadPoint, ...]) -> list[Figure]:
         mine = [point for point in points if point.generator == generator]
         for in_flight in sorted({point.in_flight for point in mine}):
             by_method = {point.method: point for point in mine if point.in_flight == in_flight}
-            for method in (CHECK, EXECUTE):
-                point = by_method[method]
-                figures.append(
-                    Figure(
-                        f"transport.{generator}.{'check' if method == CHECK else 'execute'}"
-                        f".{in_flight}",
-                        f"{method}, {in_flight} in flight ({generator})",
-                        point.rps,
-                        "calls/s",
-                        f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms; CPU per call: "
-                        f"server {point.server_cpu_us_per_call:.0f} µs, "
-                        f"{generator} {point.client_cpu_us_per_call:.0f} µs"
-                        + (
-                            f"; rest of machine {point.other_cpu_cores:.2f} cores busy"
-                            if generator == "h2load"
-                            else ""
-                        ),
-                    )
-                )
+            figures += [_load_figure(point) for point in by_method.values()]
             check, execute = by_method[CHECK], by_method[EXECUTE]
-            ratios = [e / c for e, c in zip(execute.round_rps, check.round_rps, strict=True)]
             judged = generator == "h2load" and in_flight in (8, 64)
             redone = f"; {check.discarded_rounds} noisy rounds redone" if judged else ""
             figures.append(
-                Figure(
+                _ratio_figure(
                     f"transport.{generator}.ratio.{in_flight}",
                     f"Execute(seed) ÷ Health/Check, {in_flight} in flight ({generator})",
-                    statistics.median(ratios),
-                    "x",
-                    "median of rounds: " + ", ".join(f"{ratio:.2f}" for ratio in ratios) + redone,
+                    execute,
+                    check,
+                    redone,
                     Target(">=", 0.85) if judged else None,
                 )
             )
+            if REST in by_method:
+                figures.append(
+                    _ratio_figure(
+                        f"transport.{generator}.rest_ratio.{in_flight}",
+                        f"Execute(seed) ÷ REST (seed design), {in_flight} in flight ({generator})",
+                        execute,
+                        by_method[REST],
+                        "; one process each; REST over HTTP/1.1, one connection per call in flight",
+                        Target(">=", 0.8) if judged else None,
+                    )
+                )
     return figures
+
+
+_FIGURE_KEYS = {CHECK: "check", EXECUTE: "execute", REST: "rest"}
+
+
+def _load_figure(point: LoadPoint) -> Figure:
+    generator = point.generator
+    return Figure(
+        f"transport.{generator}.{_FIGURE_KEYS[point.method]}.{point.in_flight}",
+        f"{point.method}, {point.in_flight} in flight ({generator})",
+        point.rps,
+        "calls/s",
+        f"p50 {point.p50_ms:.2f} ms, p99 {point.p99_ms:.2f} ms; CPU per call: "
+        f"server {point.server_cpu_us_per_call:.0f} µs, "
+        f"{generator} {point.client_cpu_us_per_call:.0f} µs"
+        + (
+            f"; rest of machine {point.other_cpu_cores:.2f} cores busy"
+            if generator == "h2load"
+            else ""
+        ),
+    )
+
+
+def _ratio_figure(
+    key: str, label: str, top: LoadPoint, bottom: LoadPoint, note: str, target: Target | None
+) -> Figure:
+    """The median of the rounds' ratios of `top`'s calls/s to `bottom`'s, each round's listed."""
+    ratios = [t / b for t, b in zip(top.round_rps, bottom.round_rps, strict=True)]
+    return Figure(
+        key,
+        label,
+        statistics.median(ratios),
+        "x",
+        "median of rounds: " + ", ".join(f"{ratio:.2f}" for ratio in ratios) + note,
+        target,
+    )
 
 
 def _number(value: float) -> str:
@@ -429,8 +461,9 @@ def render_table(results: Results) -> str:
         lines.append("  ".join([*cells, row[4]]).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in [*widths, 6]))
-    if results.profile_note:
-        lines.append(results.profile_note)
+    for note in (results.rest_note, results.profile_note):
+        if note:
+            lines.append(note)
     return "\n".join(lines)
 
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from flowservice.observability import configure_logging
 from flowservice.server import serve
@@ -23,11 +25,20 @@ def main(argv: list[str] | None = None) -> None:
     if settings.cpu >= 0:
         os.sched_setaffinity(0, {settings.cpu})
     try:
-        asyncio.run(serve(settings))
+        _runner(settings.event_loop)(serve(settings))
     except RuntimeError as exc:
         # grpc raises RuntimeError when the address cannot be bound.
         logging.getLogger("flowservice").error("cannot serve: %s", exc)
         sys.exit(1)
+
+
+def _runner(event_loop: str) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """`uvloop.run` or `asyncio.run`; uvloop is imported only when it is the one used."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run
+    return asyncio.run
 
 
 if __name__ == "__main__":

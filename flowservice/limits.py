@@ -72,3 +72,6 @@ class Limits:
     max_flows_page_size: int = 1_000
     """Flows or versions in one page of `ListFlows` or `ListFlowVersions`; a larger
     `page_size` gets this many."""
+    max_cached_plans: int = 256
+    """Compiled flows kept for reuse, the most recently used (an LRU keyed by the flow's
+    serialized bytes, flows up to 16 KiB): a flow sent again skips conversion and validation."""

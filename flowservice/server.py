@@ -203,6 +203,8 @@ def create_server(
         observer=CompositeObserver(observers) if observers else None,
         new_execution_id=time_ordered_id,  # the history's indexes append (history/ids.py)
     )
+    if metrics is not None:
+        metrics.watch_plan_cache(engine.plans)
     if tracing is not None:
         tracing.instrument_grpc_server()  # must precede grpc.aio.server()
     observer = RpcObserver(metrics, limits.max_concurrent_rpcs)

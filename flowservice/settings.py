@@ -127,6 +127,7 @@ _LIMIT_FLAGS = (
         "max_flows_page_size",
         "flows or versions per page of ListFlows and ListFlowVersions",
     ),
+    ("--max-cached-plans", "max_cached_plans", "compiled flows kept for reuse (an LRU)"),
 )
 
 
@@ -168,6 +169,9 @@ class Settings:
     """The root log level: DEBUG, INFO, WARNING or ERROR."""
     log_format: str = setting("console", "log line format", choices=("console", "json"))
     """`console` (readable lines) or `json` (one JSON object a line)."""
+    event_loop: str = setting("uvloop", "the asyncio event loop", choices=("uvloop", "asyncio"))
+    """`uvloop` (libuv's loop: faster calls, see docs/performance.md) or `asyncio`
+    (the standard library's, to rule the loop out when chasing a problem)."""
     task_threads: int = setting(64, "worker threads for sync tasks")
     """Worker threads for sync task implementations."""
     metrics_address: str = setting("", "host:port for Prometheus /metrics; empty for none")

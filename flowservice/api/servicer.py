@@ -134,10 +134,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         """
         try:
             events = self._engine.run(
-                flow_from_request(request),
+                lambda: flow_from_request(request),
                 flow_input=input_from_request(request),
                 stubs=stubs_from_request(request),
                 time_allowed=_time_allowed(context),
+                # The flow's bytes identify it exactly: a flow sent again
+                # reuses its compiled plan, skipping conversion and validation.
+                flow_key=request.flow.SerializeToString() if request.HasField("flow") else None,
             )
         except BaseException:
             self._running.release(request.request_id)

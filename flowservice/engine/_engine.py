@@ -25,7 +25,7 @@ from flowservice.engine._analysis import flow_warnings
 from flowservice.engine._attempts import AttemptRunner
 from flowservice.engine._deadline import earliest_limit
 from flowservice.engine._execution import Admission, Execution, Resumption
-from flowservice.engine._plan import Plan, compile_flow
+from flowservice.engine._plan import Plan, PlanCache, compile_flow
 from flowservice.engine._validation import validate
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.events import Event, ExecutionFinished
@@ -79,6 +79,8 @@ class Engine:
         self._attempts = AttemptRunner(self._limits, task_threads)
         self._observer: Observer = observer or NullObserver()
         self._admission = Admission(self._limits.max_concurrent_executions)
+        self.plans = PlanCache(self._limits.max_cached_plans)
+        """The plans of the flows run last (`run`'s `flow_key`); its counts feed the metrics."""
 
     @property
     def running(self) -> int:
@@ -123,12 +125,13 @@ class Engine:
 
     def run(
         self,
-        flow: Flow,
+        flow: Flow | Callable[[], Flow],
         *,
         flow_input: Mapping[str, Any] | None = None,
         stubs: Mapping[str, TaskStub] | None = None,
         time_allowed: float | None = None,
         resume: Resumption | None = None,
+        flow_key: bytes | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Validates `flow`, then returns an iterator over its execution's events.
 
@@ -147,12 +150,19 @@ class Engine:
         the events go on from its last sequence, without `ExecutionStarted`.
         Its id, and so each task run's idempotency key, stays the same; its
         time limit counts from when it first started.
+
+        `flow_key`, when given, identifies `flow` exactly (the API layer
+        passes the flow message's serialized bytes): a run without stubs
+        reuses the plan a flow of the same key compiled to (`plans`), and
+        `flow` may then be a function that builds it, called only on a miss.
+        Stubs change what is valid, so runs with stubs always compile.
         """
         stubs = stubs or {}
+        plan = self._plan(flow, stubs, None if stubs else flow_key)
         execution = Execution(
-            plan=self._plan(flow, stubs),
+            plan=plan,
             execution_id=self._new_execution_id() if resume is None else resume.execution_id,
-            time_limit=earliest_limit(flow, self._limits, time_allowed),
+            time_limit=earliest_limit(plan.flow, self._limits, time_allowed),
             flow_input=flow_input or {},
             stubs=stubs,
             limits=self._limits,
@@ -166,12 +176,23 @@ class Engine:
         )
         return execution.events()
 
-    def _plan(self, flow: Flow, stubs: Mapping[str, TaskStub]) -> Plan:
-        """The plan of `flow`; `InvalidFlowError` with every violation when it is invalid."""
+    def _plan(
+        self, flow: Flow | Callable[[], Flow], stubs: Mapping[str, TaskStub], key: bytes | None
+    ) -> Plan:
+        """The plan of `flow` (kept by `key` unless None); `InvalidFlowError` when it is invalid."""
+        if key is not None:
+            cached = self.plans.get(key)
+            if cached is not None:
+                return cached
+        if not isinstance(flow, Flow):
+            flow = flow()
         validation = validate(flow, self._registry, self._limits, stubs)
         if validation.violations:
             raise InvalidFlowError(validation.violations)
-        return compile_flow(flow, validation.expressions, self._registry, self._limits)
+        plan = compile_flow(flow, validation.expressions, self._registry, self._limits)
+        if key is not None:
+            self.plans.put(key, plan)
+        return plan
 
     async def execute(
         self,

@@ -6,10 +6,16 @@ step is O(1): tasks by name, their implementations, the condition chains
 with their compiled expressions, the input mappings and the output
 expression. A plan depends only on the flow, the registry and the limits;
 what one request adds (its input, stubs, deadline) belongs to the execution.
+
+Because of that, a plan can serve every run of the same flow: `PlanCache`
+keeps the plans of recent flows by a key the caller gives, exact and cheap
+to compare (the API layer uses the flow message's serialized bytes), so a
+flow sent again skips conversion, validation and compilation.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,7 +25,12 @@ from flowservice.limits import Limits
 from flowservice.models import Flow, Task
 from flowservice.tasks import RegisteredTask, TaskRegistry
 
-__all__ = ["Plan", "compile_flow"]
+__all__ = ["MAX_KEY_BYTES", "Plan", "PlanCache", "compile_flow"]
+
+MAX_KEY_BYTES = 16 * 1024
+"""Longest key `PlanCache` keeps a plan for. A plan takes some ten to twenty
+times its flow's serialized size in memory, so this bounds the cache at a few
+hundred KB per entry; a larger flow spends most of its time running anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +101,45 @@ def compile_flow(
         max_steps=flow.max_steps or limits.default_max_steps,
         uses_expressions=bool(expressions),
     )
+
+
+class PlanCache:
+    """The plans of the `size` flows used last, by an exact key of each flow (an LRU).
+
+    The key must identify the flow exactly (its serialized bytes, not a
+    hash that two flows could share): equal keys get the same plan. Keys
+    longer than `MAX_KEY_BYTES` are never kept. `hits` and `misses` count
+    the look-ups, for the metrics.
+    """
+
+    __slots__ = ("_plans", "_size", "hits", "misses")
+
+    def __init__(self, size: int) -> None:
+        self._plans: OrderedDict[bytes, Plan] = OrderedDict()
+        self._size = size
+        self.hits = 0
+        """Look-ups that found a plan."""
+        self.misses = 0
+        """Look-ups that did not (the flow was compiled, and kept if it was valid)."""
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def get(self, key: bytes) -> Plan | None:
+        """The plan kept for `key`, now the most recently used; None (a miss) if none is."""
+        plan = self._plans.get(key)
+        if plan is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._plans.move_to_end(key)
+        return plan
+
+    def put(self, key: bytes, plan: Plan) -> None:
+        """Keeps `plan` for `key`, dropping the least recently used plan past `size`."""
+        if len(key) > MAX_KEY_BYTES:
+            return
+        self._plans[key] = plan
+        self._plans.move_to_end(key)
+        if len(self._plans) > self._size:
+            self._plans.popitem(last=False)

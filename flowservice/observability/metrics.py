@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,7 +23,7 @@ from prometheus_client import (
     make_wsgi_app,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from flowservice.events import Event, ExecutionFinished, TaskFinished, TaskStarted
@@ -102,6 +103,13 @@ class Metrics:
         waiting, so the label is bounded by the waiting assignments themselves.
         """
         self.registry.register(_BacklogCollector(backlog))
+
+    def watch_plan_cache(self, plans: PlanCounts) -> None:
+        """Exports the compiled-plan cache's hits, misses and size, read at each scrape.
+
+        The cache counts with two integers; nothing is done per call for the metrics.
+        """
+        self.registry.register(_PlanCacheCollector(plans))
 
     def watch_store(self, store: ExecutionStore) -> None:
         """Exports the execution history's size, write latency and write errors."""
@@ -236,3 +244,37 @@ class _BacklogCollector(Collector):
         for queue, waiting in sorted(self._backlog().items()):
             gauge.add_metric([queue], waiting)
         yield gauge
+
+
+class PlanCounts(Protocol):
+    """What the metrics read of the engine's plan cache (`Engine.plans`)."""
+
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class _PlanCacheCollector(Collector):
+    """The plan cache's counters (`Engine.plans`), read when scraped."""
+
+    def __init__(self, plans: PlanCounts) -> None:
+        self._plans = plans
+
+    def collect(self) -> Iterator[Metric]:
+        plans = self._plans
+        yield CounterMetricFamily(
+            "flowmanager_plan_cache_hits",
+            "Executions whose flow's compiled plan was reused (the same flow sent before).",
+            value=plans.hits,
+        )
+        yield CounterMetricFamily(
+            "flowmanager_plan_cache_misses",
+            "Executions (without stubs) whose flow was converted, validated and compiled.",
+            value=plans.misses,
+        )
+        yield GaugeMetricFamily(
+            "flowmanager_plan_cache_plans",
+            "Compiled plans kept (at most --max-cached-plans).",
+            value=len(plans),
+        )

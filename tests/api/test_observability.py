@@ -211,3 +211,17 @@ async def test_json_logs_carry_request_execution_and_flow_ids(
     assert finished[-1]["flow_id"] == "flow123"
     assert finished[-1]["status"] == "failed"
     assert finished[-1]["level"] == "INFO"
+
+
+async def test_metrics_count_the_compiled_plans_reused(stub: Stub, metrics: Metrics) -> None:
+    for _ in range(3):
+        await stub.Execute(execute_request(seed_body()))
+    other = seed_body()
+    other["flow"]["id"] = "another"
+    await stub.Execute(execute_request(other))
+
+    samples = scrape(metrics)
+
+    assert samples[("flowmanager_plan_cache_hits_total", ())] == 2
+    assert samples[("flowmanager_plan_cache_misses_total", ())] == 2
+    assert samples[("flowmanager_plan_cache_plans", ())] == 2

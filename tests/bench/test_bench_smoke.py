@@ -62,6 +62,11 @@ EXPECTED_FIGURES = {
     "store.cpu_ratio",
     "store.start",
 }
+REST_FIGURES = {
+    f"transport.h2load.{kind}.{n}" for kind in ("rest", "rest_ratio") for n in IN_FLIGHT
+}
+"""The REST peer's figures: there when `make bench` installed its dependencies."""
+REST_TARGETED = {"transport.h2load.rest_ratio.8", "transport.h2load.rest_ratio.64"}
 TARGETED = {
     "transport.h2load.ratio.8",
     "transport.h2load.ratio.64",
@@ -95,7 +100,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
 def test_every_figure_is_produced_and_positive(smoke: tuple[dict[str, Any], str]) -> None:
     results, _ = smoke
     figures = {figure["key"]: figure for figure in results["figures"]}
-    assert set(figures) == EXPECTED_FIGURES
+    assert set(figures) == EXPECTED_FIGURES | (REST_FIGURES if _rest_measured(results) else set())
     for key, figure in figures.items():
         assert isinstance(figure["value"], float | int), key
         assert math.isfinite(figure["value"]), key
@@ -108,19 +113,28 @@ def test_targets_are_attached_but_not_judged_on_a_smoke_run(
     results, _ = smoke
     assert results["mode"] == "smoke"
     targeted = {figure["key"] for figure in results["figures"] if figure["target"]}
-    assert targeted == TARGETED
+    assert targeted == TARGETED | (REST_TARGETED if _rest_measured(results) else set())
     assert all(figure["passed"] is None for figure in results["figures"])
 
 
 def test_transport_points_are_consistent(smoke: tuple[dict[str, Any], str]) -> None:
     results, _ = smoke
     points = results["transport"]
-    assert len(points) == 2 * 2 * len(IN_FLIGHT)
+    rest_points = len(IN_FLIGHT) if _rest_measured(results) else 0
+    assert len(points) == 2 * 2 * len(IN_FLIGHT) + rest_points
+    assert sum(point["method"] == "REST (seed design)" for point in points) == rest_points
     for point in points:
         assert point["requests"] > 0
         assert 0 < point["p50_ms"] <= point["p99_ms"]
         assert point["server_cpu_us_per_call"] >= 0
         assert point["rps"] == pytest.approx(point["requests"] / point["seconds"])
+
+
+def _rest_measured(results: dict[str, Any]) -> bool:
+    """Whether the run measured the REST peer; when not, the run says why."""
+    note = results["rest"]["note"]
+    assert note == "" or "not installed" in note
+    return note == ""
 
 
 def test_memory_was_measured_with_every_execution_in_flight(
