@@ -59,9 +59,9 @@ export class RunState {
 
   /**
    * Records that the execution ended with `status` though its events stop
-   * short of execution_finished: an execution cancelled (by CancelExecution,
-   * or by its caller going away) writes no summary. A task still running
-   * then was cancelled with it.
+   * short of execution_finished: a history written by an older server, whose
+   * cancelled executions had no last event. A task still running then was
+   * cancelled with it.
    */
   end(status: string, endMs = Date.now()): void {
     if (this.result || this.ended) return;
@@ -127,7 +127,9 @@ export class RunState {
         if (!result) break;
         const succeeded = result.outcome === TaskOutcome.SUCCESS;
         const view = this.view(result.task);
-        view.state = succeeded ? "succeeded" : "failed";
+        // CancelExecution ends the running task with the error type "Cancelled".
+        const cancelled = !succeeded && result.errorType === "Cancelled";
+        view.state = succeeded ? "succeeded" : cancelled ? "cancelled" : "failed";
         const notes = [view.runs > 1 ? `${view.runs} runs` : "", result.attempts > 1 ? `${result.attempts} attempts` : "", formatMs(durationMs(result.duration))];
         view.note = notes.filter(Boolean).join(" · ");
         const run = this.runs.findLast((r) => r.task === result.task && !r.endMs);
