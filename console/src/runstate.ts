@@ -152,8 +152,11 @@ export class RunState {
           this.settlePending();
         }
         this.pending = undefined;
+        // A task still running when the end was recorded for it (its caller
+        // went away, its owner died) ended with the execution.
+        const cut = this.result?.status === ExecutionStatus.CANCELLED ? "cancelled" : "failed";
         for (const view of this.tasks.values()) {
-          if (view.state === "running" || view.state === "retrying") view.state = "failed";
+          if (view.state === "running" || view.state === "retrying") view.state = cut;
         }
         break;
     }
