@@ -184,15 +184,11 @@ class PostgresStore:
         self._signalled = False
         self._waiters: dict[str, list[_Waiter]] = {}
         self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="history-postgres", daemon=True
-        )
-        self._thread.start()
+        self._loop_thread = _LoopThread("history-postgres")
         try:
             self._connections = self._on_loop(self._open(url, pool_size, timeout)).result()
         except BaseException:
-            self._end_loop()
+            self._loop_thread.stop()
             raise
 
     async def _open(self, url: str, pool_size: int, patience: float) -> _Connections:
@@ -277,7 +273,7 @@ class PostgresStore:
             if self._signalled:
                 return
             self._signalled = True
-        self._loop.call_soon_threadsafe(self._wake.set)
+        self._loop_thread.loop.call_soon_threadsafe(self._wake.set)
 
     async def _written(self, *, check: bool = True) -> None:
         """Returns once everything listed so far is committed; StoreUnavailableError if not."""
@@ -470,7 +466,7 @@ class PostgresStore:
         self._closed = True
         self._put(_STOP, None)
         self._on_loop(self._shut()).result()
-        self._end_loop()
+        self._loop_thread.stop()
 
     async def _shut(self) -> None:
         connections = self._connections
@@ -481,12 +477,7 @@ class PostgresStore:
         await connections.pool.close()
 
     def _on_loop(self, work: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        return asyncio.run_coroutine_threadsafe(work, self._loop)
-
-    def _end_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        return self._loop_thread.run(work)
 
     @property
     def owner(self) -> str:
@@ -579,6 +570,29 @@ class PostgresStore:
         self._put(_RUN, request)
         await self._written()
         return bool(done and done[0])
+
+
+class _LoopThread:
+    """An event loop of its own, in a daemon thread.
+
+    The PostgreSQL store and registry run their connections here, so they
+    serve callers on any loop (or none: `close` is synchronous).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, work: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        """Runs `work` on the loop; its result, from any thread."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop)
+
+    def stop(self) -> None:
+        """Stops the loop, waits for the thread, and closes the loop."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,7 @@ writes, which keep their connections to themselves.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,7 +30,14 @@ from psycopg_pool import AsyncConnectionPool
 from flowservice.errors import StoreUnavailableError
 
 # The history store's own ways to connect and migrate: one schema, one version.
-from flowservice.history.postgres import _describe, _migrate, _new_pool, _options, _said
+from flowservice.history.postgres import (
+    _describe,
+    _LoopThread,
+    _migrate,
+    _new_pool,
+    _options,
+    _said,
+)
 from flowservice.registry.store import FlowVersion, body_digest
 
 __all__ = ["PostgresRegistry"]
@@ -56,15 +61,11 @@ class PostgresRegistry:
     def __init__(self, url: str, *, pool_size: int = 4, timeout: float = 5.0) -> None:
         self._where = _describe(url)
         self._closed = False
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="registry-postgres", daemon=True
-        )
-        self._thread.start()
+        self._loop_thread = _LoopThread("registry-postgres")
         try:
-            self._pool = self._on_loop(self._open(url, pool_size, timeout)).result()
+            self._pool = self._loop_thread.run(self._open(url, pool_size, timeout)).result()
         except BaseException:
-            self._end_loop()
+            self._loop_thread.stop()
             raise
 
     async def _open(self, url: str, pool_size: int, patience: float) -> _Pool:
@@ -166,7 +167,7 @@ class PostgresRegistry:
                 return await work(db)
 
         try:
-            return await asyncio.wrap_future(self._on_loop(run()))
+            return await asyncio.wrap_future(self._loop_thread.run(run()))
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailableError(f"cannot use {self._where}: {_said(exc)}") from None
 
@@ -175,16 +176,8 @@ class PostgresRegistry:
         if self._closed:
             return
         self._closed = True
-        self._on_loop(self._pool.close()).result()
-        self._end_loop()
-
-    def _on_loop(self, work: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        return asyncio.run_coroutine_threadsafe(work, self._loop)
-
-    def _end_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        self._loop_thread.run(self._pool.close()).result()
+        self._loop_thread.stop()
 
 
 def _text(name: str) -> str:
