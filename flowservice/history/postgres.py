@@ -186,7 +186,7 @@ class PostgresStore:
         self._closed = False
         self._loop_thread = _LoopThread("history-postgres")
         try:
-            self._connections = self._on_loop(self._open(url, pool_size, timeout)).result()
+            self._connections = self._loop_thread.run(self._open(url, pool_size, timeout)).result()
         except BaseException:
             self._loop_thread.stop()
             raise
@@ -455,7 +455,7 @@ class PostgresStore:
 
         await self._written(check=False)  # a read sees every write listed before it
         try:
-            return await asyncio.wrap_future(self._on_loop(read()))
+            return await asyncio.wrap_future(self._loop_thread.run(read()))
         except (psycopg.Error, OSError) as exc:
             raise StoreUnavailableError(f"cannot read {self._where}: {_said(exc)}") from None
 
@@ -465,7 +465,7 @@ class PostgresStore:
             return
         self._closed = True
         self._put(_STOP, None)
-        self._on_loop(self._shut()).result()
+        self._loop_thread.run(self._shut()).result()
         self._loop_thread.stop()
 
     async def _shut(self) -> None:
@@ -475,9 +475,6 @@ class PostgresStore:
         with contextlib.suppress(asyncio.CancelledError):
             await connections.listener
         await connections.pool.close()
-
-    def _on_loop(self, work: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
-        return self._loop_thread.run(work)
 
     @property
     def owner(self) -> str:
