@@ -234,7 +234,11 @@ class Execution:
                         result = self._record(
                             task_started, task, attempt, number, stub, inputs, deadline
                         )
-                        finished = TaskFinished(execution_id, self._next(), clock(), result)
+                        # Its time is its start plus its duration, exactly: the history
+                        # may keep only the result and derive the event from it.
+                        finished = TaskFinished(
+                            execution_id, self._next(), result.started_at + result.duration, result
+                        )
                         yield self._emit(finished)
                         if result.decision is not None:
                             yield self._emit(self._condition_evaluated(finished, result.decision))
