@@ -97,7 +97,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
 
     def _detached_run(
         self, raw: bytes, request_id: str
-    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None]:
         """The recorded run of the serialized request; validates now; no caller's deadline."""
         as_execute = flow_service_pb2.ExecuteRequest.FromString(raw)
         try:
@@ -109,7 +109,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         except BaseException:
             self._running.release(request_id)
             raise
-        return recorded(events, self._store, self._running, raw, request_id)
+        return recorded(events, self._store, self._running, raw, request_id, streamed=False)
 
     async def GetExecution(
         self, request: pb.GetExecutionRequest, context: _Context
@@ -135,6 +135,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     ) -> AsyncIterator[pb.WatchExecutionResponse]:
         """The stored events after `after_sequence`, then the new ones until the end."""
         after = max(request.after_sequence, 0)
+        self._running.release_events(request.execution_id)  # if it runs here, it is watched now
         async for message in replayed(self._store, request.execution_id, after):
             yield pb.WatchExecutionResponse(event=message)
 
@@ -178,7 +179,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
 
 
 async def _drain(
-    messages: AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None],
+    messages: AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None],
     started: asyncio.Future[str],
 ) -> None:
     """Runs a detached execution to its end; `started` gets its id, or why it did not start."""

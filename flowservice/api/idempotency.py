@@ -21,6 +21,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from flowmanager.v1 import flow_service_pb2
+from flowservice.api.journal import stored_messages
 from flowservice.api.recording import RunningExecutions
 from flowservice.errors import ExecutionNotFoundError, RequestIdReusedError
 from flowservice.history import RUNNING, ExecutionStore, StoredExecution
@@ -95,9 +96,9 @@ async def replayed(
                 continue
         finally:
             change.cancel()
-        for event in events:
-            yield flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
-            after = event.sequence
+        for message in stored_messages(stored, events, after):
+            yield message
+            after = message.sequence
         if stored.status != RUNNING:
             return
 

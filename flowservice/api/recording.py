@@ -36,6 +36,7 @@ from typing import Any
 
 from flowmanager.v1 import flow_service_pb2
 from flowservice.api.convert import event_to_proto
+from flowservice.api.journal import Journal, stored_messages
 from flowservice.engine import CANCELLED
 from flowservice.errors import ExecutionCancelledError, LeaseLostError, StoreUnavailableError
 from flowservice.events import Event, ExecutionFinished, ExecutionStarted
@@ -67,6 +68,7 @@ class RunningExecutions:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._journals: dict[str, Journal] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._cancelled: set[str] = set()
         self._lost: set[str] = set()
@@ -118,6 +120,12 @@ class RunningExecutions:
         """Whether the execution, cut short now, is left for another process to take over."""
         return self._leaving and execution_id not in self._cancelled
 
+    def release_events(self, execution_id: str) -> None:
+        """Has the events of the execution, if it runs here, written from now on (a watcher)."""
+        journal = self._journals.get(execution_id)
+        if journal is not None:
+            journal.release()
+
     def has(self, execution_id: str) -> bool:
         """Whether the execution runs in this process."""
         return execution_id in self._tasks
@@ -126,11 +134,15 @@ class RunningExecutions:
         """The executions running in this process: those whose leases it renews."""
         return list(self._tasks)
 
-    def add(self, execution_id: str, task: asyncio.Task[Any]) -> None:
+    def add(self, execution_id: str, task: asyncio.Task[Any], journal: Journal) -> None:
         self._tasks[execution_id] = task
+        self._journals[execution_id] = journal
 
     def remove(self, execution_id: str) -> None:
         self._tasks.pop(execution_id, None)
+        journal = self._journals.pop(execution_id, None)
+        if journal is not None:
+            journal.release()  # it ended without its last event: what it held goes first
         self._cancelled.discard(execution_id)
         self._lost.discard(execution_id)
 
@@ -163,13 +175,17 @@ async def recorded(
     request_id: str = "",
     *,
     resumed: str = "",
-) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+    streamed: bool = True,
+) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None]:
     """Each of `events` with its message, recorded in `store` before it is yielded.
 
     `request` is the serialized request that started the execution (kept
     with it); `request_id` its idempotency key. The task iterating is in
     `running` while the execution runs. Closes `events` when closed.
     `resumed`: the id of the stored execution that `events` continue.
+    `streamed` False: the caller wants no event's message but the last
+    one's (the others are None), and the events may be folded
+    (`flowservice.api.journal`).
     """
     execution_id = resumed
     finished = False
@@ -177,20 +193,24 @@ async def recorded(
     ran = False  # a resumed run refused before its first event leaves it to its lease
     try:
         if resumed:
-            running.add(resumed, _current_task())
+            journal = Journal(store, resumed, hold=False)
+            running.add(resumed, _current_task(), journal)
         async with contextlib.aclosing(events):
             async for event in events:
                 ran = True
-                message = event_to_proto(event)
+                last = isinstance(event, ExecutionFinished)
+                message = event_to_proto(event) if streamed or last else None
                 if isinstance(event, ExecutionStarted) and not resumed:
                     execution_id = event.execution_id
                     store.begin(_record(event, request, request_id))
-                    running.add(execution_id, _current_task())
+                    journal = Journal(store, execution_id, hold=not streamed)
+                    running.add(execution_id, _current_task(), journal)
                     claim = running.claims.get(request_id)
                     if claim is not None and not claim.done():
                         claim.set_result(execution_id)
-                store.append(execution_id, StoredEvent(event.sequence, message.SerializeToString()))
-                if isinstance(event, ExecutionFinished):
+                journal.add(event, message)
+                if last:
+                    assert message is not None and isinstance(event, ExecutionFinished)
                     finished = True  # from here on, its end is the store's to write
                     summary = message.execution_finished.result.SerializeToString()
                     status = event.summary.status.value
@@ -265,8 +285,7 @@ def cancelled_end(
     record = stored.record
     results: list[flow_service_pb2.TaskResult] = []
     running = ""
-    for event in history:
-        message = flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
+    for message in stored_messages(stored, history):
         match message.WhichOneof("event"):
             case "task_started":
                 running = message.task_started.task

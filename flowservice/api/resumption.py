@@ -33,6 +33,7 @@ from flowservice.api.convert import (
     struct_to_json,
     stubs_from_request,
 )
+from flowservice.api.journal import stored_messages
 from flowservice.api.recording import RunningExecutions, record_cancelled, recorded
 from flowservice.engine import Engine, Resumption
 from flowservice.errors import (
@@ -139,7 +140,7 @@ class Resumer:
 
     def _run(
         self, stored: StoredExecution, history: Sequence[StoredEvent]
-    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None]:
         """The recorded run that continues `stored` after its `history`."""
         record = stored.record
         request = flow_service_pb2.ExecuteRequest.FromString(record.request)
@@ -185,7 +186,7 @@ class Resumer:
 
 
 async def _drain(
-    run: AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None],
+    run: AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None],
     execution_id: str,
 ) -> None:
     """Runs a resumed execution to its end, detached; logs what ends it early."""
@@ -214,8 +215,7 @@ def resumption_from_history(stored: StoredExecution, history: Sequence[StoredEve
     """Where the engine goes on with `stored`: after its stored events `history`."""
     results = []
     announced = True  # whether the last finished run's decision has its own event
-    for event in history:
-        message = flow_service_pb2.ExecuteStreamResponse.FromString(event.payload)
+    for message in stored_messages(stored, history):
         if message.HasField("task_finished"):
             results.append(task_result_from_proto(message.task_finished.result))
             announced = not message.task_finished.result.HasField("decision")

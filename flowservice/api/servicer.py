@@ -70,18 +70,19 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         self, request: flow_service_pb2.ExecuteRequest, context: _Context
     ) -> flow_service_pb2.ExecuteResponse:
         """Runs the flow to its end and returns its summary (a repeat: the first's)."""
-        last: tuple[Event, flow_service_pb2.ExecuteStreamResponse] | None = None
+        last: tuple[Event, flow_service_pb2.ExecuteStreamResponse | None] | None = None
         to_run = await resolved(request, self._registry)
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
             async with self._standing_by(earlier):
                 return _summary(await finished(self._store, earlier))
-        run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
+        run = self._recorded_run(to_run, _kept(request, raw, to_run), context, streamed=False)
         async with contextlib.aclosing(run) as events:
             async for item in events:
                 last = item
         assert last is not None and isinstance(last[0], ExecutionFinished)  # see Engine.run
+        assert last[1] is not None  # the last event's message is always built
         if last[0].summary.status is ExecutionStatus.TIMED_OUT:
             await _abort_timed_out(context, last[0].summary)
         return last[1].execution_finished.result
@@ -95,14 +96,16 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         raw = request.SerializeToString()
         earlier = await self._earlier(request.request_id, raw)
         if earlier is not None:
+            self._running.release_events(earlier)  # it runs here, maybe: a stream listens now
             async with self._standing_by(earlier):
                 async for message in replayed(self._store, earlier):
                     yield message
             return
         run = self._recorded_run(to_run, _kept(request, raw, to_run), context)
         async with contextlib.aclosing(run) as events:
-            async for event, message in events:
-                yield message
+            async for event, built in events:
+                assert built is not None  # streamed: every event's message is built
+                yield built
                 if isinstance(event, ExecutionFinished):
                     summary = event.summary
         if summary is not None and summary.status is ExecutionStatus.TIMED_OUT:
@@ -126,8 +129,12 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         request: flow_service_pb2.ExecuteRequest | flow_service_pb2.ExecuteStreamRequest,
         raw: bytes,
         context: _Context,
-    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse], None]:
+        *,
+        streamed: bool = True,
+    ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None]:
         """The execution `request` (serialized: `raw`) asks for, recorded as it runs.
+
+        `streamed` False: only the last event's message is wanted (see `recorded`).
 
         Raises at once what the engine raises before running (an invalid
         flow), releasing the request id the caller claimed.
@@ -145,7 +152,9 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         except BaseException:
             self._running.release(request.request_id)
             raise
-        return recorded(events, self._store, self._running, raw, request.request_id)
+        return recorded(
+            events, self._store, self._running, raw, request.request_id, streamed=streamed
+        )
 
     async def Validate(
         self, request: flow_service_pb2.ValidateRequest, context: _Context

@@ -53,7 +53,8 @@ async def test_execute_is_recorded_before_its_reply(
     assert stored.record.flow_id == "flow123" and stored.finished_at is not None
     assert server.history is not None
     events = await server.history.store.events(response.execution_id)
-    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    # Nobody listened and it ended at once: its last event alone (tests/api/test_journal.py).
+    assert len(events) == 1
     last = pb.ExecuteStreamResponse.FromString(events[-1].payload)
     assert last.execution_finished.result == response
 
