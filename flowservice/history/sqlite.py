@@ -214,13 +214,13 @@ class SqliteStore:
         self._held[record.execution_id] = 1
         self._queue.put((_INSERT_EXECUTION, row))
         if record.request_id:  # other processes look for it before they run a repeat
-            self._wanted.set()
+            self._want()
 
     def append(self, execution_id: str, event: StoredEvent) -> None:
         fence = self._held.get(execution_id, _NOT_HELD)
         self._queue.put((_INSERT_EVENT, (execution_id, event.sequence, event.payload, fence)))
         if self._watching:  # someone waits for new events (of this or another execution)
-            self._wanted.set()
+            self._want()
 
     async def finish(
         self, execution_id: str, status: str, summary: bytes, finished_at: datetime
@@ -242,10 +242,20 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         written: asyncio.Future[str] = loop.create_future()
         self._queue.put((_WAKE, (loop, written)))  # resolved after the batch that holds it
-        self._wanted.set()
+        self._want()
         failure = await written
         if failure and check:
             raise StoreUnavailableError(failure)
+
+    def _want(self) -> None:
+        """Wakes the writer thread for what is queued, unless it is awake for it already.
+
+        `Event.set` takes a lock and notifies even when the event is set:
+        under load, most ends find it set (the writer clears it before it
+        takes the batch, so what was queued before this check goes with it).
+        """
+        if not self._wanted.is_set():
+            self._wanted.set()
 
     def _write_loop(self, db: sqlite3.Connection) -> None:
         """The writer thread: one transaction per batch of whatever is queued.
