@@ -183,9 +183,9 @@ async def recorded(
     with it); `request_id` its idempotency key. The task iterating is in
     `running` while the execution runs. Closes `events` when closed.
     `resumed`: the id of the stored execution that `events` continue.
-    `streamed` False: the caller wants no event's message but the last
-    one's (the others are None), and the events may be folded
-    (`flowservice.api.journal`).
+    `streamed` False: the caller wants only the first and the last event,
+    and only the last one's message (the first's is None); the events may
+    then be folded (`flowservice.api.journal`).
     """
     execution_id = resumed
     finished = False
@@ -199,15 +199,13 @@ async def recorded(
             async for event in events:
                 ran = True
                 last = isinstance(event, ExecutionFinished)
-                message = event_to_proto(event) if streamed or last else None
                 if isinstance(event, ExecutionStarted) and not resumed:
                     execution_id = event.execution_id
-                    store.begin(_record(event, request, request_id))
-                    journal = Journal(store, execution_id, hold=not streamed)
-                    running.add(execution_id, _current_task(), journal)
-                    claim = running.claims.get(request_id)
-                    if claim is not None and not claim.done():
-                        claim.set_result(execution_id)
+                    journal = _begin(event, store, running, request, request_id, hold=not streamed)
+                elif not (streamed or last):
+                    journal.add(event, None)
+                    continue  # a hop less per event, where nobody listens
+                message = event_to_proto(event) if streamed or last else None
                 journal.add(event, message)
                 if last:
                     assert message is not None and isinstance(event, ExecutionFinished)
@@ -235,6 +233,26 @@ async def recorded(
         running.remove(execution_id)
         if execution_id and not finished and not kept and (ran or cancelled):
             running.in_background(record_cancelled(store, execution_id))
+
+
+def _begin(
+    event: ExecutionStarted,
+    store: ExecutionStore,
+    running: RunningExecutions,
+    request: bytes,
+    request_id: str,
+    *,
+    hold: bool,
+) -> Journal:
+    """Records the start of a new execution; its journal (`hold`: see `Journal`)."""
+    execution_id = event.execution_id
+    store.begin(_record(event, request, request_id))
+    journal = Journal(store, execution_id, hold=hold)
+    running.add(execution_id, _current_task(), journal)
+    claim = running.claims.get(request_id)
+    if claim is not None and not claim.done():
+        claim.set_result(execution_id)
+    return journal
 
 
 def _record(event: ExecutionStarted, request: bytes, request_id: str) -> ExecutionRecord:
