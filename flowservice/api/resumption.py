@@ -157,6 +157,7 @@ class Resumer:
             record.request,
             record.request_id,
             resumed=record.execution_id,
+            streamed=False,  # nobody listens; its events are written one by one (resumed)
         )
 
     async def _give_up(self, stored: StoredExecution, exc: Exception) -> None:
