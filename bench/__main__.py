@@ -117,9 +117,15 @@ def run(
             "workers2_unpinned": start("workers2-unpinned", workers=2),
         }
 
-        rest = None
+        rest = rest_workers = None
         if rest_peer.installed():
             rest = stack.enter_context(rest_peer.serving_rest_peer(work / "rest-peer.log"))
+            # The whole-machine comparison's REST peer: uvicorn with its own workers.
+            rest_workers = stack.enter_context(
+                rest_peer.serving_rest_peer(
+                    work / "rest-peer-workers.log", workers=measure.REST_WORKER_COUNT
+                )
+            )
             rest_note = ""
         else:
             rest_note = (
@@ -136,12 +142,18 @@ def run(
         stream = measure.streaming(config, main, bodies)
         say(f"memory with {config.memory_executions} executions asleep")
         memory = measure.memory(config, memory_server)
-        say("multi-core: --workers 1 vs --workers 2")
-        multicore = measure.multicore(config, layouts, bodies)
+        say("multi-core: --workers 1 vs --workers 2 (vs the REST peer with 2 workers)")
+        multicore = measure.multicore(config, layouts, bodies, rest_workers)
         say("the history's cost: SQLite vs --store memory, then StartExecution")
         stores = server_pair(stack, work, flags)
         store = store_cost(config, *stores, bodies)
-        for group in (main, memory_server, *layouts.values(), *stores, *filter(None, [rest])):
+        for group in (
+            main,
+            memory_server,
+            *layouts.values(),
+            *stores,
+            *filter(None, [rest, rest_workers]),
+        ):
             group.check_alive()
 
         execute_profile: ProfileSummary | None = None

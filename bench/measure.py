@@ -41,6 +41,8 @@ __all__ = [
     "CHECK",
     "EXECUTE",
     "REST",
+    "REST_WORKERS",
+    "REST_WORKER_COUNT",
     "Bodies",
     "FlowSizePoint",
     "LoadPoint",
@@ -69,6 +71,10 @@ CHECK = "Health/Check"
 EXECUTE = "Execute(seed)"
 REST = "REST (seed design)"
 """The seed's `POST /flow/execute` of the same flow on `bench.rest_peer`, over HTTP/1.1."""
+REST_WORKERS = "rest_workers2"
+"""The multi-core section's label of the REST peer served by uvicorn with 2 workers."""
+REST_WORKER_COUNT = 2
+"""Worker processes of that REST peer: one per core of the project's 2-core machine."""
 _METHOD_PATHS = {CHECK: grpc_load.CHECK_METHOD, EXECUTE: grpc_load.EXECUTE_METHOD}
 _MAX_CONNECTIONS = 16
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -227,7 +233,8 @@ class MulticoreResult:
     connections: int
     """HTTP/2 connections: the kernel spreads connections, not calls, over workers."""
     round_rps: dict[str, tuple[float, ...]]
-    """Per layout ("workers1", "workers2", ...), each round's calls per second."""
+    """Per layout ("workers1", "workers2", ..., and `REST_WORKERS` when measured), each
+    round's calls per second."""
     rps: dict[str, float]
     """Per layout, calls per second over all rounds."""
     cpu_share: dict[str, tuple[float, ...]]
@@ -598,28 +605,42 @@ def memory(config: BenchConfig, group: RunningServer) -> MemoryResult:
 
 
 def multicore(
-    config: BenchConfig, layouts: dict[str, RunningServer], bodies: Bodies
+    config: BenchConfig,
+    layouts: dict[str, RunningServer],
+    bodies: Bodies,
+    rest: RunningServer | None = None,
 ) -> MulticoreResult:
-    """Execute(seed) with h2load against each layout, rounds interleaved across layouts."""
+    """Execute(seed) with h2load against each layout, rounds interleaved across layouts.
+
+    With `rest` (the REST peer with its workers), its `POST /flow/execute` of
+    the same flow joins every round as the label `REST_WORKERS`, at the same
+    calls in flight over HTTP/1.1: one connection per call, as in the transport section.
+    """
     in_flight = config.multicore_in_flight
-    counts = {}
-    for label, group in layouts.items():
-        url = url_of(group, grpc_load.EXECUTE_METHOD)
-        probe(url=url, body=bodies.seed)
-        warm = h2load_with_cpu(
-            group, url=url, body=bodies.seed, requests=config.warmup_requests, in_flight=in_flight
+    targets = {
+        label: (group, url_of(group, grpc_load.EXECUTE_METHOD), bodies.seed, False)
+        for label, group in layouts.items()
+    }
+    if rest is not None:
+        targets[REST_WORKERS] = (rest, url_of(rest, rest_peer.EXECUTE_PATH), bodies.rest, True)
+
+    def measure_one(label: str, requests: int) -> Measured:
+        group, url, body, http1 = targets[label]
+        return h2load_with_cpu(
+            group, url=url, body=body, requests=requests, in_flight=in_flight, http1=http1
         )
-        counts[label] = sized(config, warm.run.rps)
+
+    for group, url, body, http1 in targets.values():
+        if http1:
+            rest_peer.probe(group)
+        else:
+            probe(url=url, body=body)
+    counts = {
+        label: sized(config, measure_one(label, config.warmup_requests).run.rps)
+        for label in targets
+    }
     runs, discarded = alternating_rounds(
-        config,
-        list(layouts),
-        lambda label: h2load_with_cpu(
-            layouts[label],
-            url=url_of(layouts[label], grpc_load.EXECUTE_METHOD),
-            body=bodies.seed,
-            requests=counts[label],
-            in_flight=in_flight,
-        ),
+        config, list(targets), lambda label: measure_one(label, counts[label])
     )
     cpu_share, cores_used, other, rps, round_rps = {}, {}, {}, {}, {}
     for label, measured in runs.items():

@@ -1,9 +1,17 @@
-"""Starting and stopping the REST peer for a benchmark run, and checking its reply."""
+"""Starting and stopping the REST peer for a benchmark run, and checking its reply.
+
+With one worker the peer's process serves calls itself; with `workers` > 1
+it is uvicorn's supervisor, and `RunningServer.workers` are its worker
+processes (read from /proc), so the harness counts their CPU time as it
+counts the Flow Manager's `--workers`.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +27,7 @@ __all__ = ["EXECUTE_PATH", "installed", "probe", "serving_rest_peer"]
 
 EXECUTE_PATH = "/flow/execute"
 _START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
 
 
 def installed() -> bool:
@@ -27,31 +36,87 @@ def installed() -> bool:
 
 
 @contextmanager
-def serving_rest_peer(log_path: Path) -> Iterator[RunningServer]:
-    """Runs `python -m bench.rest_peer` until the block exits; ready when it is yielded."""
+def serving_rest_peer(log_path: Path, workers: int = 1) -> Iterator[RunningServer]:
+    """Runs `python -m bench.rest_peer --workers N` until the block exits; ready when yielded.
+
+    Ready means the supervisor has spawned every worker and one of them
+    answers `/health`; a worker still starting gets its calls once it
+    accepts, which the benchmark's warm-up runs leave it time to do.
+    """
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.rest_peer"],
+            [sys.executable, "-m", "bench.rest_peer", "--workers", str(workers)],
             cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
         )
+    pids: tuple[int, ...] = ()
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline().decode().split()[-1])
+        pids = (process.pid,) if workers == 1 else _wait_for_workers(process, workers)
+        server = RunningServer(process, port, log_path, pids)
+        _wait_until_healthy(server)
+        yield server
+    finally:
+        _stop(process, pids if workers > 1 else ())
+
+
+def _wait_for_workers(process: subprocess.Popen[bytes], workers: int) -> tuple[int, ...]:
+    """The pids of the supervisor's `workers` worker processes, once it has spawned them all."""
+    deadline = time.monotonic() + _START_TIMEOUT
+    while True:
+        found = _worker_pids(process.pid)
+        if len(found) == workers:
+            return found
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the REST peer has {len(found)} of {workers} workers "
+                f"(exit status {process.returncode})"
+            )
+        time.sleep(0.05)
+
+
+def _worker_pids(parent: int) -> tuple[int, ...]:
+    """Children of `parent` that are multiprocessing workers (not its resource tracker)."""
+    children = []
+    for listing in Path(f"/proc/{parent}/task").glob("*/children"):
         try:
-            assert process.stdout is not None
-            port = int(process.stdout.readline().decode().split()[-1])
-            server = RunningServer(process, port, log_path, (process.pid,))
-            _wait_until_healthy(server)
-            yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            children += [int(pid) for pid in listing.read_text().split()]
+        except OSError:
+            continue  # the thread exited meanwhile
+    return tuple(sorted(pid for pid in children if _is_worker(pid)))
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether `pid` is a process that multiprocessing spawned (uvicorn's workers are)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes], workers: tuple[int, ...]) -> None:
+    """SIGTERM (uvicorn's supervisor stops its workers and waits for them), else SIGKILL.
+
+    Workers that outlive a killed supervisor are killed too, so none is left behind.
+    """
+    process.terminate()
+    try:
+        process.wait(timeout=_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    for pid in workers:
+        if _is_worker(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait_until_healthy(server: RunningServer) -> None:
+    """Polls `/health` until it answers ok; raises if the peer exits or stays silent."""
     deadline = time.monotonic() + _START_TIMEOUT
     while True:
         server.check_alive()

@@ -63,10 +63,16 @@ EXPECTED_FIGURES = {
     "store.start",
 }
 REST_FIGURES = {
-    f"transport.h2load.{kind}.{n}" for kind in ("rest", "rest_ratio") for n in IN_FLIGHT
+    *(f"transport.h2load.{kind}.{n}" for kind in ("rest", "rest_ratio") for n in IN_FLIGHT),
+    "multicore.rest_workers2",
+    "multicore.best_vs_rest",
 }
 """The REST peer's figures: there when `make bench` installed its dependencies."""
-REST_TARGETED = {"transport.h2load.rest_ratio.8", "transport.h2load.rest_ratio.64"}
+REST_TARGETED = {
+    "transport.h2load.rest_ratio.8",
+    "transport.h2load.rest_ratio.64",
+    "multicore.best_vs_rest",
+}
 TARGETED = {
     "transport.h2load.ratio.8",
     "transport.h2load.ratio.64",
@@ -150,6 +156,20 @@ def test_both_workers_of_a_two_worker_layout_got_calls(
     shares = smoke[0]["multicore"]["cpu_share"]
     assert len(shares["workers2"]) == len(shares["workers2_unpinned"]) == 2
     assert all(share > 0 for share in shares["workers2"])
+
+
+def test_the_rest_peer_with_two_workers_joins_every_multicore_round(
+    smoke: tuple[dict[str, Any], str],
+) -> None:
+    results, table = smoke
+    if not _rest_measured(results):
+        return
+    multicore = results["multicore"]
+    assert len(multicore["round_rps"]["rest_workers2"]) == results["config"]["rounds"]
+    # Both of uvicorn's workers were found, and their CPU time counted.
+    assert len(multicore["cpu_share"]["rest_workers2"]) == 2
+    assert multicore["cores_used"]["rest_workers2"] > 0
+    assert "Whole machine: the best serving configuration ÷ REST with 2 workers" in table
 
 
 def test_machine_is_recorded(smoke: tuple[dict[str, Any], str]) -> None:
