@@ -441,7 +441,10 @@ class SqliteStore:
         self._queue.put((_STOP, None))
         self._wanted.set()
         self._thread.join()
-        self._reader.close()
+        # A read may still run in a worker thread (its caller was cancelled):
+        # closing the connection under it crashes the process, so wait for it.
+        with self._read_lock:
+            self._reader.close()
 
     @property
     def owner(self) -> str:
