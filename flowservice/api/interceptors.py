@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
-from flowservice.api._handlers import rewrap
+from flowservice.api._handlers import WrappedHandlers, rewrap
 from flowservice.api.status import status_for
 from flowservice.errors import MalformedRequestError, ServerShuttingDownError, TooManyCallsError
 from flowservice.observability import Metrics, request_id_var
@@ -51,10 +51,6 @@ _Response = TypeVar("_Response")
 _Context = grpc.aio.ServicerContext[Any, Any]
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
-_MAX_WRAPPED = 1024
-"""Methods whose wrapped handler is kept: more than the server has; a generic
-handler that answered any name at all could not grow the cache past it."""
-
 
 class RpcObserver(grpc.aio.ServerInterceptor):
     """Wraps every handler to parse, admit, count and finish its calls (see the module).
@@ -70,8 +66,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         self._max_calls = max_concurrent_rpcs
         self._calls = 0
         self._draining = asyncio.Event()
-        self._wrapped: dict[str, tuple[_Handler, _Handler]] = {}
-        """Method -> (the handler grpc returned, its wrapped handler)."""
+        self._wrapped = WrappedHandlers(self._wrap)
 
     def drain(self) -> None:
         """Ends the calls of endless methods now and any started from now on."""
@@ -94,14 +89,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         # would run in another context and fail). An interceptor before this
         # one (access control) logs its refusals with it too.
         request_id_var.set(_request_id(handler_call_details.invocation_metadata))
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(method, handler)
-        if known is not None or len(self._wrapped) < _MAX_WRAPPED:
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.get(handler_call_details.method, handler)
 
     def _wrap(self, method: str, handler: _Handler) -> _Handler:
         """`handler` rebuilt to parse its own requests and be observed as `method`."""
