@@ -2,17 +2,24 @@
 
 Both server interceptors (`auth` and `interceptors`) wrap every handler they
 see; grpc has four kinds of handler, each built by its own function, so the
-choice of kind is written here once.
+choice of kind is written here once. `WrappedHandlers` keeps what they build,
+so that a method's handler is rebuilt once, not on every call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["Around", "rewrap"]
+__all__ = ["MAX_WRAPPED", "Around", "WrappedHandlers", "rewrap"]
+
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+MAX_WRAPPED = 1024
+"""Methods whose wrapped handler is kept: more than a server has; a generic
+handler that answered any method name at all could not grow a cache past it."""
 
 Around = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 """Makes the new behaviour of a handler from its old one and whether its
@@ -45,3 +52,28 @@ def rewrap(
             )
             return built
     return handler
+
+
+class WrappedHandlers:
+    """The handlers `wrap` made of grpc's, one per method, made on its first call.
+
+    grpc's generic handlers return the same handler object for a method on
+    every call; should one return another, it is wrapped anew.
+    """
+
+    __slots__ = ("_kept", "_wrap")
+
+    def __init__(self, wrap: Callable[[str, _Handler], _Handler]) -> None:
+        self._wrap = wrap
+        self._kept: dict[str, tuple[_Handler, _Handler]] = {}
+        """Method -> (the handler grpc returned, its wrapped handler)."""
+
+    def get(self, method: str, handler: _Handler) -> _Handler:
+        """`handler`, the one grpc returned for `method`, wrapped."""
+        kept = self._kept.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(method, handler)
+        if kept is not None or len(self._kept) < MAX_WRAPPED:
+            self._kept[method] = (handler, wrapped)
+        return wrapped

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health
 
-from flowservice.api._handlers import rewrap
-from flowservice.api.interceptors import REQUEST_ID_KEY
+from flowservice.api._handlers import WrappedHandlers, rewrap
 from flowservice.api.status import status_for
 from flowservice.errors import AuthenticationError, PermissionDeniedError
-from flowservice.observability import Metrics, identity_var, peer_var, request_id_var
+from flowservice.observability import Metrics, identity_var, peer_var
 from flowservice.security import AccessGuard
 
 __all__ = ["AUTHORIZATION_KEY", "AccessControl", "peer_identity"]
@@ -49,6 +48,7 @@ logger = logging.getLogger(__name__)
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Context = grpc.aio.ServicerContext[Any, Any]
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _Refusal = AuthenticationError | PermissionDeniedError
 
 
@@ -72,12 +72,20 @@ def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str |
 
 
 class AccessControl(grpc.aio.ServerInterceptor):
-    """Authenticates and authorizes every call except Health's."""
+    """Authenticates and authorizes every call except Health's.
+
+    A call the metadata admits is let through as it is (with mTLS, through a
+    wrapper that records the certificate's SAN); a call the certificate
+    decides goes through a wrapper that decides once the call has a context.
+    Both wrappers are built once per method; a refused call gets its own.
+    """
 
     def __init__(self, guard: AccessGuard, *, mtls: bool, metrics: Metrics | None = None) -> None:
         self._guard = guard
         self._mtls = mtls
         self._metrics = metrics
+        self._certificate_decides = WrappedHandlers(self._deciding_by_certificate)
+        self._peer_recorded = WrappedHandlers(self._recording_peer)
 
     async def intercept_service(
         self,
@@ -86,54 +94,59 @@ class AccessControl(grpc.aio.ServerInterceptor):
             Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None],
         ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method in _OPEN_METHODS:
             return handler
         token = _bearer_token(handler_call_details.invocation_metadata)
-        refusal: _Refusal | None = None
-        if token is not None or not self._mtls:
-            # The metadata decides: refuse now, and never decode the request.
-            try:
-                identity: str | None = self._guard.check(method, token, None)
-            except (AuthenticationError, PermissionDeniedError) as exc:
-                refusal, identity = exc, None
-        else:
-            identity = None  # the certificate decides, once the call has a context
-        admission = self._admission(method, identity, refusal, handler_call_details)
-        return _wrap(handler, admission, refused=bool(refusal))
+        if token is None and self._mtls:
+            return self._certificate_decides.get(method, handler)
+        # The metadata decides: refuse now, and never decode the request.
+        try:
+            identity = self._guard.check(method, token, None)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            return _wrap(handler, self._refusal(method, exc), refused=True)
+        # grpc runs the interceptors and the handler in the call's own task,
+        # with its own context: the identity set here is the call's.
+        identity_var.set(identity)
+        logger.debug("%s allowed to call %s", identity, method)
+        return self._peer_recorded.get(method, handler) if self._mtls else handler
 
-    def _admission(
-        self,
-        method: str,
-        identity: str | None,
-        refusal: _Refusal | None,
-        details: grpc.HandlerCallDetails,
-    ) -> Callable[[_Context], Awaitable[None]]:
-        """What runs first in the call: ends it with the refusal, or records the identity."""
+    def _deciding_by_certificate(self, method: str, handler: _Handler) -> _Handler:
+        """`handler` admitted by its call's client certificate (mTLS without a token)."""
 
         async def admit(context: _Context) -> None:
-            peer = peer_identity(context) if self._mtls else None
-            if peer is not None:
-                peer_var.set(peer.removeprefix("mtls:"))
-            caller, refused = identity, refusal
-            if caller is None and refused is None:
-                try:
-                    caller = self._guard.check(method, None, peer)
-                except (AuthenticationError, PermissionDeniedError) as exc:
-                    refused = exc
-            if refused is not None:
-                # RpcObserver never sees a refused call: its log line gets the request id here.
-                metadata = dict(details.invocation_metadata or ())
-                request_id_var.set(str(metadata.get(REQUEST_ID_KEY, "")))
-                await self._refuse(context, method, refused)
-            identity_var.set(caller or "")
-            logger.debug("%s allowed to call %s", caller, method)
+            peer = _record_peer(context)
+            try:
+                identity = self._guard.check(method, None, peer)
+            except (AuthenticationError, PermissionDeniedError) as exc:
+                await self._refuse(context, method, exc)
+            identity_var.set(identity)
+            logger.debug("%s allowed to call %s", identity, method)
 
-        return admit
+        return _wrap(handler, admit, refused=False)
 
-    async def _refuse(self, context: _Context, method: str, refusal: _Refusal) -> None:
+    def _recording_peer(self, method: str, handler: _Handler) -> _Handler:
+        """`handler`, admitted by its token, logging its call's certificate SAN too."""
+
+        async def admit(context: _Context) -> None:
+            _record_peer(context)
+
+        return _wrap(handler, admit, refused=False)
+
+    def _refusal(self, method: str, refusal: _Refusal) -> Callable[[_Context], Awaitable[None]]:
+        """What runs first in a call the metadata refused: ends it with `refusal`."""
+
+        async def refuse(context: _Context) -> None:
+            if self._mtls:
+                _record_peer(context)
+            # The request id is set: RpcObserver, after this interceptor, set it.
+            await self._refuse(context, method, refusal)
+
+        return refuse
+
+    async def _refuse(self, context: _Context, method: str, refusal: _Refusal) -> NoReturn:
         if isinstance(refusal, PermissionDeniedError):
             identity_var.set(refusal.identity)
         logger.info("refused a call to %s: %s", method, refusal)
@@ -141,6 +154,14 @@ class AccessControl(grpc.aio.ServerInterceptor):
         if self._metrics is not None:
             self._metrics.rpc(method, status.code.name)
         await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _record_peer(context: _Context) -> str | None:
+    """`peer_identity(context)`, also kept (without `mtls:`) for the call's log lines."""
+    peer = peer_identity(context)
+    if peer is not None:
+        peer_var.set(peer.removeprefix("mtls:"))
+    return peer
 
 
 def _discard(_: bytes) -> None:

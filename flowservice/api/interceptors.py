@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 import grpc
 
-from flowservice.api._handlers import rewrap
+from flowservice.api._handlers import WrappedHandlers, rewrap
 from flowservice.api.status import status_for
 from flowservice.errors import MalformedRequestError, ServerShuttingDownError, TooManyCallsError
 from flowservice.observability import Metrics, request_id_var
@@ -50,16 +49,24 @@ _ENDLESS_METHODS = frozenset({"/grpc.health.v1.Health/Watch"})
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Context = grpc.aio.ServicerContext[Any, Any]
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class RpcObserver(grpc.aio.ServerInterceptor):
-    """Wraps every handler to parse, admit, count and finish its calls (see the module)."""
+    """Wraps every handler to parse, admit, count and finish its calls (see the module).
+
+    A method's wrapped handler is built once, the first time it is called, and
+    reused while grpc returns the same handler for it (its generic handlers
+    keep one per method); a call pays only for what is its own: its request
+    id, and its place among `max_concurrent_rpcs`.
+    """
 
     def __init__(self, metrics: Metrics | None, max_concurrent_rpcs: int | None = None) -> None:
         self._metrics = metrics
         self._max_calls = max_concurrent_rpcs
         self._calls = 0
         self._draining = asyncio.Event()
+        self._wrapped = WrappedHandlers(self._wrap)
 
     def drain(self) -> None:
         """Ends the calls of endless methods now and any started from now on."""
@@ -76,82 +83,94 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        call = _Call(method, str(metadata.get(REQUEST_ID_KEY, "")))
-        one = _RequestParser(handler.request_deserializer)  # grpc then hands over bytes
+        # grpc runs the interceptors and then the handler in one asyncio task,
+        # with its own copy of the context: the value set here is the call's,
+        # ends with it, and is never reset (a reset from a stream's finaliser
+        # would run in another context and fail). An interceptor before this
+        # one (access control) logs its refusals with it too.
+        request_id_var.set(_request_id(handler_call_details.invocation_metadata))
+        return self._wrapped.get(handler_call_details.method, handler)
 
-        def parser(streamed_requests: bool) -> Callable[[Any], Any]:
-            return one.parse_each if streamed_requests else one.parse
+    def _wrap(self, method: str, handler: _Handler) -> _Handler:
+        """`handler` rebuilt to parse its own requests and be observed as `method`."""
+        parser = _RequestParser(handler.request_deserializer)  # grpc then hands over bytes
+
+        def parse(streamed_requests: bool) -> Callable[[Any], Any]:
+            return parser.parse_each if streamed_requests else parser.parse
 
         return rewrap(
             handler,
-            lambda behavior, streamed: self._unary(call, behavior, parser(streamed)),
-            lambda behavior, streamed: self._stream(call, behavior, parser(streamed)),
+            lambda behavior, streamed: self._unary(method, behavior, parse(streamed)),
+            lambda behavior, streamed: self._stream(method, behavior, parse(streamed)),
             request_deserializer=None,
         )
 
     def _unary(
-        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[Any], Any]
+        self, method: str, behavior: Callable[..., Any], parse: Callable[[Any], Any]
     ) -> Callable[..., Awaitable[Any]]:
         """`behavior` (returning one response) wrapped; `parse` makes its request(s) of bytes."""
+        limited = self._max_calls is not None and method not in _UNLIMITED_METHODS
 
         async def observed(request: Any, context: _Context) -> Any:
-            async with self._observed(call, context):
+            failure: type[BaseException] | None = None  # not the exception: no reference cycle
+            admitted = False
+            try:
+                if limited:
+                    admitted = self._admit()
                 return await behavior(parse(request), context)
+            except BaseException as exc:
+                failure = type(exc)
+                await _reraise_or_abort(exc, context)
+            finally:
+                self._ended(method, admitted, context, failure)
 
         return observed
 
     def _stream(
-        self, call: _Call, behavior: Callable[..., Any], parse: Callable[[Any], Any]
+        self, method: str, behavior: Callable[..., Any], parse: Callable[[Any], Any]
     ) -> Callable[..., AsyncIterator[Any]]:
         """`behavior` (streaming its responses) wrapped; `parse` as in `_unary`."""
+        limited = self._max_calls is not None and method not in _UNLIMITED_METHODS
+        endless = method in _ENDLESS_METHODS  # the health Watch
 
         async def observed(request: Any, context: _Context) -> AsyncIterator[Any]:
-            async with self._observed(call, context):
+            failure: type[BaseException] | None = None  # not the exception: no reference cycle
+            admitted = False
+            try:
+                if limited:
+                    admitted = self._admit()
                 responses = behavior(parse(request), context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:
                         yield response
-                elif call.method in _ENDLESS_METHODS:  # the health Watch
+                elif endless:
                     await self._until_drained(responses)
                 else:  # a handler that writes with context.write
                     await responses
+            except BaseException as exc:
+                failure = type(exc)
+                await _reraise_or_abort(exc, context)
+            finally:
+                self._ended(method, admitted, context, failure)
 
         return observed
 
-    @contextlib.asynccontextmanager
-    async def _observed(self, call: _Call, context: _Context) -> AsyncIterator[None]:
-        """Admits, counts and maps the errors of one call, around its whole body."""
-        # Each call runs in its own asyncio task, with its own copy of the
-        # context: the value ends with the call and is never reset (a reset
-        # from a stream's finaliser would run in another context and fail).
-        request_id_var.set(call.request_id)
-        code = "UNKNOWN"
-        admitted = False
-        try:
-            if self._max_calls is not None and call.method not in _UNLIMITED_METHODS:
-                if self._calls >= self._max_calls:
-                    raise TooManyCallsError(self._max_calls)
-                self._calls += 1
-                admitted = True
-            yield
-            code = _code(context)
-        except (asyncio.CancelledError, GeneratorExit):
-            code = "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            code = _code(context)
-            raise
-        except Exception as exc:
-            status = status_for(exc)
-            code = status.code.name
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        finally:
-            if admitted:
-                self._calls -= 1
-            if self._metrics is not None:
-                self._metrics.rpc(call.method, code)
+    def _admit(self) -> bool:
+        """Counts one more call in flight (True); TooManyCallsError past `max_concurrent_rpcs`."""
+        limit = self._max_calls
+        if limit is not None and self._calls >= limit:
+            raise TooManyCallsError(limit)
+        self._calls += 1
+        return True
+
+    def _ended(
+        self, method: str, admitted: bool, context: _Context, failure: type[BaseException] | None
+    ) -> None:
+        """Frees the call's place, if it had one, and counts it by the code it ended with."""
+        if admitted:
+            self._calls -= 1
+        if self._metrics is not None:
+            self._metrics.rpc(method, _ended_with(failure, context))
 
     async def _until_drained(self, body: Awaitable[Any]) -> Any:
         """Awaits `body` (in a task of its own) unless the server drains first."""
@@ -168,16 +187,6 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         if task.cancelled():
             raise ServerShuttingDownError()
         return task.result()
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """What the interceptor knows of one call before it runs."""
-
-    method: str
-    """The full method name, `/package.Service/Method`."""
-    request_id: str
-    """The caller's `x-request-id`, or ""."""
 
 
 class _RequestParser:
@@ -206,6 +215,32 @@ class _RequestParser:
 
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def _request_id(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
+    """The value of `REQUEST_ID_KEY` in `metadata`, or ""."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY:
+            return str(value)
+    return ""
+
+
+async def _reraise_or_abort(exc: BaseException, context: _Context) -> NoReturn:
+    """Ends a call that raised `exc`: a cancellation or an abort goes on as it is,
+    any other exception becomes the status `status_for` chooses."""
+    if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+        status = status_for(exc)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    raise exc
+
+
+def _ended_with(failure: type[BaseException] | None, context: _Context) -> str:
+    """The name of the status code a call ended with, having raised a `failure` (or not)."""
+    if failure is None or issubclass(failure, Exception):
+        return _code(context)  # an abort, ours or the handler's, set the context's code
+    if issubclass(failure, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"  # KeyboardInterrupt, SystemExit
 
 
 def _code(context: _Context) -> str:

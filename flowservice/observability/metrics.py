@@ -89,6 +89,7 @@ class Metrics:
             ["method", "code"],
             registry=self.registry,
         )
+        self._rpc_counters: dict[tuple[str, str], Counter] = {}
         self.outbound_calls = Counter(
             "flowmanager_outbound_calls",
             "Calls of grpc and http tasks, by task type, target and result code.",
@@ -208,8 +209,16 @@ class Metrics:
                 self.execution_duration.labels(status).observe(summary.duration.total_seconds())
 
     def rpc(self, method: str, code: str) -> None:
-        """Counts one handled RPC."""
-        self.rpcs.labels(method, code).inc()
+        """Counts one handled RPC.
+
+        Each (method, code) pair's counter is looked up through `labels` once
+        and kept: `labels` validates and locks on every lookup. The pairs are
+        bounded: only methods the server serves are counted.
+        """
+        counter = self._rpc_counters.get((method, code))
+        if counter is None:
+            counter = self._rpc_counters[(method, code)] = self.rpcs.labels(method, code)
+        counter.inc()
 
     def _flow_label(self, caller_flow_id: str) -> str:
         flow_id = _printable(caller_flow_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
+import json
 import logging
 import socket
 import ssl
@@ -13,14 +15,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
-from flowservice.observability import Metrics
+from flowmanager.v1 import flow_service_pb2, flow_service_pb2_grpc
+from flowservice.observability import Metrics, configure_logging
 from flowservice.security import SecuritySettings
 from flowservice.security.https import server_ssl_context
 from flowservice.server import FlowServer
 from tests.security.conftest import (
+    SEED_FLOW,
     VALIDATE,
+    bearer,
     error_info,
     health_check,
     refusal,
@@ -28,7 +34,7 @@ from tests.security.conftest import (
     tls_channel,
     validate,
 )
-from tests.security.pki import SPIFFE_CLIENT, Pki
+from tests.security.pki import SPIFFE_CLIENT, Pki, TokenIssuer
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -183,3 +189,30 @@ async def test_renewed_files_are_served_without_a_restart(
         # when a loaded machine makes the client retry its handshake.
         assert caplog.records
         assert {record.levelname for record in caplog.records} == {"ERROR"}
+
+
+async def test_a_token_over_mtls_logs_its_caller_and_the_certificate_san(
+    pki: Pki, issuer: TokenIssuer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The token decides; the certificate's SAN, read from each call's own
+    # context, still goes into the call's log lines.
+    security = dataclasses.replace(mtls_settings(pki), jwt_public_key=str(issuer.public_key_path))
+    request = json_format.ParseDict({"flow": SEED_FLOW}, flow_service_pb2.ExecuteRequest())
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("DEBUG", "json")
+    try:
+        async with (
+            running(security) as server,
+            tls_channel(server.port, pki, pki.client.pem()) as channel,
+        ):
+            stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+            token = bearer(issuer.token("ops-alice"))
+            await stub.Execute(request, metadata=token, timeout=10)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    executions = [line for line in lines if line.get("execution_id")]
+    callers = {(line.get("identity"), line.get("peer")) for line in executions}
+    assert callers == {("jwt:ops-alice", SPIFFE_CLIENT)}

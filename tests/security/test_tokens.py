@@ -328,3 +328,30 @@ async def test_refusals_are_counted_and_logged_with_the_request_id(
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     refusals = [line for line in lines if line["logger"] == "flowservice.api.auth"]
     assert [line.get("request_id") for line in refusals] == ["req-42"]
+
+
+async def test_each_admitted_call_logs_its_own_identity_and_request_id(
+    server: FlowServer, issuer: TokenIssuer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The handler a token admits is built once per method: what differs per
+    # call (who calls, the request id) must still reach each call's log lines.
+    callers = {"req-a": issuer.token("ops-alice", aud="flowmanager"), "req-b": STATIC_TOKEN}
+    request = json_format.ParseDict({"flow": SEED_FLOW}, flow_service_pb2.ExecuteRequest())
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    configure_logging("DEBUG", "json")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = flow_service_pb2_grpc.FlowServiceStub(channel)
+            for request_id, token in callers.items():
+                metadata = (*bearer(token), ("x-request-id", request_id))
+                await stub.Execute(request, metadata=metadata, timeout=10)
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    executions = {
+        (line.get("request_id"), line.get("identity")) for line in lines if line.get("execution_id")
+    }
+    assert executions == {("req-a", "jwt:ops-alice"), ("req-b", "token:dashboard")}
