@@ -12,11 +12,12 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowservice._quick_init import quick_init
 from flowservice.engine._deadline import DEADLINE_EXCEEDED, DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
@@ -32,6 +33,7 @@ TASK_TIMEOUT = "TaskTimeout"
 logger = logging.getLogger("flowservice.attempts")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """How one attempt of a task ended."""
@@ -50,6 +52,10 @@ class Attempt:
     """False when the task said no retry can help (`TaskFailure(retryable=False)`)."""
     retry_after: float | None = None
     """Seconds the failed service asked to wait before a retry (`TaskFailure.retry_after`)."""
+
+
+_NO_OUTPUT = Attempt()
+"""A success without output, the most common attempt: one object for all (it is frozen)."""
 
 
 class AttemptRunner:
@@ -112,13 +118,14 @@ class AttemptRunner:
             )
             return Attempt(error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
 
-    async def _call(self, registered: RegisteredTask, ctx: TaskContext) -> object:
+    def _call(self, registered: RegisteredTask, ctx: TaskContext) -> Awaitable[object]:
+        # The task's own awaitable, awaited by `run`: no coroutine of ours in between.
         if registered.is_async:
-            return await registered.function(ctx)  # type: ignore[misc]
+            return registered.function(ctx)  # type: ignore[return-value]
         # A sync task may block; in a worker thread it blocks only itself. At a
         # deadline its result is abandoned.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, registered.function, ctx)
+        return loop.run_in_executor(self._executor, registered.function, ctx)
 
     def stubbed(self, stub: TaskStub) -> Attempt:
         """The attempt a what-if stub stands for."""
@@ -137,7 +144,7 @@ class AttemptRunner:
 
     def _checked(self, returned: object) -> Attempt:
         if returned is None:
-            return Attempt()
+            return _NO_OUTPUT
         if not isinstance(returned, Mapping):
             return Attempt(
                 error=f"task returned a {type(returned).__name__}; "
@@ -149,7 +156,7 @@ class AttemptRunner:
         except NotJsonError as exc:
             return Attempt(error=f"task output is not JSON-like: {exc}", error_type="InvalidOutput")
         if not output:
-            return Attempt(output)
+            return _NO_OUTPUT
         size = len(json.dumps(output, separators=(",", ":")).encode())
         if size > self._limits.max_output_bytes:
             return Attempt(

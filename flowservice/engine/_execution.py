@@ -63,7 +63,7 @@ from flowservice.models import (
     TaskStub,
     TimeLimit,
 )
-from flowservice.observer import Observer
+from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskContext
 
 __all__ = ["Admission", "Execution", "Resumption"]
@@ -182,6 +182,12 @@ class Execution:
     _held_since: float = 0.0
     _step_started: float = 0.0  # perf_counter() when the current step started
     _pending: _Stop | None = None  # a stop found while recording, raised after TaskFinished
+    _latest_view: Mapping[str, TaskResult] = field(init=False)  # what tasks read of `_latest`
+    _unwatched: bool = field(init=False)  # the observer is the `NullObserver`
+
+    def __post_init__(self) -> None:
+        self._latest_view = MappingProxyType(self._latest)
+        self._unwatched = isinstance(self.observer, NullObserver)
 
     def _emit(self, event: Event) -> Event:
         self.observer.event(event)
@@ -201,36 +207,41 @@ class Execution:
             started_at, started = self.resumed.started_at, started - elapsed
         deadline = DeadlineTimer(self.time_limit, time.perf_counter() - started)
         ended = False
+        # Nobody watching costs nothing: no call per event, no context per attempt.
+        emit = _unchanged if self._unwatched else self._emit
         try:
             self.admission.stoppable(execution_id, deadline.stop)
             with self.observer.execution(self.plan.flow, execution_id):
                 if self.resumed is None or not self.resumed.last_sequence:
                     # (A resumed execution whose first event was never stored gets it now.)
-                    yield self._emit(self._execution_started(started_at))
+                    yield emit(self._execution_started(started_at))
                 end = _COMPLETED
                 try:
                     last = self._restore_all()
                     if (announced := self._unannounced(last)) is not None:
-                        yield self._emit(announced)
+                        yield emit(announced)
                     current = self.plan.flow.start_task if last is None else self._route(last)
                     while current is not None:
                         if self._held_too_long():
                             await asyncio.sleep(0)  # a turn for health checks and other calls
                         task, step, params, inputs = self._admit(current, deadline)
                         task_started = self._task_started(task, step)
-                        yield self._emit(task_started)
+                        yield emit(task_started)
                         stub = self.stubs.get(task.name) if self.stubs else None
                         number = 1
-                        attempt = await self._attempt(task, stub, params, step, number, deadline)
-                        while (retrying := self._retrying(task, stub, attempt, number)) is not None:
-                            yield self._emit(retrying)
+                        if stub is not None:
+                            attempt = self.attempts.stubbed(stub)
+                        else:
+                            attempt = await self._attempt(task, params, step, number, deadline)
+                        while attempt.error and (
+                            retrying := self._retrying(task, stub, attempt, number)
+                        ):
+                            yield emit(retrying)
                             attempt = await self._wait_to_retry(task, attempt, retrying, deadline)
                             if attempt.deadline_error:
                                 break
                             number += 1
-                            attempt = await self._attempt(
-                                task, stub, params, step, number, deadline
-                            )
+                            attempt = await self._attempt(task, params, step, number, deadline)
                         result = self._record(
                             task_started, task, attempt, number, stub, inputs, deadline
                         )
@@ -239,15 +250,15 @@ class Execution:
                         finished = TaskFinished(
                             execution_id, self._next(), result.started_at + result.duration, result
                         )
-                        yield self._emit(finished)
+                        yield emit(finished)
                         if result.decision is not None:
-                            yield self._emit(self._condition_evaluated(finished, result.decision))
+                            yield emit(self._condition_evaluated(finished, result.decision))
                         current = self._route(result)
                 except _Stop as stop:
                     end = stop
                 summary = self._summary(end, started_at, started)
                 self._log_end(summary.status)
-                event = self._emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
+                event = emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
                 ended = True
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
@@ -366,18 +377,19 @@ class Execution:
         inputs = self._inputs(task, mapping)
         return task, len(results) + 1, {**task.params, **inputs}, inputs
 
-    async def _attempt(
+    def _attempt(
         self,
         task: Task,
-        stub: TaskStub | None,
         params: Mapping[str, Any],
         step: int,
         number: int,
         deadline: DeadlineTimer,
-    ) -> Attempt:
-        """Attempt `number` of `task` at `step` (what its what-if `stub` says, if it has one)."""
-        if stub is not None:
-            return self.attempts.stubbed(stub)
+    ) -> Awaitable[Attempt]:
+        """Attempt `number` of `task` at `step`, to await.
+
+        The runner's coroutine itself, unless an observer watches: each layer
+        of coroutine would cost a frame per step, and memory while the task runs.
+        """
         ctx = TaskContext(
             self.execution_id,
             self.plan.flow.id,
@@ -386,19 +398,26 @@ class Execution:
             self.flow_input,
             step,
             number,
-            MappingProxyType(self._latest),
-            _attempt_deadline(task, deadline),
+            self._latest_view,
+            deadline.when if task.timeout is None else _attempt_deadline(task, deadline),
         )
+        run = self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+        if self._unwatched:
+            return run
+        return self._observed(run, task, step, number)
+
+    async def _observed(
+        self, run: Awaitable[Attempt], task: Task, step: int, number: int
+    ) -> Attempt:
         with self.observer.attempt(task, step, number):
-            return await self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+            return await run
 
     def _retrying(
         self, task: Task, stub: TaskStub | None, attempt: Attempt, number: int
     ) -> TaskRetrying | None:
-        """The event announcing a retry of a failed `attempt`, or None when it is not retried."""
+        """The event announcing a retry of `attempt` (it failed), or None when none follows."""
         if (
             stub is not None
-            or not attempt.error
             or attempt.deadline_error
             or not attempt.retryable
             or not should_retry(task.retry, number, attempt.error_type)
@@ -447,7 +466,8 @@ class Execution:
         """
         if attempt.deadline_error:
             self._pending = _Stop(deadline.status, attempt.deadline_error, deadline.error_type)
-        attempt = self._within_results_budget(task.name, attempt)
+        if attempt.size:  # (no output, no change)
+            attempt = self._within_results_budget(task.name, attempt)
         outcome = TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS
         if self._scope is not None:
             self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
@@ -604,7 +624,12 @@ class Execution:
 
 
 def _attempt_deadline(task: Task, deadline: DeadlineTimer) -> float:
-    """When an attempt of `task` must end (loop clock): its timeout or the execution's deadline."""
-    if task.timeout is None:
-        return deadline.when
+    """When an attempt of `task`, which has a timeout, must end (loop clock):
+    its timeout or the execution's deadline, the earlier."""
+    assert task.timeout is not None
     return min(deadline.when, asyncio.get_running_loop().time() + task.timeout.total_seconds())
+
+
+def _unchanged(event: Event) -> Event:
+    """What emitting an event is when no observer watches."""
+    return event

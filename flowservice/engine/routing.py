@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from flowservice._quick_init import quick_init
 from flowservice.engine._scope import ExpressionBudgetSpent, Scope
 from flowservice.expressions import CompiledExpression, ExpressionError
 from flowservice.models import END, Branch, Condition, Decision, TaskOutcome
@@ -86,6 +87,7 @@ def unrouted_targets(names: Sequence[str], position: int) -> tuple[str, str]:
     return unrouted_next(names, position, succeeded=True) or END, END
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Link:
     """One condition of a chain, with its compiled expression when it tests one."""
@@ -105,6 +107,8 @@ def decide(chain: Sequence[Link], task: str, outcome: TaskOutcome, scope: Scope 
     to evaluate.
     """
     variables: dict[str, Any] | None = None  # built once, for the first expression
+    actual = _OUTCOME_VALUES[outcome]  # (`outcome.value` is a property, slow on Python 3.11)
+    links = len(chain)
     for tested, link in enumerate(chain, start=1):
         condition = link.condition
         if link.expression is not None:
@@ -113,8 +117,8 @@ def decide(chain: Sequence[Link], task: str, outcome: TaskOutcome, scope: Scope 
                 variables = scope.variables(task)
             held = _holds(link, link.expression, task, scope, variables)
         else:
-            held = outcome.value == condition.outcome
-        if held or tested == len(chain):
+            held = actual == condition.outcome
+        if held or tested == links:
             return Decision(
                 condition=condition.name,
                 condition_index=link.index,
@@ -128,6 +132,9 @@ def decide(chain: Sequence[Link], task: str, outcome: TaskOutcome, scope: Scope 
                 links_tested=tested,
             )
     raise AssertionError("a chain has at least one link")
+
+
+_OUTCOME_VALUES = {outcome: outcome.value for outcome in TaskOutcome}
 
 
 def _holds(
