@@ -19,7 +19,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flowservice.engine.routing import Link, chains_of
+from flowservice.engine._validation import Validation
+from flowservice.engine.routing import Link
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
 from flowservice.models import Flow, Task
@@ -60,44 +61,39 @@ class Plan:
 
 
 def compile_flow(
-    flow: Flow,
-    expressions: Mapping[str, CompiledExpression],
-    registry: TaskRegistry,
-    limits: Limits,
+    flow: Flow, validation: Validation, registry: TaskRegistry, limits: Limits
 ) -> Plan:
-    """The plan of `flow`, which passed validation; `expressions` are those it compiled."""
-    chains = {
-        source: tuple(
-            Link(
-                index,
-                condition,
-                expressions[condition.expression] if condition.expression else None,
-            )
-            for index, condition in chain
-        )
-        for source, chain in chains_of(flow.conditions).items()
-    }
-    input_mappings = {
-        task.name: tuple((name, expressions[source]) for name, source in task.input_mapping.items())
-        for task in flow.tasks
-        if task.input_mapping
-    }
-    output = expressions[flow.output] if flow.output else None
-    registered: dict[str, RegisteredTask] = {}
+    """The plan of `flow`, from what its `validation` (which it passed) derived."""
+    expressions = validation.expressions
+    chains: dict[str, tuple[Link, ...]] = {}
+    for source, chain in validation.chains.items():
+        links = []
+        for index, condition in chain:
+            test = condition.expression
+            links.append(Link(index, condition, expressions[test] if test else None))
+        chains[source] = tuple(links)
+    tasks: dict[str, Task] = {}
+    input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = {}
     for task in flow.tasks:
-        implementation = registry.get(task.type)
+        tasks[task.name] = task
+        if task.input_mapping:
+            mapping = task.input_mapping.items()
+            input_mappings[task.name] = tuple((name, expressions[test]) for name, test in mapping)
+    registered: dict[str, RegisteredTask] = {}
+    for task_type in {task.type for task in flow.tasks}:
+        implementation = registry.get(task_type)
         assert implementation is not None  # validation rejected unknown types
-        registered[task.type] = implementation
-    names = tuple(task.name for task in flow.tasks)
+        registered[task_type] = implementation
+    names = tuple(tasks)
     return Plan(
         flow=flow,
-        tasks={task.name: task for task in flow.tasks},
+        tasks=tasks,
         positions={name: position for position, name in enumerate(names)},
         names=names,
         registered=registered,
         chains=chains,
         input_mappings=input_mappings,
-        output=output,
+        output=expressions[flow.output] if flow.output else None,
         max_steps=flow.max_steps or limits.default_max_steps,
         uses_expressions=bool(expressions),
     )

@@ -10,9 +10,10 @@ expressions compiled here (compiling an expression is how it is checked).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from flowservice.engine.routing import chains_of, stops
 from flowservice.errors import Violation
@@ -20,6 +21,9 @@ from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
 from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, Task, TaskStub
 from flowservice.tasks import TaskRegistry
+
+ParamCheck = Callable[[Mapping[str, Any]], Iterable[Violation]]
+"""A task type's `check_params`."""
 
 __all__ = ["Validation", "validate"]
 
@@ -29,13 +33,16 @@ _OUTCOMES = ("success", "failure")
 
 @dataclass(frozen=True, slots=True)
 class Validation:
-    """What `validate` found: every violation, and the expressions it compiled to check them."""
+    """What `validate` found: every violation, and what it derived to check them."""
 
     violations: tuple[Violation, ...]
     """Every problem, in field order; empty for a valid flow."""
     expressions: Mapping[str, CompiledExpression]
     """Every expression that compiled, by its text: compiling is the check, so the
     compilation of the plan reuses them instead of compiling twice."""
+    chains: Mapping[str, list[tuple[int, Condition]]]
+    """The conditions of each source task with their indexes (`routing.chains_of`),
+    which the plan's chains are made of."""
 
 
 def validate(
@@ -47,7 +54,7 @@ def validate(
     """Checks `flow` (and any what-if `stubs`), reporting every problem found."""
     checker = _Checker(flow, task_types, limits)
     violations = [*checker.violations(), *_stub_violations(flow, stubs or {})]
-    return Validation(tuple(violations), checker.expressions)
+    return Validation(tuple(violations), checker.expressions, checker.chains)
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Checker:
     limits: Limits
     task_names: dict[str, int] = field(default_factory=dict)
     expressions: dict[str, CompiledExpression] = field(default_factory=dict)
+    chains: dict[str, list[tuple[int, Condition]]] = field(default_factory=dict)
 
     def violations(self) -> Iterator[Violation]:
         flow, limits = self.flow, self.limits
@@ -96,47 +104,80 @@ class _Checker:
             yield Violation("flow.tasks", "a flow needs at least one task", "NO_TASKS")
         elif len(flow.tasks) > limits.max_tasks:
             yield _too_many("flow.tasks", len(flow.tasks), "tasks", "max_tasks", limits.max_tasks)
+        task_names, limit = self.task_names, limits.max_name_length
+        param_checks = self._param_checks()
         for index, task in enumerate(flow.tasks):
-            path = f"flow.tasks[{index}]"
-            if not task.name:
-                yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
-            elif task.name == END:
-                yield Violation(
-                    f"{path}.name",
-                    f"{END!r} is reserved: it is the target that stops a flow",
-                    "RESERVED_TASK_NAME",
-                )
-            elif task.name in self.task_names:
-                yield Violation(
-                    f"{path}.name",
-                    f"task name {task.name!r} is already used by "
-                    f"flow.tasks[{self.task_names[task.name]}]",
-                    "DUPLICATE_TASK_NAME",
-                )
+            # The common case (a new short name, a known type, no timeout, retry or
+            # mapping) costs a few tests and no path string: this loop runs once
+            # per task of every request.
+            name = task.name
+            if (
+                name not in task_names
+                and name
+                and name != END
+                and max(len(name), len(task.type)) <= limit
+                and task.type in self.task_types
+                and task.timeout is None
+                and task.retry is NO_RETRY
+                and not task.input_mapping
+            ):
+                task_names[name] = index
             else:
-                self.task_names[task.name] = index
-            # The common case (short names, no timeout, retry or mapping) skips
-            # the detailed checks: this loop runs once per task of every request.
-            if max(len(task.name), len(task.type)) > limits.max_name_length:
-                yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
-            if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
-                yield Violation(
-                    f"{path}.type",
-                    f"unknown task type {task.type!r}; "
-                    f"registered types: {', '.join(sorted(self.task_types))}",
-                    "UNKNOWN_TASK_TYPE",
-                )
-            if task.timeout is not None:
-                yield from _positive(f"{path}.timeout", task.timeout)
-            if task.retry is not NO_RETRY:
-                yield from _retry(f"{path}.retry", task.retry, limits)
-            for name, source in task.input_mapping.items():
-                mapping_path = f'{path}.input_mapping["{name}"]'
-                if not name:
-                    yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
-                yield from self._compile(mapping_path, source, needs_bool=False)
-            if isinstance(self.task_types, TaskRegistry):
-                yield from _param_violations(path, task, self.task_types)
+                yield from self._task(f"flow.tasks[{index}]", index, task)
+            check = param_checks.get(task.type)
+            if check is not None:
+                yield from _param_violations(f"flow.tasks[{index}]", task, check)
+
+    def _param_checks(self) -> dict[str, ParamCheck]:
+        """The `check_params` of each task type the flow uses that has one (from a registry)."""
+        registry = self.task_types
+        if not isinstance(registry, TaskRegistry):
+            return {}
+        checks: dict[str, ParamCheck] = {}
+        for task_type in {task.type for task in self.flow.tasks}:
+            registered = registry.get(task_type)
+            if registered is not None and registered.check_params is not None:
+                checks[task_type] = registered.check_params
+        return checks
+
+    def _task(self, path: str, index: int, task: Task) -> Iterator[Violation]:
+        """Every check of one task but its params'."""
+        limits = self.limits
+        if not task.name:
+            yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
+        elif task.name == END:
+            yield Violation(
+                f"{path}.name",
+                f"{END!r} is reserved: it is the target that stops a flow",
+                "RESERVED_TASK_NAME",
+            )
+        elif task.name in self.task_names:
+            yield Violation(
+                f"{path}.name",
+                f"task name {task.name!r} is already used by "
+                f"flow.tasks[{self.task_names[task.name]}]",
+                "DUPLICATE_TASK_NAME",
+            )
+        else:
+            self.task_names[task.name] = index
+        if max(len(task.name), len(task.type)) > limits.max_name_length:
+            yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
+        if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
+            yield Violation(
+                f"{path}.type",
+                f"unknown task type {task.type!r}; "
+                f"registered types: {', '.join(sorted(self.task_types))}",
+                "UNKNOWN_TASK_TYPE",
+            )
+        if task.timeout is not None:
+            yield from _positive(f"{path}.timeout", task.timeout)
+        if task.retry is not NO_RETRY:
+            yield from _retry(f"{path}.retry", task.retry, limits)
+        for name, source in task.input_mapping.items():
+            mapping_path = f'{path}.input_mapping["{name}"]'
+            if not name:
+                yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
+            yield from self._compile(mapping_path, source, needs_bool=False)
 
     def _conditions(self) -> Iterator[Violation]:
         limits = self.limits
@@ -149,9 +190,25 @@ class _Checker:
                 "max_conditions",
                 limits.max_conditions,
             )
+        known, limit = self.task_names, limits.max_name_length
         for index, condition in enumerate(conditions):
+            # The common case first (an outcome test between known tasks), for
+            # the same reason as the tasks'.
+            success, failure = condition.target_task_success, condition.target_task_failure
+            if (
+                condition.source_task in known
+                and condition.outcome in _OUTCOMES
+                and not condition.expression
+                and len(condition.name) <= limit
+                and (success in known or stops(success))
+                and (failure in known or stops(failure))
+            ):
+                continue
             yield from self._condition(f"flow.conditions[{index}]", condition)
-        for chain in chains_of(conditions).values():
+        self.chains = chains_of(conditions)
+        for chain in self.chains.values():
+            if len(chain) == 1:
+                continue
             last = chain[-1][0]
             for index, condition in chain[:-1]:
                 if condition.target_task_failure:
@@ -237,17 +294,14 @@ class _Checker:
                 )
 
 
-def _param_violations(path: str, task: Task, registry: TaskRegistry) -> Iterator[Violation]:
+def _param_violations(path: str, task: Task, check: ParamCheck) -> Iterator[Violation]:
     """What the task type's own `check_params` finds in the literal params.
 
     Params an input mapping replaces are left out: their value is only known
     at run time, when the task checks it itself.
     """
-    registered = registry.get(task.type)
-    if registered is None or registered.check_params is None:
-        return
     literal = {k: v for k, v in task.params.items() if k not in task.input_mapping}
-    for violation in registered.check_params(literal):
+    for violation in check(literal):
         yield Violation(
             f"{path}.params.{violation.field}",
             violation.description,
