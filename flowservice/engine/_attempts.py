@@ -89,7 +89,7 @@ class AttemptRunner:
                     # Only tasks that set a timeout pay for a timer of their own.
                     async with asyncio.timeout(task.timeout.total_seconds()):
                         returned = await self._call(registered, ctx)
-            return self._checked(returned)
+            return _NO_OUTPUT if returned is None else self._checked(returned)
         except TaskFailure as failure:
             failed = self._failed(failure.output, str(failure) or "task failed", failure.error_type)
             if failure.retryable and failure.retry_after is None:
