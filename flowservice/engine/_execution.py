@@ -90,14 +90,14 @@ RESULTS_TOO_LARGE = "ResultsTooLarge"
 class Admission:
     """Counts executions in progress and refuses new ones past the limit; cancels one by id."""
 
-    __slots__ = ("_stops", "limit", "running")
+    __slots__ = ("_timers", "limit", "running")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         """The most executions at once."""
         self.running = 0
         """Executions in progress."""
-        self._stops: dict[str, Callable[[], bool]] = {}  # execution id -> its timer's `stop`
+        self._timers: dict[str, DeadlineTimer] = {}  # execution id -> its timer (to `stop` it)
 
     def enter(self) -> None:
         """Admits one execution; `TooManyExecutionsError` when at the limit."""
@@ -105,14 +105,14 @@ class Admission:
             raise TooManyExecutionsError(self.limit)
         self.running += 1
 
-    def stoppable(self, execution_id: str, stop: Callable[[], bool]) -> None:
-        """The admitted execution `execution_id` is ended early by `stop` (see `cancel`)."""
-        self._stops[execution_id] = stop
+    def stoppable(self, execution_id: str, timer: DeadlineTimer) -> None:
+        """The admitted execution `execution_id` is ended early by `timer.stop` (see `cancel`)."""
+        self._timers[execution_id] = timer
 
     def leave(self, execution_id: str) -> None:
         """One execution ended."""
         self.running -= 1
-        self._stops.pop(execution_id, None)
+        self._timers.pop(execution_id, None)
 
     def cancel(self, execution_id: str) -> bool:
         """Ends the execution CANCELLED if it awaits a task attempt or a retry delay now.
@@ -120,8 +120,8 @@ class Admission:
         False when no execution by that id runs here or it awaits nothing of
         its own now (`DeadlineTimer.stop`).
         """
-        stop = self._stops.get(execution_id)
-        return stop is not None and stop()
+        timer = self._timers.get(execution_id)
+        return timer is not None and timer.stop()
 
 
 class _Stop(Exception):
@@ -213,7 +213,7 @@ class Execution:
         # Nobody watching costs nothing: no call per event, no context per attempt.
         emit = _unchanged if self._unwatched else self._emit
         try:
-            self.admission.stoppable(execution_id, deadline.stop)
+            self.admission.stoppable(execution_id, deadline)
             with self.observer.execution(self.plan.flow, execution_id):
                 if self.resumed is None or not self.resumed.last_sequence:
                     # (A resumed execution whose first event was never stored gets it now.)
@@ -519,16 +519,25 @@ class Execution:
 
     def _decide(self, task_name: str, outcome: TaskOutcome) -> Decision | None:
         """The decision of `task_name`'s conditions, if it has any."""
-        chain = self.plan.chains.get(task_name)
+        plan = self.plan
+        chain = plan.chains.get(task_name)
         if not chain:
             return None
+        known = plan.known_decisions[outcome]
+        decision = known.get(task_name)
+        if decision is not None:
+            return decision
         try:
-            return decide(chain, task_name, outcome, self._scope)
+            decision = decide(chain, task_name, outcome, self._scope)
         except ExpressionBudgetSpent as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
+            return None
         except ExpressionError as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
-        return None
+            return None
+        if len(chain) == 1 and chain[0].expression is None:
+            known[task_name] = decision
+        return decision
 
     def _route(self, result: TaskResult) -> str | None:
         """The task that runs after `result`, None when the flow completes; `_Stop` otherwise."""

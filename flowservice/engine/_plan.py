@@ -23,15 +23,16 @@ from flowservice.engine._validation import Validation
 from flowservice.engine.routing import Link
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
-from flowservice.models import Flow, Task
+from flowservice.models import Decision, Flow, Task, TaskOutcome
 from flowservice.tasks import RegisteredTask, TaskRegistry
 
 __all__ = ["MAX_KEY_BYTES", "Plan", "PlanCache", "compile_flow"]
 
 MAX_KEY_BYTES = 16 * 1024
 """Longest key `PlanCache` keeps a plan for. A plan takes some ten to twenty
-times its flow's serialized size in memory, so this bounds the cache at a few
-hundred KB per entry; a larger flow spends most of its time running anyway."""
+times its flow's serialized size in memory (up to five more once its routing
+decisions are known), so this bounds the cache at a few hundred KB per entry;
+a larger flow spends most of its time running anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,10 @@ class Plan:
     """The implementation of each task type the flow uses."""
     chains: Mapping[str, tuple[Link, ...]]
     """The conditions of each source task, in declared (testing) order."""
+    known_decisions: Mapping[TaskOutcome, dict[str, Decision]]
+    """The decisions of the chains of one outcome test (the common case), by outcome
+    and source task, added as runs take them: such a chain decides the same way
+    after every run, so each decision is made once per plan and results share it."""
     input_mappings: Mapping[str, tuple[tuple[str, CompiledExpression], ...]]
     """Each task's compiled input mapping: (param name, expression) pairs."""
     output: CompiledExpression | None
@@ -92,6 +97,7 @@ def compile_flow(
         names=names,
         registered=registered,
         chains=chains,
+        known_decisions={outcome: {} for outcome in TaskOutcome},
         input_mappings=input_mappings,
         output=expressions[flow.output] if flow.output else None,
         max_steps=flow.max_steps or limits.default_max_steps,
