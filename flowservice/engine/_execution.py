@@ -249,17 +249,25 @@ class Execution:
                             task_started, task, attempt, number, stub, inputs, deadline
                         )
                         # Its time is its start plus its duration, exactly: the history
-                        # may keep only the result and derive the event from it.
-                        finished = TaskFinished(
-                            execution_id, self._next(), result.started_at + result.duration, result
+                        # may keep only the result and derive the event from it. (No
+                        # local keeps the event: the execution holds less while it waits.)
+                        yield emit(
+                            TaskFinished(
+                                execution_id,
+                                self._next(),
+                                result.started_at + result.duration,
+                                result,
+                            )
                         )
-                        yield emit(finished)
                         if result.decision is not None:
                             # Deciding takes no time worth a clock read: the decision
                             # shares its task's finish time.
                             yield emit(
                                 ConditionEvaluated(
-                                    execution_id, self._next(), finished.time, result.decision
+                                    execution_id,
+                                    self._next(),
+                                    result.started_at + result.duration,
+                                    result.decision,
                                 )
                             )
                         current = self._route(result)
