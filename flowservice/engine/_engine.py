@@ -126,7 +126,7 @@ class Engine:
         validation = validate(flow, self._registry, self._limits, stubs)
         if validation.violations:
             return ValidationReport(validation.violations, ())
-        plan = compile_flow(flow, validation, self._registry, self._limits)
+        plan = compile_flow(flow, validation.expressions, self._registry, self._limits)
         return ValidationReport((), tuple(flow_warnings(plan)))
 
     def run(
@@ -195,7 +195,7 @@ class Engine:
         validation = validate(flow, self._registry, self._limits, stubs)
         if validation.violations:
             raise InvalidFlowError(validation.violations)
-        plan = compile_flow(flow, validation, self._registry, self._limits)
+        plan = compile_flow(flow, validation.expressions, self._registry, self._limits)
         if key is not None:
             self.plans.put(key, plan)
         return plan

@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flowservice.engine._validation import Validation
 from flowservice.engine.routing import Link
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
@@ -66,17 +65,19 @@ class Plan:
 
 
 def compile_flow(
-    flow: Flow, validation: Validation, registry: TaskRegistry, limits: Limits
+    flow: Flow,
+    expressions: Mapping[str, CompiledExpression],
+    registry: TaskRegistry,
+    limits: Limits,
 ) -> Plan:
-    """The plan of `flow`, from what its `validation` (which it passed) derived."""
-    expressions = validation.expressions
-    chains: dict[str, tuple[Link, ...]] = {}
-    for source, chain in validation.chains.items():
-        links = []
-        for index, condition in chain:
-            test = condition.expression
-            links.append(Link(index, condition, expressions[test] if test else None))
-        chains[source] = tuple(links)
+    """The plan of `flow`, which passed validation; `expressions` are those it compiled."""
+    # The chains of `routing.chains_of`, made of links.
+    grouped: dict[str, list[Link]] = {}
+    for index, condition in enumerate(flow.conditions):
+        test = condition.expression
+        link = Link(index, condition, expressions[test] if test else None)
+        grouped.setdefault(condition.source_task, []).append(link)
+    chains = {source: tuple(links) for source, links in grouped.items()}
     tasks: dict[str, Task] = {}
     input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = {}
     for task in flow.tasks:

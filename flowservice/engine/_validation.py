@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from flowservice.engine.routing import chains_of, stops
+from flowservice.engine.routing import stops
 from flowservice.errors import Violation
 from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
@@ -33,16 +33,13 @@ _OUTCOMES = ("success", "failure")
 
 @dataclass(frozen=True, slots=True)
 class Validation:
-    """What `validate` found: every violation, and what it derived to check them."""
+    """What `validate` found: every violation, and the expressions it compiled to check them."""
 
     violations: tuple[Violation, ...]
     """Every problem, in field order; empty for a valid flow."""
     expressions: Mapping[str, CompiledExpression]
     """Every expression that compiled, by its text: compiling is the check, so the
     compilation of the plan reuses them instead of compiling twice."""
-    chains: Mapping[str, list[tuple[int, Condition]]]
-    """The conditions of each source task with their indexes (`routing.chains_of`),
-    which the plan's chains are made of."""
 
 
 def validate(
@@ -54,7 +51,7 @@ def validate(
     """Checks `flow` (and any what-if `stubs`), reporting every problem found."""
     checker = _Checker(flow, task_types, limits)
     violations = [*checker.violations(), *_stub_violations(flow, stubs or {})]
-    return Validation(tuple(violations), checker.expressions, checker.chains)
+    return Validation(tuple(violations), checker.expressions)
 
 
 @dataclass
@@ -64,7 +61,6 @@ class _Checker:
     limits: Limits
     task_names: dict[str, int] = field(default_factory=dict)
     expressions: dict[str, CompiledExpression] = field(default_factory=dict)
-    chains: dict[str, list[tuple[int, Condition]]] = field(default_factory=dict)
 
     def violations(self) -> Iterator[Violation]:
         flow, limits = self.flow, self.limits
@@ -191,7 +187,9 @@ class _Checker:
                 limits.max_conditions,
             )
         known, limit = self.task_names, limits.max_name_length
+        last_of: dict[str, int] = {}  # source task -> index of its last condition
         for index, condition in enumerate(conditions):
+            last_of[condition.source_task] = index
             # The common case first (an outcome test between known tasks), for
             # the same reason as the tasks'.
             success, failure = condition.target_task_success, condition.target_task_failure
@@ -205,20 +203,18 @@ class _Checker:
             ):
                 continue
             yield from self._condition(f"flow.conditions[{index}]", condition)
-        self.chains = chains_of(conditions)
-        for chain in self.chains.values():
-            if len(chain) == 1:
-                continue
-            last = chain[-1][0]
-            for index, condition in chain[:-1]:
-                if condition.target_task_failure:
-                    yield Violation(
-                        f"flow.conditions[{index}].target_task_failure",
-                        f"only the last condition on task {condition.source_task!r} "
-                        f"(flow.conditions[{last}]) may set target_task_failure: an earlier "
-                        "link that does not hold passes to the next",
-                        "FAILURE_TARGET_NOT_LAST",
-                    )
+        # Of the conditions of one source task (a chain, `routing.chains_of`),
+        # only the last may set a failure target.
+        for index, condition in enumerate(conditions):
+            last = last_of[condition.source_task]
+            if condition.target_task_failure and index != last:
+                yield Violation(
+                    f"flow.conditions[{index}].target_task_failure",
+                    f"only the last condition on task {condition.source_task!r} "
+                    f"(flow.conditions[{last}]) may set target_task_failure: an earlier "
+                    "link that does not hold passes to the next",
+                    "FAILURE_TARGET_NOT_LAST",
+                )
 
     def _condition(self, path: str, condition: Condition) -> Iterator[Violation]:
         source = condition.source_task

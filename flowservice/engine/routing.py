@@ -119,17 +119,18 @@ def decide(chain: Sequence[Link], task: str, outcome: TaskOutcome, scope: Scope 
         else:
             held = actual == condition.outcome
         if held or tested == links:
+            # By position: keywords double the cost of building it (0.37 -> 0.75 us).
             return Decision(
-                condition=condition.name,
-                condition_index=link.index,
-                source_task=task,
-                expected_outcome=condition.outcome,
-                expression=condition.expression,
-                actual_outcome=outcome,
-                value=held,
-                branch=Branch.SUCCESS if held else Branch.FAILURE,
-                next_task=taken_target(condition, held),
-                links_tested=tested,
+                condition.name,  # condition
+                link.index,  # condition_index
+                task,  # source_task
+                condition.outcome,  # expected_outcome
+                condition.expression,  # expression
+                outcome,  # actual_outcome
+                held,  # value
+                Branch.SUCCESS if held else Branch.FAILURE,  # branch
+                taken_target(condition, held),  # next_task
+                tested,  # links_tested
             )
     raise AssertionError("a chain has at least one link")
 
