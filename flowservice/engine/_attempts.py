@@ -151,6 +151,8 @@ class AttemptRunner:
                 "it must return an object or None",
                 error_type="InvalidOutput",
             )
+        if not returned:
+            return _NO_OUTPUT
         try:
             output = to_json(returned)
         except NotJsonError as exc:
