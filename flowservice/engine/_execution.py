@@ -536,14 +536,16 @@ class Execution:
         if decision is not None:
             return decision
         try:
-            decision = decide(chain, task_name, outcome, self._scope)
+            decision = decide(
+                chain, plan.flow.conditions, plan.expressions, task_name, outcome, self._scope
+            )
         except ExpressionBudgetSpent as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
             return None
         except ExpressionError as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
             return None
-        if len(chain) == 1 and chain[0].expression is None:
+        if len(chain) == 1 and not decision.expression:
             known[task_name] = decision
         return decision
 

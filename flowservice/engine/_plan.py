@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flowservice.engine.routing import Link
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
 from flowservice.models import Decision, Flow, Task, TaskOutcome
@@ -48,8 +47,12 @@ class Plan:
     """Task names in list order."""
     registered: Mapping[str, RegisteredTask]
     """The implementation of each task type the flow uses."""
-    chains: Mapping[str, tuple[Link, ...]]
-    """The conditions of each source task, in declared (testing) order."""
+    chains: Mapping[str, tuple[int, ...]]
+    """The indexes in `flow.conditions` of the conditions of each source task, in
+    declared (testing) order (`routing.chains_of`). Indexes, not objects: a
+    tuple of ints is one object that the garbage collector soon stops walking."""
+    expressions: Mapping[str, CompiledExpression]
+    """Every expression of the flow, compiled, by its text."""
     known_decisions: Mapping[TaskOutcome, dict[str, Decision]]
     """The decisions of the chains of one outcome test (the common case), by outcome
     and source task, added as runs take them: such a chain decides the same way
@@ -71,13 +74,10 @@ def compile_flow(
     limits: Limits,
 ) -> Plan:
     """The plan of `flow`, which passed validation; `expressions` are those it compiled."""
-    # The chains of `routing.chains_of`, made of links.
-    grouped: dict[str, list[Link]] = {}
+    grouped: dict[str, list[int]] = {}
     for index, condition in enumerate(flow.conditions):
-        test = condition.expression
-        link = Link(index, condition, expressions[test] if test else None)
-        grouped.setdefault(condition.source_task, []).append(link)
-    chains = {source: tuple(links) for source, links in grouped.items()}
+        grouped.setdefault(condition.source_task, []).append(index)
+    chains = {source: tuple(indexes) for source, indexes in grouped.items()}
     tasks: dict[str, Task] = {}
     input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = {}
     for task in flow.tasks:
@@ -98,6 +98,7 @@ def compile_flow(
         names=names,
         registered=registered,
         chains=chains,
+        expressions=expressions,
         known_decisions={outcome: {} for outcome in TaskOutcome},
         input_mappings=input_mappings,
         output=expressions[flow.output] if flow.output else None,

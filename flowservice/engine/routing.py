@@ -14,7 +14,7 @@ module, so the rules cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -90,7 +90,10 @@ def unrouted_targets(names: Sequence[str], position: int) -> tuple[str, str]:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class Link:
-    """One condition of a chain, with its compiled expression when it tests one."""
+    """One condition of a chain, with its compiled expression when it tests one.
+
+    (What the static analysis reads; a plan keeps only its chains' indexes.)
+    """
 
     index: int
     """The condition's index in `Flow.conditions`."""
@@ -100,29 +103,38 @@ class Link:
     """The compiled `condition.expression`, or None when it tests `outcome`."""
 
 
-def decide(chain: Sequence[Link], task: str, outcome: TaskOutcome, scope: Scope | None) -> Decision:
-    """The decision `chain` takes after a run of `task` ended in `outcome`.
+def decide(
+    chain: Sequence[int],
+    conditions: Sequence[Condition],
+    expressions: Mapping[str, CompiledExpression],
+    task: str,
+    outcome: TaskOutcome,
+    scope: Scope | None,
+) -> Decision:
+    """The decision a chain takes after a run of `task` ended in `outcome`.
 
-    `scope` already holds that run. Raises `ExpressionError` when a test fails
-    to evaluate.
+    `chain` holds the indexes of its conditions in `conditions` (the flow's),
+    whose `expressions` are compiled; `scope` already holds that run. Raises
+    `ExpressionError` when a test fails to evaluate.
     """
     variables: dict[str, Any] | None = None  # built once, for the first expression
     actual = _OUTCOME_VALUES[outcome]  # (`outcome.value` is a property, slow on Python 3.11)
     links = len(chain)
-    for tested, link in enumerate(chain, start=1):
-        condition = link.condition
-        if link.expression is not None:
+    for tested, index in enumerate(chain, start=1):
+        condition = conditions[index]
+        if condition.expression:
             assert scope is not None  # the plan keeps a scope when expressions exist
             if variables is None:
                 variables = scope.variables(task)
-            held = _holds(link, link.expression, task, scope, variables)
+            compiled = expressions[condition.expression]
+            held = _holds(index, compiled, task, scope, variables)
         else:
             held = actual == condition.outcome
         if held or tested == links:
             # By position: keywords double the cost of building it (0.37 -> 0.75 us).
             return Decision(
                 condition.name,  # condition
-                link.index,  # condition_index
+                index,  # condition_index
                 task,  # source_task
                 condition.outcome,  # expected_outcome
                 condition.expression,  # expression
@@ -139,7 +151,7 @@ _OUTCOME_VALUES = {outcome: outcome.value for outcome in TaskOutcome}
 
 
 def _holds(
-    link: Link,
+    index: int,
     expression: CompiledExpression,
     task: str,
     scope: Scope,
@@ -151,6 +163,5 @@ def _holds(
         raise  # the execution's budget, not this condition's fault
     except ExpressionError as exc:
         raise ExpressionError(
-            f"condition flow.conditions[{link.index}] on task {task!r} "
-            f"could not be evaluated: {exc}"
+            f"condition flow.conditions[{index}] on task {task!r} could not be evaluated: {exc}"
         ) from None
