@@ -203,12 +203,8 @@ class Execution:
     async def events(self) -> AsyncGenerator[Event, None]:
         """Runs the execution, yielding its events; the last is `ExecutionFinished`."""
         self.admission.enter()
-        execution_id, clock = self.execution_id, self.clock
-        started_at, started = clock(), time.perf_counter()
-        if self.resumed is not None:
-            elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
-            started_at, started = self.resumed.started_at, started - elapsed
-        deadline = DeadlineTimer(self.time_limit, time.perf_counter() - started)
+        execution_id = self.execution_id
+        started_at, started, deadline = self._begin()
         ended = False
         # Nobody watching costs nothing: no call per event, no context per attempt.
         emit = _unchanged if self._unwatched else self._emit
@@ -273,9 +269,7 @@ class Execution:
                         current = self._route(result)
                 except _Stop as stop:
                     end = stop
-                summary = self._summary(end, started_at, started)
-                self._log_end(summary.status)
-                event = emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
+                event = emit(self._execution_finished(end, started_at, started))
                 ended = True
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
@@ -287,6 +281,24 @@ class Execution:
         finally:
             deadline.cancel()
             self.admission.leave(execution_id)
+
+    def _begin(self) -> tuple[datetime, float, DeadlineTimer]:
+        """When the execution started (UTC, and `perf_counter`), and its deadline's timer.
+
+        A resumed execution started when it first did: its time limit counts from then.
+        """
+        started_at, started = self.clock(), time.perf_counter()
+        if self.resumed is not None:
+            elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
+            started_at, started = self.resumed.started_at, started - elapsed
+        return started_at, started, DeadlineTimer(self.time_limit, time.perf_counter() - started)
+
+    def _execution_finished(
+        self, end: _Stop, started_at: datetime, started: float
+    ) -> ExecutionFinished:
+        summary = self._summary(end, started_at, started)
+        self._log_end(summary.status)
+        return ExecutionFinished(self.execution_id, self._next(), self.clock(), summary)
 
     def _execution_started(self, started_at: datetime) -> ExecutionStarted:
         flow = self.plan.flow
