@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flowservice._quick_init import quick_init
 from flowservice.models import Decision, ExecutionSummary, TaskResult
 
 __all__ = [
@@ -36,6 +37,7 @@ class _EventBase:
     """When it happened (UTC)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ExecutionStarted(_EventBase):
     """The execution started; always the first event."""
@@ -48,6 +50,7 @@ class ExecutionStarted(_EventBase):
     """The task that runs first."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskStarted(_EventBase):
     """A task is about to run."""
@@ -60,6 +63,7 @@ class TaskStarted(_EventBase):
     """The position of this run among the execution's task runs, from 1."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskRetrying(_EventBase):
     """An attempt of a task failed; another follows after `delay`."""
@@ -76,6 +80,7 @@ class TaskRetrying(_EventBase):
     """How long the engine waits before the next attempt."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskFinished(_EventBase):
     """A task has finished, successfully or not."""
@@ -84,6 +89,7 @@ class TaskFinished(_EventBase):
     """What the run produced."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ConditionEvaluated(_EventBase):
     """A condition decided what runs after its source task."""
@@ -92,6 +98,7 @@ class ConditionEvaluated(_EventBase):
     """Which condition, what it tested, the value, the branch and the next task."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ExecutionFinished(_EventBase):
     """The execution finished; always the last event."""

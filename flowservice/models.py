@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from flowservice._quick_init import quick_init
+
 __all__ = [
     "DEFAULT_TASK_TYPE",
     "END",
@@ -85,6 +87,7 @@ NO_RETRY = RetryPolicy()
 """The policy of a task that sets none: one attempt (shared, so checks are identity tests)."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Task:
     """One step of a flow, carried out by the implementation named by `type`."""
@@ -105,6 +108,7 @@ class Task:
     """Param name to CEL expression, evaluated just before the task starts."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Condition:
     """A routing decision taken after `source_task` runs; it tests `outcome` or `expression`."""
@@ -145,6 +149,7 @@ class Flow:
     """A CEL expression computing the flow's output; empty means the last task's output."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Which condition routed after a task run, what it tested and where it went."""
@@ -183,6 +188,7 @@ class TaskStub:
     """The error of a stubbed failure."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskResult:
     """What one run of one task produced."""

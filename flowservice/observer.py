@@ -36,14 +36,20 @@ class Observer(Protocol):
 
 
 class _Nothing:
-    """A reusable context manager that does nothing (cheaper than a generator one)."""
+    """A reusable context manager that does nothing (cheaper than a generator one).
+
+    Static methods: `with` then holds the function itself, not a new bound
+    method for as long as the block runs (64 bytes per execution).
+    """
 
     __slots__ = ()
 
-    def __enter__(self) -> None:
+    @staticmethod
+    def __enter__() -> None:
         return None
 
-    def __exit__(self, *exc_info: object) -> None:
+    @staticmethod
+    def __exit__(*exc_info: object) -> None:
         return None
 
 

@@ -22,7 +22,7 @@ def flow_warnings(plan: Plan) -> list[Violation]:
     """Every warning about `plan`'s flow: tasks first, then conditions, each by index."""
     flow = plan.flow
     # Fates evaluate constant expressions: computed once, used twice.
-    fates = {source: _fates(chain) for source, chain in plan.chains.items()}
+    fates = {source: _fates(_links(plan, chain)) for source, chain in plan.chains.items()}
     edges = _edges(plan, fates)
     reachable = _reachable(flow.start_task, edges)
     reverse: dict[str, set[str]] = {}
@@ -96,7 +96,17 @@ class _Fate:
         return self.shadowed_by is None and not self.repeats_outcome
 
 
-def _fates(chain: tuple[Link, ...]) -> list[_Fate]:
+def _links(plan: Plan, chain: tuple[int, ...]) -> list[Link]:
+    """The links of a chain of the plan: its conditions, with their compiled expressions."""
+    links = []
+    for index in chain:
+        condition = plan.flow.conditions[index]
+        test = condition.expression
+        links.append(Link(index, condition, plan.expressions[test] if test else None))
+    return links
+
+
+def _fates(chain: list[Link]) -> list[_Fate]:
     """Each link's fate, in order; after a link that always holds, the rest are shadowed."""
     fates: list[_Fate] = []
     outcomes_tested: set[str] = set()

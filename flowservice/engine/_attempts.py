@@ -12,11 +12,12 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowservice._quick_init import quick_init
 from flowservice.engine._deadline import DEADLINE_EXCEEDED, DeadlinePassed, DeadlineTimer
 from flowservice.json_values import NotJsonError, to_json
 from flowservice.limits import Limits
@@ -32,6 +33,7 @@ TASK_TIMEOUT = "TaskTimeout"
 logger = logging.getLogger("flowservice.attempts")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """How one attempt of a task ended."""
@@ -50,6 +52,16 @@ class Attempt:
     """False when the task said no retry can help (`TaskFailure(retryable=False)`)."""
     retry_after: float | None = None
     """Seconds the failed service asked to wait before a retry (`TaskFailure.retry_after`)."""
+
+
+_NO_OUTPUT = Attempt()
+"""A success without output, the most common attempt: one object for all (it is frozen)."""
+
+
+async def _timed(called: Awaitable[object], seconds: float) -> object:
+    """`called`'s result, or `TimeoutError` after `seconds`."""
+    async with asyncio.timeout(seconds):
+        return await called
 
 
 class AttemptRunner:
@@ -73,52 +85,72 @@ class AttemptRunner:
         ctx: TaskContext,
         deadline: DeadlineTimer,
     ) -> Attempt:
-        """One attempt, bounded by the task's timeout and the execution's `deadline`."""
-        task = ctx.task
+        """One attempt, bounded by the task's timeout and the execution's `deadline`.
+
+        (The work of each outcome is in methods of its own: this coroutine's
+        frame, held while the task runs, stays small.)
+        """
         try:
             with deadline.interruptible():
-                if task.timeout is None:
-                    returned = await self._call(registered, ctx)
-                else:
-                    # Only tasks that set a timeout pay for a timer of their own.
-                    async with asyncio.timeout(task.timeout.total_seconds()):
-                        returned = await self._call(registered, ctx)
-            return self._checked(returned)
+                returned = await self._call(registered, ctx)
+            return _NO_OUTPUT if returned is None else self._checked(returned)
         except TaskFailure as failure:
-            failed = self._failed(failure.output, str(failure) or "task failed", failure.error_type)
-            if failure.retryable and failure.retry_after is None:
-                return failed
-            return dataclasses.replace(
-                failed, retryable=failure.retryable, retry_after=failure.retry_after
-            )
+            return self._task_failure(failure)
         except TimeoutError:
-            assert task.timeout is not None
-            seconds = task.timeout.total_seconds()
+            assert ctx.task.timeout is not None
+            seconds = ctx.task.timeout.total_seconds()
             return Attempt(error=f"attempt timed out after {seconds:g} s", error_type=TASK_TIMEOUT)
         except DeadlinePassed:
-            # The task's error says it was cancelled; the execution's, why.
-            why = deadline.out_of_time(f"while task {task.name!r} ran")
-            return Attempt(
-                error=f"cancelled: {why}", error_type=deadline.error_type, deadline_error=why
-            )
+            return self._cut_short(ctx, deadline)
         except Exception as exc:
-            # A task's own bug is that task's failure, never the server's.
-            logger.warning(
-                "task %r raised in execution %s",
-                task.name,
-                ctx.execution_id,
-                exc_info=True,
-                extra={"execution_id": ctx.execution_id, "task": task.name},
-            )
-            return Attempt(error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
+            return self._raised(ctx, exc)
 
-    async def _call(self, registered: RegisteredTask, ctx: TaskContext) -> object:
+    def _call(self, registered: RegisteredTask, ctx: TaskContext) -> Awaitable[object]:
+        # The task's own awaitable, awaited by `run`: no coroutine of ours in between,
+        # but for a task with a timeout, which pays for a timer of its own.
+        called: Awaitable[object]
         if registered.is_async:
-            return await registered.function(ctx)  # type: ignore[misc]
-        # A sync task may block; in a worker thread it blocks only itself. At a
-        # deadline its result is abandoned.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, registered.function, ctx)
+            called = registered.function(ctx)  # type: ignore[assignment]
+        else:
+            # A sync task may block; in a worker thread it blocks only itself. At a
+            # deadline its result is abandoned.
+            loop = asyncio.get_running_loop()
+            called = loop.run_in_executor(self._executor, registered.function, ctx)
+        timeout = ctx.task.timeout
+        if timeout is None:
+            return called
+        return _timed(called, timeout.total_seconds())
+
+    def _task_failure(self, failure: TaskFailure) -> Attempt:
+        """The attempt of a task that raised `TaskFailure`."""
+        failed = self._failed(failure.output, str(failure) or "task failed", failure.error_type)
+        if failure.retryable and failure.retry_after is None:
+            return failed
+        return dataclasses.replace(
+            failed, retryable=failure.retryable, retry_after=failure.retry_after
+        )
+
+    @staticmethod
+    def _cut_short(ctx: TaskContext, deadline: DeadlineTimer) -> Attempt:
+        """The attempt the execution's deadline (or a cancel) interrupted."""
+        # The task's error says it was cancelled; the execution's, why.
+        why = deadline.out_of_time(f"while task {ctx.task.name!r} ran")
+        return Attempt(
+            error=f"cancelled: {why}", error_type=deadline.error_type, deadline_error=why
+        )
+
+    @staticmethod
+    def _raised(ctx: TaskContext, exc: Exception) -> Attempt:
+        """The attempt of a task that raised `exc`: a task's own bug is that task's
+        failure, never the server's."""
+        logger.warning(
+            "task %r raised in execution %s",
+            ctx.task.name,
+            ctx.execution_id,
+            exc_info=exc,
+            extra={"execution_id": ctx.execution_id, "task": ctx.task.name},
+        )
+        return Attempt(error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__)
 
     def stubbed(self, stub: TaskStub) -> Attempt:
         """The attempt a what-if stub stands for."""
@@ -137,19 +169,21 @@ class AttemptRunner:
 
     def _checked(self, returned: object) -> Attempt:
         if returned is None:
-            return Attempt()
+            return _NO_OUTPUT
         if not isinstance(returned, Mapping):
             return Attempt(
                 error=f"task returned a {type(returned).__name__}; "
                 "it must return an object or None",
                 error_type="InvalidOutput",
             )
+        if not returned:
+            return _NO_OUTPUT
         try:
             output = to_json(returned)
         except NotJsonError as exc:
             return Attempt(error=f"task output is not JSON-like: {exc}", error_type="InvalidOutput")
         if not output:
-            return Attempt(output)
+            return _NO_OUTPUT
         size = len(json.dumps(output, separators=(",", ":")).encode())
         if size > self._limits.max_output_bytes:
             return Attempt(

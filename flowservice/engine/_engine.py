@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from flowservice.engine._analysis import flow_warnings
@@ -30,19 +32,22 @@ from flowservice.engine._validation import validate
 from flowservice.errors import InvalidFlowError, Violation
 from flowservice.events import Event, ExecutionFinished
 from flowservice.limits import Limits
-from flowservice.models import ExecutionSummary, Flow, TaskStub
+from flowservice.models import ExecutionSummary, Flow, TaskStub, TimeLimit
 from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskRegistry
 
 __all__ = ["Engine", "Resumption", "ValidationReport"]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+_utc_now = functools.partial(datetime.now, UTC)  # (a partial calls it without a Python frame)
 
 
 def _new_execution_id() -> str:
     return str(uuid.uuid4())
+
+
+_NO_STUBS: Mapping[str, TaskStub] = MappingProxyType({})
+"""The stubs of a run without any: one empty mapping for all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ class Engine:
         self._attempts = AttemptRunner(self._limits, task_threads)
         self._observer: Observer = observer or NullObserver()
         self._admission = Admission(self._limits.max_concurrent_executions)
+        self._server_limit = TimeLimit("max_run_time", self._limits.max_run_time)
         self.plans = PlanCache(self._limits.max_cached_plans)
         """The plans of the flows run last (`run`'s `flow_key`); its counts feed the metrics."""
 
@@ -157,12 +163,12 @@ class Engine:
         `flow` may then be a function that builds it, called only on a miss.
         Stubs change what is valid, so runs with stubs always compile.
         """
-        stubs = stubs or {}
+        stubs = stubs or _NO_STUBS
         plan = self._plan(flow, stubs, None if stubs else flow_key)
         execution = Execution(
             plan=plan,
             execution_id=self._new_execution_id() if resume is None else resume.execution_id,
-            time_limit=earliest_limit(plan.flow, self._limits, time_allowed),
+            time_limit=earliest_limit(plan.flow, self._server_limit, time_allowed),
             flow_input=flow_input or {},
             stubs=stubs,
             limits=self._limits,

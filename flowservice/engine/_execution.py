@@ -63,7 +63,7 @@ from flowservice.models import (
     TaskStub,
     TimeLimit,
 )
-from flowservice.observer import Observer
+from flowservice.observer import NullObserver, Observer
 from flowservice.tasks import TaskContext
 
 __all__ = ["Admission", "Execution", "Resumption"]
@@ -80,6 +80,9 @@ _DEADLINE_TOLERANCE = 0.05
 # seconds without a pause, the loop is given a turn (health checks, other calls).
 _MAX_HOLD = 0.005
 
+_NO_INPUTS: Mapping[str, Any] = {}
+"""The inputs of a task without an input mapping: one empty dict, never written, for all."""
+
 RESULTS_TOO_LARGE = "ResultsTooLarge"
 """The error type of the task run whose output took the execution past `max_results_bytes`."""
 
@@ -87,14 +90,14 @@ RESULTS_TOO_LARGE = "ResultsTooLarge"
 class Admission:
     """Counts executions in progress and refuses new ones past the limit; cancels one by id."""
 
-    __slots__ = ("_stops", "limit", "running")
+    __slots__ = ("_timers", "limit", "running")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         """The most executions at once."""
         self.running = 0
         """Executions in progress."""
-        self._stops: dict[str, Callable[[], bool]] = {}  # execution id -> its timer's `stop`
+        self._timers: dict[str, DeadlineTimer] = {}  # execution id -> its timer (to `stop` it)
 
     def enter(self) -> None:
         """Admits one execution; `TooManyExecutionsError` when at the limit."""
@@ -102,14 +105,14 @@ class Admission:
             raise TooManyExecutionsError(self.limit)
         self.running += 1
 
-    def stoppable(self, execution_id: str, stop: Callable[[], bool]) -> None:
-        """The admitted execution `execution_id` is ended early by `stop` (see `cancel`)."""
-        self._stops[execution_id] = stop
+    def stoppable(self, execution_id: str, timer: DeadlineTimer) -> None:
+        """The admitted execution `execution_id` is ended early by `timer.stop` (see `cancel`)."""
+        self._timers[execution_id] = timer
 
     def leave(self, execution_id: str) -> None:
         """One execution ended."""
         self.running -= 1
-        self._stops.pop(execution_id, None)
+        self._timers.pop(execution_id, None)
 
     def cancel(self, execution_id: str) -> bool:
         """Ends the execution CANCELLED if it awaits a task attempt or a retry delay now.
@@ -117,8 +120,8 @@ class Admission:
         False when no execution by that id runs here or it awaits nothing of
         its own now (`DeadlineTimer.stop`).
         """
-        stop = self._stops.get(execution_id)
-        return stop is not None and stop()
+        timer = self._timers.get(execution_id)
+        return timer is not None and timer.stop()
 
 
 class _Stop(Exception):
@@ -182,6 +185,12 @@ class Execution:
     _held_since: float = 0.0
     _step_started: float = 0.0  # perf_counter() when the current step started
     _pending: _Stop | None = None  # a stop found while recording, raised after TaskFinished
+    _latest_view: Mapping[str, TaskResult] = field(init=False)  # what tasks read of `_latest`
+    _unwatched: bool = field(init=False)  # the observer is the `NullObserver`
+
+    def __post_init__(self) -> None:
+        self._latest_view = MappingProxyType(self._latest)
+        self._unwatched = isinstance(self.observer, NullObserver)
 
     def _emit(self, event: Event) -> Event:
         self.observer.event(event)
@@ -194,60 +203,73 @@ class Execution:
     async def events(self) -> AsyncGenerator[Event, None]:
         """Runs the execution, yielding its events; the last is `ExecutionFinished`."""
         self.admission.enter()
-        execution_id, clock = self.execution_id, self.clock
-        started_at, started = clock(), time.perf_counter()
-        if self.resumed is not None:
-            elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
-            started_at, started = self.resumed.started_at, started - elapsed
-        deadline = DeadlineTimer(self.time_limit, time.perf_counter() - started)
+        execution_id = self.execution_id
+        started_at, started, deadline = self._begin()
         ended = False
+        # Nobody watching costs nothing: no call per event, no context per attempt.
+        emit = _unchanged if self._unwatched else self._emit
         try:
-            self.admission.stoppable(execution_id, deadline.stop)
+            self.admission.stoppable(execution_id, deadline)
             with self.observer.execution(self.plan.flow, execution_id):
                 if self.resumed is None or not self.resumed.last_sequence:
                     # (A resumed execution whose first event was never stored gets it now.)
-                    yield self._emit(self._execution_started(started_at))
+                    yield emit(self._execution_started(started_at))
                 end = _COMPLETED
                 try:
                     last = self._restore_all()
                     if (announced := self._unannounced(last)) is not None:
-                        yield self._emit(announced)
+                        yield emit(announced)
                     current = self.plan.flow.start_task if last is None else self._route(last)
                     while current is not None:
                         if self._held_too_long():
                             await asyncio.sleep(0)  # a turn for health checks and other calls
-                        task, step, params, inputs = self._admit(current, deadline)
-                        task_started = self._task_started(task, step)
-                        yield self._emit(task_started)
+                        task_started, task, params, inputs = self._start(current, deadline)
+                        yield emit(task_started)
+                        step = task_started.step
                         stub = self.stubs.get(task.name) if self.stubs else None
                         number = 1
-                        attempt = await self._attempt(task, stub, params, step, number, deadline)
-                        while (retrying := self._retrying(task, stub, attempt, number)) is not None:
-                            yield self._emit(retrying)
+                        if stub is not None:
+                            attempt = self.attempts.stubbed(stub)
+                        else:
+                            attempt = await self._attempt(task, params, step, number, deadline)
+                        while attempt.error and (
+                            retrying := self._retrying(task, stub, attempt, number)
+                        ):
+                            yield emit(retrying)
                             attempt = await self._wait_to_retry(task, attempt, retrying, deadline)
                             if attempt.deadline_error:
                                 break
                             number += 1
-                            attempt = await self._attempt(
-                                task, stub, params, step, number, deadline
-                            )
+                            attempt = await self._attempt(task, params, step, number, deadline)
                         result = self._record(
                             task_started, task, attempt, number, stub, inputs, deadline
                         )
                         # Its time is its start plus its duration, exactly: the history
-                        # may keep only the result and derive the event from it.
-                        finished = TaskFinished(
-                            execution_id, self._next(), result.started_at + result.duration, result
+                        # may keep only the result and derive the event from it. (No
+                        # local keeps the event: the execution holds less while it waits.)
+                        yield emit(
+                            TaskFinished(
+                                execution_id,
+                                self._next(),
+                                result.started_at + result.duration,
+                                result,
+                            )
                         )
-                        yield self._emit(finished)
                         if result.decision is not None:
-                            yield self._emit(self._condition_evaluated(finished, result.decision))
+                            # Deciding takes no time worth a clock read: the decision
+                            # shares its task's finish time.
+                            yield emit(
+                                ConditionEvaluated(
+                                    execution_id,
+                                    self._next(),
+                                    result.started_at + result.duration,
+                                    result.decision,
+                                )
+                            )
                         current = self._route(result)
                 except _Stop as stop:
                     end = stop
-                summary = self._summary(end, started_at, started)
-                self._log_end(summary.status)
-                event = self._emit(ExecutionFinished(execution_id, self._next(), clock(), summary))
+                event = emit(self._execution_finished(end, started_at, started))
                 ended = True
                 yield event
         except (asyncio.CancelledError, GeneratorExit):
@@ -259,6 +281,24 @@ class Execution:
         finally:
             deadline.cancel()
             self.admission.leave(execution_id)
+
+    def _begin(self) -> tuple[datetime, float, DeadlineTimer]:
+        """When the execution started (UTC, and `perf_counter`), and its deadline's timer.
+
+        A resumed execution started when it first did: its time limit counts from then.
+        """
+        started_at, started = self.clock(), time.perf_counter()
+        if self.resumed is not None:
+            elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
+            started_at, started = self.resumed.started_at, started - elapsed
+        return started_at, started, DeadlineTimer(self.time_limit, time.perf_counter() - started)
+
+    def _execution_finished(
+        self, end: _Stop, started_at: datetime, started: float
+    ) -> ExecutionFinished:
+        summary = self._summary(end, started_at, started)
+        self._log_end(summary.status)
+        return ExecutionFinished(self.execution_id, self._next(), self.clock(), summary)
 
     def _execution_started(self, started_at: datetime) -> ExecutionStarted:
         flow = self.plan.flow
@@ -318,17 +358,6 @@ class Execution:
         self._latest.pop(result.task, None)
         self._latest[result.task] = result
 
-    def _task_started(self, task: Task, step: int) -> TaskStarted:
-        self._step_started = time.perf_counter()
-        return TaskStarted(
-            self.execution_id, self._next(), self.clock(), task.name, task.type, step
-        )
-
-    def _condition_evaluated(self, finished: TaskFinished, decision: Decision) -> Event:
-        # Deciding takes no time worth a clock read: the decision shares its
-        # task's finish time.
-        return ConditionEvaluated(self.execution_id, self._next(), finished.time, decision)
-
     def _held_too_long(self) -> bool:
         """Whether the execution has run `_MAX_HOLD` seconds since it last gave the loop up.
 
@@ -341,10 +370,13 @@ class Execution:
         self._held_since = now
         return True
 
-    def _admit(
+    def _start(
         self, name: str, deadline: DeadlineTimer
-    ) -> tuple[Task, int, Mapping[str, Any], dict[str, Any]]:
-        """The task to run next, its step, params and mapped inputs; `_Stop` if it may not run."""
+    ) -> tuple[TaskStarted, Task, Mapping[str, Any], Mapping[str, Any]]:
+        """Starts the run of task `name`: its event, the task, its params and mapped inputs.
+
+        `_Stop` when it may not run (the step limit, the deadline, a mapping that fails).
+        """
         results = self._results
         if len(results) >= self.plan.max_steps:
             raise _Stop(
@@ -361,23 +393,30 @@ class Execution:
             )
         task = self.plan.tasks[name]
         mapping = self.plan.input_mappings.get(name)
-        if not mapping:
-            return task, len(results) + 1, task.params, {}
-        inputs = self._inputs(task, mapping)
-        return task, len(results) + 1, {**task.params, **inputs}, inputs
+        params: Mapping[str, Any] = task.params
+        inputs: Mapping[str, Any] = _NO_INPUTS
+        if mapping:
+            inputs = self._inputs(task, mapping)
+            params = {**params, **inputs}
+        self._step_started = time.perf_counter()
+        started = TaskStarted(
+            self.execution_id, self._next(), self.clock(), name, task.type, len(results) + 1
+        )
+        return started, task, params, inputs
 
-    async def _attempt(
+    def _attempt(
         self,
         task: Task,
-        stub: TaskStub | None,
         params: Mapping[str, Any],
         step: int,
         number: int,
         deadline: DeadlineTimer,
-    ) -> Attempt:
-        """Attempt `number` of `task` at `step` (what its what-if `stub` says, if it has one)."""
-        if stub is not None:
-            return self.attempts.stubbed(stub)
+    ) -> Awaitable[Attempt]:
+        """Attempt `number` of `task` at `step`, to await.
+
+        The runner's coroutine itself, unless an observer watches: each layer
+        of coroutine would cost a frame per step, and memory while the task runs.
+        """
         ctx = TaskContext(
             self.execution_id,
             self.plan.flow.id,
@@ -386,19 +425,26 @@ class Execution:
             self.flow_input,
             step,
             number,
-            MappingProxyType(self._latest),
-            _attempt_deadline(task, deadline),
+            self._latest_view,
+            deadline.when if task.timeout is None else _attempt_deadline(task, deadline),
         )
+        run = self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+        if self._unwatched:
+            return run
+        return self._observed(run, task, step, number)
+
+    async def _observed(
+        self, run: Awaitable[Attempt], task: Task, step: int, number: int
+    ) -> Attempt:
         with self.observer.attempt(task, step, number):
-            return await self.attempts.run(self.plan.registered[task.type], ctx, deadline)
+            return await run
 
     def _retrying(
         self, task: Task, stub: TaskStub | None, attempt: Attempt, number: int
     ) -> TaskRetrying | None:
-        """The event announcing a retry of a failed `attempt`, or None when it is not retried."""
+        """The event announcing a retry of `attempt` (it failed), or None when none follows."""
         if (
             stub is not None
-            or not attempt.error
             or attempt.deadline_error
             or not attempt.retryable
             or not should_retry(task.retry, number, attempt.error_type)
@@ -447,7 +493,8 @@ class Execution:
         """
         if attempt.deadline_error:
             self._pending = _Stop(deadline.status, attempt.deadline_error, deadline.error_type)
-        attempt = self._within_results_budget(task.name, attempt)
+        if attempt.size:  # (no output, no change)
+            attempt = self._within_results_budget(task.name, attempt)
         outcome = TaskOutcome.FAILURE if attempt.error else TaskOutcome.SUCCESS
         if self._scope is not None:
             self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
@@ -457,7 +504,7 @@ class Execution:
             outcome,
             started.step,
             started.time,
-            timedelta(seconds=time.perf_counter() - self._step_started),
+            timedelta(0, time.perf_counter() - self._step_started),  # (seconds=: 1.5 times slower)
             attempt.output,
             attempt.error,
             attempt.error_type,
@@ -492,16 +539,27 @@ class Execution:
 
     def _decide(self, task_name: str, outcome: TaskOutcome) -> Decision | None:
         """The decision of `task_name`'s conditions, if it has any."""
-        chain = self.plan.chains.get(task_name)
+        plan = self.plan
+        chain = plan.chains.get(task_name)
         if not chain:
             return None
+        known = plan.known_decisions[outcome]
+        decision = known.get(task_name)
+        if decision is not None:
+            return decision
         try:
-            return decide(chain, task_name, outcome, self._scope)
+            decision = decide(
+                chain, plan.flow.conditions, plan.expressions, task_name, outcome, self._scope
+            )
         except ExpressionBudgetSpent as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
+            return None
         except ExpressionError as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
-        return None
+            return None
+        if len(chain) == 1 and not decision.expression:
+            known[task_name] = decision
+        return decision
 
     def _route(self, result: TaskResult) -> str | None:
         """The task that runs after `result`, None when the flow completes; `_Stop` otherwise."""
@@ -604,7 +662,12 @@ class Execution:
 
 
 def _attempt_deadline(task: Task, deadline: DeadlineTimer) -> float:
-    """When an attempt of `task` must end (loop clock): its timeout or the execution's deadline."""
-    if task.timeout is None:
-        return deadline.when
+    """When an attempt of `task`, which has a timeout, must end (loop clock):
+    its timeout or the execution's deadline, the earlier."""
+    assert task.timeout is not None
     return min(deadline.when, asyncio.get_running_loop().time() + task.timeout.total_seconds())
+
+
+def _unchanged(event: Event) -> Event:
+    """What emitting an event is when no observer watches."""
+    return event

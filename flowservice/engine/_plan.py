@@ -19,18 +19,18 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flowservice.engine.routing import Link, chains_of
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
-from flowservice.models import Flow, Task
+from flowservice.models import Decision, Flow, Task, TaskOutcome
 from flowservice.tasks import RegisteredTask, TaskRegistry
 
 __all__ = ["MAX_KEY_BYTES", "Plan", "PlanCache", "compile_flow"]
 
 MAX_KEY_BYTES = 16 * 1024
 """Longest key `PlanCache` keeps a plan for. A plan takes some ten to twenty
-times its flow's serialized size in memory, so this bounds the cache at a few
-hundred KB per entry; a larger flow spends most of its time running anyway."""
+times its flow's serialized size in memory (up to five more once its routing
+decisions are known), so this bounds the cache at a few hundred KB per entry;
+a larger flow spends most of its time running anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,16 @@ class Plan:
     """Task names in list order."""
     registered: Mapping[str, RegisteredTask]
     """The implementation of each task type the flow uses."""
-    chains: Mapping[str, tuple[Link, ...]]
-    """The conditions of each source task, in declared (testing) order."""
+    chains: Mapping[str, tuple[int, ...]]
+    """The indexes in `flow.conditions` of the conditions of each source task, in
+    declared (testing) order (`routing.chains_of`). Indexes, not objects: a
+    tuple of ints is one object that the garbage collector soon stops walking."""
+    expressions: Mapping[str, CompiledExpression]
+    """Every expression of the flow, compiled, by its text."""
+    known_decisions: Mapping[TaskOutcome, dict[str, Decision]]
+    """The decisions of the chains of one outcome test (the common case), by outcome
+    and source task, added as runs take them: such a chain decides the same way
+    after every run, so each decision is made once per plan and results share it."""
     input_mappings: Mapping[str, tuple[tuple[str, CompiledExpression], ...]]
     """Each task's compiled input mapping: (param name, expression) pairs."""
     output: CompiledExpression | None
@@ -66,38 +74,34 @@ def compile_flow(
     limits: Limits,
 ) -> Plan:
     """The plan of `flow`, which passed validation; `expressions` are those it compiled."""
-    chains = {
-        source: tuple(
-            Link(
-                index,
-                condition,
-                expressions[condition.expression] if condition.expression else None,
-            )
-            for index, condition in chain
-        )
-        for source, chain in chains_of(flow.conditions).items()
-    }
-    input_mappings = {
-        task.name: tuple((name, expressions[source]) for name, source in task.input_mapping.items())
-        for task in flow.tasks
-        if task.input_mapping
-    }
-    output = expressions[flow.output] if flow.output else None
-    registered: dict[str, RegisteredTask] = {}
+    grouped: dict[str, list[int]] = {}
+    for index, condition in enumerate(flow.conditions):
+        grouped.setdefault(condition.source_task, []).append(index)
+    chains = {source: tuple(indexes) for source, indexes in grouped.items()}
+    tasks: dict[str, Task] = {}
+    input_mappings: dict[str, tuple[tuple[str, CompiledExpression], ...]] = {}
     for task in flow.tasks:
-        implementation = registry.get(task.type)
+        tasks[task.name] = task
+        if task.input_mapping:
+            mapping = task.input_mapping.items()
+            input_mappings[task.name] = tuple((name, expressions[test]) for name, test in mapping)
+    registered: dict[str, RegisteredTask] = {}
+    for task_type in {task.type for task in flow.tasks}:
+        implementation = registry.get(task_type)
         assert implementation is not None  # validation rejected unknown types
-        registered[task.type] = implementation
-    names = tuple(task.name for task in flow.tasks)
+        registered[task_type] = implementation
+    names = tuple(tasks)
     return Plan(
         flow=flow,
-        tasks={task.name: task for task in flow.tasks},
+        tasks=tasks,
         positions={name: position for position, name in enumerate(names)},
         names=names,
         registered=registered,
         chains=chains,
+        expressions=expressions,
+        known_decisions={outcome: {} for outcome in TaskOutcome},
         input_mappings=input_mappings,
-        output=output,
+        output=expressions[flow.output] if flow.output else None,
         max_steps=flow.max_steps or limits.default_max_steps,
         uses_expressions=bool(expressions),
     )

@@ -10,16 +10,20 @@ expressions compiled here (compiling an expression is how it is checked).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from flowservice.engine.routing import chains_of, stops
+from flowservice.engine.routing import stops
 from flowservice.errors import Violation
 from flowservice.expressions import CompiledExpression, compile_expression
 from flowservice.limits import Limits
 from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, Task, TaskStub
 from flowservice.tasks import TaskRegistry
+
+ParamCheck = Callable[[Mapping[str, Any]], Iterable[Violation]]
+"""A task type's `check_params`."""
 
 __all__ = ["Validation", "validate"]
 
@@ -96,47 +100,80 @@ class _Checker:
             yield Violation("flow.tasks", "a flow needs at least one task", "NO_TASKS")
         elif len(flow.tasks) > limits.max_tasks:
             yield _too_many("flow.tasks", len(flow.tasks), "tasks", "max_tasks", limits.max_tasks)
+        task_names, limit = self.task_names, limits.max_name_length
+        param_checks = self._param_checks()
         for index, task in enumerate(flow.tasks):
-            path = f"flow.tasks[{index}]"
-            if not task.name:
-                yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
-            elif task.name == END:
-                yield Violation(
-                    f"{path}.name",
-                    f"{END!r} is reserved: it is the target that stops a flow",
-                    "RESERVED_TASK_NAME",
-                )
-            elif task.name in self.task_names:
-                yield Violation(
-                    f"{path}.name",
-                    f"task name {task.name!r} is already used by "
-                    f"flow.tasks[{self.task_names[task.name]}]",
-                    "DUPLICATE_TASK_NAME",
-                )
+            # The common case (a new short name, a known type, no timeout, retry or
+            # mapping) costs a few tests and no path string: this loop runs once
+            # per task of every request.
+            name = task.name
+            if (
+                name not in task_names
+                and name
+                and name != END
+                and max(len(name), len(task.type)) <= limit
+                and task.type in self.task_types
+                and task.timeout is None
+                and task.retry is NO_RETRY
+                and not task.input_mapping
+            ):
+                task_names[name] = index
             else:
-                self.task_names[task.name] = index
-            # The common case (short names, no timeout, retry or mapping) skips
-            # the detailed checks: this loop runs once per task of every request.
-            if max(len(task.name), len(task.type)) > limits.max_name_length:
-                yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
-            if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
-                yield Violation(
-                    f"{path}.type",
-                    f"unknown task type {task.type!r}; "
-                    f"registered types: {', '.join(sorted(self.task_types))}",
-                    "UNKNOWN_TASK_TYPE",
-                )
-            if task.timeout is not None:
-                yield from _positive(f"{path}.timeout", task.timeout)
-            if task.retry is not NO_RETRY:
-                yield from _retry(f"{path}.retry", task.retry, limits)
-            for name, source in task.input_mapping.items():
-                mapping_path = f'{path}.input_mapping["{name}"]'
-                if not name:
-                    yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
-                yield from self._compile(mapping_path, source, needs_bool=False)
-            if isinstance(self.task_types, TaskRegistry):
-                yield from _param_violations(path, task, self.task_types)
+                yield from self._task(f"flow.tasks[{index}]", index, task)
+            check = param_checks.get(task.type)
+            if check is not None:
+                yield from _param_violations(f"flow.tasks[{index}]", task, check)
+
+    def _param_checks(self) -> dict[str, ParamCheck]:
+        """The `check_params` of each task type the flow uses that has one (from a registry)."""
+        registry = self.task_types
+        if not isinstance(registry, TaskRegistry):
+            return {}
+        checks: dict[str, ParamCheck] = {}
+        for task_type in {task.type for task in self.flow.tasks}:
+            registered = registry.get(task_type)
+            if registered is not None and registered.check_params is not None:
+                checks[task_type] = registered.check_params
+        return checks
+
+    def _task(self, path: str, index: int, task: Task) -> Iterator[Violation]:
+        """Every check of one task but its params'."""
+        limits = self.limits
+        if not task.name:
+            yield Violation(f"{path}.name", "a task needs a name", "MISSING_TASK_NAME")
+        elif task.name == END:
+            yield Violation(
+                f"{path}.name",
+                f"{END!r} is reserved: it is the target that stops a flow",
+                "RESERVED_TASK_NAME",
+            )
+        elif task.name in self.task_names:
+            yield Violation(
+                f"{path}.name",
+                f"task name {task.name!r} is already used by "
+                f"flow.tasks[{self.task_names[task.name]}]",
+                "DUPLICATE_TASK_NAME",
+            )
+        else:
+            self.task_names[task.name] = index
+        if max(len(task.name), len(task.type)) > limits.max_name_length:
+            yield from self._names((f"{path}.name", task.name), (f"{path}.type", task.type))
+        if task.type not in self.task_types and len(task.type) <= limits.max_name_length:
+            yield Violation(
+                f"{path}.type",
+                f"unknown task type {task.type!r}; "
+                f"registered types: {', '.join(sorted(self.task_types))}",
+                "UNKNOWN_TASK_TYPE",
+            )
+        if task.timeout is not None:
+            yield from _positive(f"{path}.timeout", task.timeout)
+        if task.retry is not NO_RETRY:
+            yield from _retry(f"{path}.retry", task.retry, limits)
+        for name, source in task.input_mapping.items():
+            mapping_path = f'{path}.input_mapping["{name}"]'
+            if not name:
+                yield Violation(mapping_path, "a mapped param needs a name", "MISSING_NAME")
+            yield from self._compile(mapping_path, source, needs_bool=False)
 
     def _conditions(self) -> Iterator[Violation]:
         limits = self.limits
@@ -149,19 +186,35 @@ class _Checker:
                 "max_conditions",
                 limits.max_conditions,
             )
+        known, limit = self.task_names, limits.max_name_length
+        last_of: dict[str, int] = {}  # source task -> index of its last condition
         for index, condition in enumerate(conditions):
+            last_of[condition.source_task] = index
+            # The common case first (an outcome test between known tasks), for
+            # the same reason as the tasks'.
+            success, failure = condition.target_task_success, condition.target_task_failure
+            if (
+                condition.source_task in known
+                and condition.outcome in _OUTCOMES
+                and not condition.expression
+                and len(condition.name) <= limit
+                and (success in known or stops(success))
+                and (failure in known or stops(failure))
+            ):
+                continue
             yield from self._condition(f"flow.conditions[{index}]", condition)
-        for chain in chains_of(conditions).values():
-            last = chain[-1][0]
-            for index, condition in chain[:-1]:
-                if condition.target_task_failure:
-                    yield Violation(
-                        f"flow.conditions[{index}].target_task_failure",
-                        f"only the last condition on task {condition.source_task!r} "
-                        f"(flow.conditions[{last}]) may set target_task_failure: an earlier "
-                        "link that does not hold passes to the next",
-                        "FAILURE_TARGET_NOT_LAST",
-                    )
+        # Of the conditions of one source task (a chain, `routing.chains_of`),
+        # only the last may set a failure target.
+        for index, condition in enumerate(conditions):
+            last = last_of[condition.source_task]
+            if condition.target_task_failure and index != last:
+                yield Violation(
+                    f"flow.conditions[{index}].target_task_failure",
+                    f"only the last condition on task {condition.source_task!r} "
+                    f"(flow.conditions[{last}]) may set target_task_failure: an earlier "
+                    "link that does not hold passes to the next",
+                    "FAILURE_TARGET_NOT_LAST",
+                )
 
     def _condition(self, path: str, condition: Condition) -> Iterator[Violation]:
         source = condition.source_task
@@ -237,17 +290,14 @@ class _Checker:
                 )
 
 
-def _param_violations(path: str, task: Task, registry: TaskRegistry) -> Iterator[Violation]:
+def _param_violations(path: str, task: Task, check: ParamCheck) -> Iterator[Violation]:
     """What the task type's own `check_params` finds in the literal params.
 
     Params an input mapping replaces are left out: their value is only known
     at run time, when the task checks it itself.
     """
-    registered = registry.get(task.type)
-    if registered is None or registered.check_params is None:
-        return
     literal = {k: v for k, v in task.params.items() if k not in task.input_mapping}
-    for violation in registered.check_params(literal):
+    for violation in check(literal):
         yield Violation(
             f"{path}.params.{violation.field}",
             violation.description,

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from flowservice._quick_init import quick_init
 from flowservice.models import Task, TaskResult
 
 __all__ = [
@@ -21,6 +22,7 @@ TaskOutput = Mapping[str, Any] | None
 """What a task returns on success: a JSON-like mapping, or None for no output."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """Everything a task run may read."""

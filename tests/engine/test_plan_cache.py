@@ -9,9 +9,9 @@ import pytest
 from flowservice.engine import Engine
 from flowservice.engine._plan import MAX_KEY_BYTES
 from flowservice.errors import InvalidFlowError
-from flowservice.events import ExecutionFinished
+from flowservice.events import ConditionEvaluated, ExecutionFinished
 from flowservice.limits import Limits
-from flowservice.models import ExecutionStatus, Flow, TaskOutcome, TaskStub
+from flowservice.models import Condition, Decision, ExecutionStatus, Flow, TaskOutcome, TaskStub
 from tests.engine.test_engine import SEED, registry_with
 
 
@@ -103,3 +103,39 @@ async def test_a_key_longer_than_the_bound_is_not_kept() -> None:
     await finish(engine, SEED, b"x" * (MAX_KEY_BYTES + 1))
 
     assert len(engine.plans) == 0
+
+
+async def test_runs_of_a_cached_plan_share_the_decisions_of_outcome_tests() -> None:
+    engine = Engine(registry_with())
+    runs = [await _decisions(engine, SEED, b"seed") for _ in range(2)]
+
+    assert runs[0] == runs[1]
+    assert all(first is again for first, again in zip(*runs, strict=True))
+    assert [decision.next_task for decision in runs[0]] == ["task2", "task3"]
+
+
+async def test_a_decision_that_tests_an_expression_is_made_by_each_run() -> None:
+    engine = Engine(registry_with())
+    tested = dataclasses.replace(
+        SEED,
+        conditions=(
+            Condition("task1", target_task_success="task2", expression="input.go"),
+            *SEED.conditions[1:],
+        ),
+    )
+    go = await _decisions(engine, tested, b"t", {"go": True})
+    stop = await _decisions(engine, tested, b"t", {"go": False})
+
+    assert [decision.next_task for decision in go] == ["task2", "task3"]
+    assert [decision.next_task for decision in stop] == ["end"]
+
+
+async def _decisions(
+    engine: Engine, flow: Flow, key: bytes, flow_input: dict[str, object] | None = None
+) -> list[Decision]:
+    """The decisions of a run of `flow` kept by `key`, in order."""
+    return [
+        event.decision
+        async for event in engine.run(flow, flow_key=key, flow_input=flow_input)
+        if isinstance(event, ConditionEvaluated)
+    ]
