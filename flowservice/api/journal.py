@@ -10,9 +10,10 @@ milliseconds. So an execution whose caller listens to no event (`Execute`,
   event's summary and the stored request (`stored_messages` rebuilds them,
   exactly: each `task_finished` is timed at its result's start plus its
   duration, as the engine times it);
-- otherwise (it runs longer, retries a task, is watched in this process, or
-  ends early without its last event), the events held are written one by one,
-  and every later one at once, as those of a streamed execution are.
+- otherwise (it runs longer, holds `MAX_HELD` events, retries a task, is
+  watched in this process, or ends early without its last event), the events
+  held are written one by one, and every later one at once, as those of a
+  streamed execution are.
 
 A store therefore holds either an execution's events one by one, or its
 last event alone at a sequence after 1: a *folded* history. Readers of the
@@ -37,11 +38,17 @@ from flowservice.events import Event, ExecutionFinished, TaskRetrying
 from flowservice.history import ExecutionStore, StoredEvent, StoredExecution
 from flowservice.models import DEFAULT_TASK_TYPE
 
-__all__ = ["HOLD_SECONDS", "Journal", "stored_messages"]
+__all__ = ["HOLD_SECONDS", "MAX_HELD", "Journal", "stored_messages"]
 
 HOLD_SECONDS = 0.05
 """How long an unwatched execution's events are held back, hoping it ends first.
 The same as the SQLite store's longest wait before a commit."""
+
+MAX_HELD = 256
+"""The most events an execution holds back (some 85 task runs). A flow of quick
+tasks makes thousands of events in `HOLD_SECONDS`: unbounded, a thousand of
+them at once would hold millions of objects, and writing one's events when its
+hold runs out would convert them all in one turn of the event loop."""
 
 _Message = flow_service_pb2.ExecuteStreamResponse
 
@@ -66,8 +73,8 @@ class Journal:
         if held is not None:
             if isinstance(event, ExecutionFinished):
                 self._stop_holding()  # and the events held are implied by this one
-            elif isinstance(event, TaskRetrying):
-                self.release()  # a retry's error and delay are in no summary
+            elif isinstance(event, TaskRetrying) or len(held) >= MAX_HELD:
+                self.release()  # (a retry's error and delay are in no summary)
             else:
                 held.append(event)
                 return

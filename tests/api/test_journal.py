@@ -16,10 +16,11 @@ from typing import Any
 import grpc
 import pytest
 
+from bench.flows import linear_flow
 from flowmanager.v1 import execution_service_pb2 as pb
 from flowmanager.v1 import execution_service_pb2_grpc, flow_service_pb2_grpc
 from flowmanager.v1 import flow_service_pb2 as flow_pb
-from flowservice.api.journal import HOLD_SECONDS, stored_messages
+from flowservice.api.journal import HOLD_SECONDS, MAX_HELD, stored_messages
 from flowservice.history import ExecutionStore, StoredEvent
 from flowservice.server import FlowServer
 from flowservice.settings import Settings
@@ -162,3 +163,15 @@ async def test_a_long_execution_has_its_events_stored_while_it_runs(
     rows = await store.events(execution_id)
     assert [r.sequence for r in rows] == [m.sequence for m in watched]
     assert watched[-1].execution_finished.result.status == flow_pb.EXECUTION_STATUS_COMPLETED
+
+
+async def test_more_events_than_are_held_are_stored_one_by_one(
+    server: FlowServer, stub: flow_service_pb2_grpc.FlowServiceStub
+) -> None:
+    tasks = MAX_HELD // 3 + 10  # each runs, routed by a condition: three events
+    response = await stub.Execute(execute_request({"flow": linear_flow(tasks)}))
+    rows = await _store(server).events(response.execution_id)
+
+    assert len(response.executed_tasks) == tasks
+    assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
+    assert len(rows) > MAX_HELD
