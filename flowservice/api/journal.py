@@ -100,7 +100,8 @@ class Journal:
             self._timer = None
 
     def _write(self, event: Event, message: _Message | None) -> None:
-        payload = (message or event_to_proto(event)).SerializeToString()
+        built = message if message is not None else event_to_proto(event)
+        payload = built.SerializeToString()
         self._store.append(self._execution_id, StoredEvent(event.sequence, payload))
 
 
