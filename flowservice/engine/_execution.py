@@ -543,23 +543,18 @@ class Execution:
         chain = plan.chains.get(task_name)
         if not chain:
             return None
-        known = plan.known_decisions[outcome]
-        decision = known.get(task_name)
-        if decision is not None:
-            return decision
+        known = plan.known_decisions[outcome].get(task_name)
+        if known is not None:
+            return known
         try:
-            decision = decide(
+            return decide(
                 chain, plan.flow.conditions, plan.expressions, task_name, outcome, self._scope
             )
         except ExpressionBudgetSpent as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), exc.error_type)
-            return None
         except ExpressionError as exc:
             self._pending = _Stop(ExecutionStatus.FAILED, str(exc), "ExpressionError")
-            return None
-        if len(chain) == 1 and not decision.expression:
-            known[task_name] = decision
-        return decision
+        return None
 
     def _route(self, result: TaskResult) -> str | None:
         """The task that runs after `result`, None when the flow completes; `_Stop` otherwise."""

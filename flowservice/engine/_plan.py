@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from flowservice.engine.routing import decide
 from flowservice.expressions import CompiledExpression
 from flowservice.limits import Limits
 from flowservice.models import Decision, Flow, Task, TaskOutcome
@@ -28,8 +29,8 @@ __all__ = ["MAX_KEY_BYTES", "Plan", "PlanCache", "compile_flow"]
 
 MAX_KEY_BYTES = 16 * 1024
 """Longest key `PlanCache` keeps a plan for. A plan takes some ten to twenty
-times its flow's serialized size in memory (up to five more once its routing
-decisions are known), so this bounds the cache at a few hundred KB per entry;
+times its flow's serialized size in memory (up to five more for its routing
+decisions, made when it is compiled), so this bounds the cache at a few hundred KB per entry;
 a larger flow spends most of its time running anyway."""
 
 
@@ -53,10 +54,10 @@ class Plan:
     tuple of ints is one object that the garbage collector soon stops walking."""
     expressions: Mapping[str, CompiledExpression]
     """Every expression of the flow, compiled, by its text."""
-    known_decisions: Mapping[TaskOutcome, dict[str, Decision]]
+    known_decisions: Mapping[TaskOutcome, Mapping[str, Decision]]
     """The decisions of the chains of one outcome test (the common case), by outcome
-    and source task, added as runs take them: such a chain decides the same way
-    after every run, so each decision is made once per plan and results share it."""
+    and source task: such a chain decides the same way after every run, so each
+    decision is made when the plan is compiled, and the runs' results share it."""
     input_mappings: Mapping[str, tuple[tuple[str, CompiledExpression], ...]]
     """Each task's compiled input mapping: (param name, expression) pairs."""
     output: CompiledExpression | None
@@ -99,7 +100,7 @@ def compile_flow(
         registered=registered,
         chains=chains,
         expressions=expressions,
-        known_decisions={outcome: {} for outcome in TaskOutcome},
+        known_decisions=_known_decisions(flow, chains),
         input_mappings=input_mappings,
         output=expressions[flow.output] if flow.output else None,
         max_steps=flow.max_steps or limits.default_max_steps,
@@ -147,3 +148,21 @@ class PlanCache:
         self._plans.move_to_end(key)
         if len(self._plans) > self._size:
             self._plans.popitem(last=False)
+
+
+def _known_decisions(
+    flow: Flow, chains: Mapping[str, tuple[int, ...]]
+) -> dict[TaskOutcome, dict[str, Decision]]:
+    """The decisions of the chains that test one outcome and no expression, by outcome."""
+    simple = [
+        (source, chain)
+        for source, chain in chains.items()
+        if len(chain) == 1 and not flow.conditions[chain[0]].expression
+    ]
+    return {
+        outcome: {
+            source: decide(chain, flow.conditions, {}, source, outcome, None)
+            for source, chain in simple
+        }
+        for outcome in TaskOutcome
+    }
