@@ -247,23 +247,14 @@ class Execution:
                         # Its time is its start plus its duration, exactly: the history
                         # may keep only the result and derive the event from it. (No
                         # local keeps the event: the execution holds less while it waits.)
-                        yield emit(
-                            TaskFinished(
-                                execution_id,
-                                self._next(),
-                                result.started_at + result.duration,
-                                result,
-                            )
-                        )
+                        # Deciding takes no time worth a clock read: the decision, if
+                        # any, shares that time.
+                        ended = result.started_at + result.duration
+                        yield emit(TaskFinished(execution_id, self._next(), ended, result))
                         if result.decision is not None:
-                            # Deciding takes no time worth a clock read: the decision
-                            # shares its task's finish time.
                             yield emit(
                                 ConditionEvaluated(
-                                    execution_id,
-                                    self._next(),
-                                    result.started_at + result.duration,
-                                    result.decision,
+                                    execution_id, self._next(), ended, result.decision
                                 )
                             )
                         current = self._route(result)
