@@ -22,7 +22,7 @@ from flowservice.limits import Limits
 from flowservice.models import END, NO_RETRY, Condition, Flow, RetryPolicy, Task, TaskStub
 from flowservice.tasks import TaskRegistry
 
-ParamCheck = Callable[[Mapping[str, Any]], Iterable[Violation]]
+_ParamCheck = Callable[[Mapping[str, Any]], Iterable[Violation]]
 """A task type's `check_params`."""
 
 __all__ = ["Validation", "validate"]
@@ -124,12 +124,12 @@ class _Checker:
             if check is not None:
                 yield from _param_violations(f"flow.tasks[{index}]", task, check)
 
-    def _param_checks(self) -> dict[str, ParamCheck]:
+    def _param_checks(self) -> dict[str, _ParamCheck]:
         """The `check_params` of each task type the flow uses that has one (from a registry)."""
         registry = self.task_types
         if not isinstance(registry, TaskRegistry):
             return {}
-        checks: dict[str, ParamCheck] = {}
+        checks: dict[str, _ParamCheck] = {}
         for task_type in {task.type for task in self.flow.tasks}:
             registered = registry.get(task_type)
             if registered is not None and registered.check_params is not None:
@@ -290,7 +290,7 @@ class _Checker:
                 )
 
 
-def _param_violations(path: str, task: Task, check: ParamCheck) -> Iterator[Violation]:
+def _param_violations(path: str, task: Task, check: _ParamCheck) -> Iterator[Violation]:
     """What the task type's own `check_params` finds in the literal params.
 
     Params an input mapping replaces are left out: their value is only known
