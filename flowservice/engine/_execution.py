@@ -249,12 +249,12 @@ class Execution:
                         # local keeps the event: the execution holds less while it waits.)
                         # Deciding takes no time worth a clock read: the decision, if
                         # any, shares that time.
-                        ended = result.started_at + result.duration
-                        yield emit(TaskFinished(execution_id, self._next(), ended, result))
+                        finished_at = result.started_at + result.duration
+                        yield emit(TaskFinished(execution_id, self._next(), finished_at, result))
                         if result.decision is not None:
                             yield emit(
                                 ConditionEvaluated(
-                                    execution_id, self._next(), ended, result.decision
+                                    execution_id, self._next(), finished_at, result.decision
                                 )
                             )
                         current = self._route(result)
