@@ -90,13 +90,15 @@ async def replayed(
         change = await _listening(store, execution_id)
         try:
             stored = await stored_execution(store, execution_id)
-            events = await store.events(execution_id, after=after)
-            if not events and stored.status == RUNNING:
+            # From `after` itself: a stored event implies the one after it.
+            events = await store.events(execution_id, after=max(after - 1, 0))
+            messages = stored_messages(stored, events, after)
+            if not messages and stored.status == RUNNING:
                 await change  # nothing new yet: wait for it, then read again
                 continue
         finally:
             change.cancel()
-        for message in stored_messages(stored, events, after):
+        for message in messages:
             yield message
             after = message.sequence
         if stored.status != RUNNING:

@@ -303,7 +303,8 @@ def cancelled_end(
     record = stored.record
     results: list[flow_service_pb2.TaskResult] = []
     running = ""
-    for message in stored_messages(stored, history):
+    messages = stored_messages(stored, history)
+    for message in messages:
         match message.WhichOneof("event"):
             case "task_started":
                 running = message.task_started.task
@@ -324,7 +325,7 @@ def cancelled_end(
     summary.start_time.FromDatetime(record.started_at)
     summary.duration.FromTimedelta(max(now - record.started_at, timedelta(0)))
     last = flow_service_pb2.ExecuteStreamResponse(
-        execution_id=record.execution_id, sequence=history[-1].sequence + 1 if history else 1
+        execution_id=record.execution_id, sequence=messages[-1].sequence + 1 if messages else 1
     )
     last.time.FromDatetime(now)
     last.execution_finished.result.CopyFrom(summary)

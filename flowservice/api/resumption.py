@@ -213,21 +213,22 @@ async def _drain(
 
 
 def resumption_from_history(stored: StoredExecution, history: Sequence[StoredEvent]) -> Resumption:
-    """Where the engine goes on with `stored`: after its stored events `history`."""
-    results = []
-    announced = True  # whether the last finished run's decision has its own event
-    for message in stored_messages(stored, history):
-        if message.HasField("task_finished"):
-            results.append(task_result_from_proto(message.task_finished.result))
-            announced = not message.task_finished.result.HasField("decision")
-        elif message.HasField("condition_evaluated"):
-            announced = True
+    """Where the engine goes on with `stored`: after its stored events `history`.
+
+    A history read back always has the `condition_evaluated` of its last run's
+    decision (a stored `task_finished` implies it: `stored_messages`), so the
+    resumed engine never emits one of its own (`decision_announced`).
+    """
+    messages = stored_messages(stored, history)
     return Resumption(
         execution_id=stored.record.execution_id,
         started_at=stored.record.started_at,
-        last_sequence=history[-1].sequence if history else 0,
-        results=tuple(results),
-        decision_announced=announced,
+        last_sequence=messages[-1].sequence if messages else 0,  # implied ones count
+        results=tuple(
+            task_result_from_proto(message.task_finished.result)
+            for message in messages
+            if message.HasField("task_finished")
+        ),
     )
 
 

@@ -1,7 +1,8 @@
-"""Folded histories (flowservice.api.journal) against a real server and a real SQLite file.
+"""Folded and sparse histories (flowservice.api.journal), with a real server and SQLite file.
 
 An execution nobody listens to that ends at once is stored as its last event
-alone; every reader gets back exactly the events the engine emitted, which
+alone; one that runs longer, sparse (without the events its neighbours
+imply). Every reader gets back exactly the events the engine emitted, which
 ExecuteStream, sending them one by one, shows.
 """
 
@@ -53,13 +54,14 @@ def _example(name: str) -> dict[str, Any]:
 
 
 def _flows() -> dict[str, dict[str, Any]]:
-    """Flows that end in each way a flow without retries can: every event kind but a retry's."""
+    """Flows that end in each way a flow can, with every event kind."""
     return {
         "seed": seed_body(),
         "branching": _example("branching-flow.json"),
         "failure": _example("seed-failure.json"),
         "what-if": _example("what-if.json"),
         "timed-out": slow_then_more(timeout="0.2s"),
+        "retry": _example("retry-flow.json"),
     }
 
 
@@ -74,8 +76,36 @@ async def _streamed(
     return sent
 
 
+def _rows(messages: list[flow_pb.ExecuteStreamResponse]) -> list[StoredEvent]:
+    return [StoredEvent(m.sequence, m.SerializeToString()) for m in messages]
+
+
+def _read(rows: list[StoredEvent]) -> list[flow_pb.ExecuteStreamResponse]:
+    """The stored messages as they are (bytes differ where a map's order does)."""
+    return [flow_pb.ExecuteStreamResponse.FromString(r.payload) for r in rows]
+
+
+def _kinds(rows: list[StoredEvent]) -> list[str | None]:
+    return [m.WhichOneof("event") for m in _read(rows)]
+
+
+def _sparse(sent: list[flow_pb.ExecuteStreamResponse]) -> list[flow_pb.ExecuteStreamResponse]:
+    """The events a sparse history keeps: no condition_evaluated, no task_started its
+    task_finished follows (the Journal writes one only when its task runs long)."""
+    kept = []
+    for message, after in zip(sent, [*sent[1:], None], strict=True):
+        implied = message.HasField("condition_evaluated") or (
+            message.HasField("task_started")
+            and after is not None
+            and after.HasField("task_finished")
+        )
+        if not implied:
+            kept.append(message)
+    return kept
+
+
 @pytest.mark.parametrize("name", sorted(_flows()))
-async def test_a_folded_history_reads_back_as_the_events_the_stream_sent(
+async def test_every_history_reads_back_as_the_events_the_stream_sent(
     server: FlowServer, stub: flow_service_pb2_grpc.FlowServiceStub, name: str
 ) -> None:
     sent = await _streamed(stub, _flows()[name])
@@ -83,13 +113,27 @@ async def test_a_folded_history_reads_back_as_the_events_the_stream_sent(
     stored = await store.get(sent[0].execution_id)
     assert stored is not None and sent[-1].HasField("execution_finished")
 
-    # The history Execute would have written for the same run: its last event alone.
-    folded = [StoredEvent(sent[-1].sequence, sent[-1].SerializeToString())]
-
-    assert len(sent) > 2
-    assert stored_messages(stored, folded) == sent
-    assert stored_messages(stored, folded, after=2) == sent[2:]
-    assert stored_messages(stored, folded, after=len(sent) - 1) == sent[-1:]
+    # The histories Execute may have written for the same run: folded and sparse.
+    histories = {"one by one": sent, "sparse": _sparse(sent), "folded": sent[-1:]}
+    if any(m.HasField("task_retrying") for m in sent):
+        del histories["folded"]  # a retry's error and delay are in no summary: never folded
+    assert len(histories["sparse"]) < len(sent)
+    for kind, history in histories.items():
+        rows = _rows(history)
+        for after in range(len(sent)):
+            # As readers ask the store: from `after` itself.
+            read = stored_messages(stored, [r for r in rows if r.sequence >= after], after)
+            assert read == sent[after:], (kind, after)
+    # A sparse history read while it runs: each stored event with those it implies.
+    sparse = histories["sparse"]
+    for cut in range(1, len(sparse) + 1):
+        last = sparse[cut - 1]
+        implies_next = last.HasField("task_finished") and last.task_finished.result.HasField(
+            "decision"
+        )
+        read = stored_messages(stored, _rows(sparse[:cut]))
+        assert read == sent[: last.sequence + implies_next], cut
+    assert _read(await store.events(sent[0].execution_id)) == sent  # streamed: one by one
 
 
 async def test_execute_stores_its_last_event_alone_and_watch_unfolds_it(
@@ -125,15 +169,28 @@ async def test_execute_stores_its_last_event_alone_and_watch_unfolds_it(
     assert middle == watched[4:]
 
 
-async def test_a_retry_has_the_events_stored_one_by_one(
-    server: FlowServer, stub: flow_service_pb2_grpc.FlowServiceStub
+async def _watched(
+    executions: execution_service_pb2_grpc.ExecutionServiceStub, execution_id: str
+) -> list[flow_pb.ExecuteStreamResponse]:
+    request = pb.WatchExecutionRequest(execution_id=execution_id)
+    return [m.event async for m in executions.WatchExecution(request)]
+
+
+async def test_a_retry_is_stored_sparse_with_its_task_started(
+    server: FlowServer,
+    stub: flow_service_pb2_grpc.FlowServiceStub,
+    executions: execution_service_pb2_grpc.ExecutionServiceStub,
 ) -> None:
     response = await stub.Execute(execute_request(_example("retry-flow.json")))
     rows = await _store(server).events(response.execution_id)
+    watched = await _watched(executions, response.execution_id)
 
-    assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
-    kinds = [flow_pb.ExecuteStreamResponse.FromString(r.payload).WhichOneof("event") for r in rows]
+    assert [m.sequence for m in watched] == list(range(1, len(watched) + 1))
+    assert _read(rows) == _sparse(watched)
+    kinds = _kinds(rows)
     assert kinds.count("task_retrying") == 2 and kinds[-1] == "execution_finished"
+    assert kinds[kinds.index("task_retrying") - 1] == "task_started"  # the retried run's
+    assert "condition_evaluated" not in kinds
 
 
 async def test_a_long_execution_has_its_events_stored_while_it_runs(
@@ -146,32 +203,51 @@ async def test_a_long_execution_has_its_events_stored_while_it_runs(
     store = _store(server)
     await asyncio.wait_for(gate.entered.wait(), 10)
 
-    # Nobody watches: the events wait for the hold to run out, then are stored.
+    # Nobody watches: the events wait for the hold to run out, then are stored,
+    # the running task's task_started with them.
     async with asyncio.timeout(10):
         while len(rows := await store.events(execution_id)) < 2:
             await asyncio.sleep(HOLD_SECONDS / 5)
-    kinds = [flow_pb.ExecuteStreamResponse.FromString(r.payload).WhichOneof("event") for r in rows]
-    assert kinds == ["execution_started", "task_started"]
+    assert _kinds(rows) == ["execution_started", "task_started"]
 
     gate.opened.set()
-    watched = [
-        m.event
-        async for m in executions.WatchExecution(
-            pb.WatchExecutionRequest(execution_id=execution_id)
-        )
-    ]
+    watched = await _watched(executions, execution_id)
     rows = await store.events(execution_id)
-    assert [r.sequence for r in rows] == [m.sequence for m in watched]
+    by_sequence = {m.sequence: m for m in watched}
+    assert all(by_sequence[m.sequence] == m for m in _read(rows))
+    assert [m.sequence for m in watched] == list(range(1, len(watched) + 1))
     assert watched[-1].execution_finished.result.status == flow_pb.EXECUTION_STATUS_COMPLETED
 
 
-async def test_more_events_than_are_held_are_stored_one_by_one(
-    server: FlowServer, stub: flow_service_pb2_grpc.FlowServiceStub
+async def test_more_events_than_are_held_are_stored_sparse(
+    server: FlowServer,
+    stub: flow_service_pb2_grpc.FlowServiceStub,
+    executions: execution_service_pb2_grpc.ExecutionServiceStub,
 ) -> None:
     tasks = MAX_HELD // 3 + 10  # each runs, routed by a condition: three events
     response = await stub.Execute(execute_request({"flow": linear_flow(tasks)}))
     rows = await _store(server).events(response.execution_id)
+    watched = await _watched(executions, response.execution_id)
 
     assert len(response.executed_tasks) == tasks
-    assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
-    assert len(rows) > MAX_HELD
+    assert len(watched) == 3 * tasks + 1 and watched[-1].execution_finished.result == response
+    # Stored as the events came (not folded), without those their neighbours imply:
+    # each task_finished, and a task_started only if its task was running at a tick.
+    kinds = _kinds(rows)
+    assert kinds.count("task_finished") == tasks and "condition_evaluated" not in kinds
+    assert kinds.count("task_started") < tasks // 2
+    by_sequence = {m.sequence: m for m in watched}
+    assert all(by_sequence[m.sequence] == m for m in _read(rows))
+
+
+async def test_a_watcher_reads_a_sparse_history_from_any_sequence(
+    server: FlowServer,
+    stub: flow_service_pb2_grpc.FlowServiceStub,
+    executions: execution_service_pb2_grpc.ExecutionServiceStub,
+) -> None:
+    response = await stub.Execute(execute_request({"flow": linear_flow(MAX_HELD // 3 + 2)}))
+    watched = await _watched(executions, response.execution_id)
+
+    for after in (1, len(watched) - 3, len(watched) - 2, len(watched) - 1):
+        request = pb.WatchExecutionRequest(execution_id=response.execution_id, after_sequence=after)
+        assert [m.event async for m in executions.WatchExecution(request)] == watched[after:]

@@ -192,7 +192,7 @@ async def test_execute_whose_execution_was_taken_over_fails_with_unavailable(
     assert stored is not None and stored.status == RUNNING  # its new owner writes its end
 
 
-async def test_the_history_says_whether_the_last_decision_has_its_event() -> None:
+async def test_a_stored_task_finished_implies_its_decision_for_a_resumed_run() -> None:
     body = {
         "flow": {
             "start_task": "a",
@@ -210,6 +210,9 @@ async def test_the_history_says_whether_the_last_decision_has_its_event() -> Non
     record = ExecutionRecord(started.execution_id, "", b"", "", "", datetime.now(UTC))
     stored = StoredExecution(record, RUNNING, b"", None)
     # started; a started, finished (with its decision); the decision's event; ...
-    assert not resumption_from_history(stored, stored_events[:3]).decision_announced
-    assert resumption_from_history(stored, stored_events[:4]).decision_announced
-    assert resumption_from_history(stored, stored_events[:2]).decision_announced
+    # A task_finished implies its decision's event: the resumed run goes on after it.
+    for stored_before in (stored_events[:3], stored_events[:4], [stored_events[2]]):
+        resumed = resumption_from_history(stored, stored_before)
+        assert resumed.decision_announced
+        assert resumed.last_sequence == 4 and [r.task for r in resumed.results] == ["a"]
+    assert resumption_from_history(stored, stored_events[:2]).last_sequence == 2
