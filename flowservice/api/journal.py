@@ -4,26 +4,28 @@ Converting and storing every event costs more than running a short flow
 (docs/performance.md), and most executions that nobody watches end within
 milliseconds. So an execution whose caller listens to no event (`Execute`,
 `StartExecution`) has its events held back, unconverted, by its `Journal`:
+when it ends within `HOLD_SECONDS` of its start, only its last event,
+`execution_finished`, is stored (a *folded* history). The events before it
+follow from that event's summary and the stored request (`stored_messages`
+rebuilds them, exactly: each `task_finished` is timed at its result's start
+plus its duration, as the engine times it).
 
-- when it ends within `HOLD_SECONDS` of its start, only its last event,
-  `execution_finished`, is stored. The events before it follow from that
-  event's summary and the stored request (`stored_messages` rebuilds them,
-  exactly: each `task_finished` is timed at its result's start plus its
-  duration, as the engine times it);
-- otherwise (it runs longer, holds `MAX_HELD` events, or retries a task), its
-  history is stored *sparse*: every event but those its neighbours imply. A
-  `task_started` is implied by the `task_finished` right after it (the same
-  task, step and start), and a `condition_evaluated` by the `task_finished`
-  right before it (its result's decision, at the same time). So a
-  `condition_evaluated` is never written, and a `task_started` only when its
-  task still runs `HOLD_SECONDS` later (a reader then sees what runs) or a
-  retry follows it. A flow of 10,000 quick tasks writes 10,000 events, not 30,000.
-- once it is watched in this process, or ends early without its last event,
-  every event is written, one by one, as those of a streamed execution are.
+Otherwise (it runs longer, holds `MAX_HELD` events, retries a task, or is
+streamed to its caller) its history is stored *sparse*: every event but
+those its neighbours imply. A `condition_evaluated` is implied by the
+`task_finished` right before it (its result's decision, at the same time),
+so it is never written; a `task_started` by the `task_finished` right after
+it (the same task, step and start), so it is written only when its task
+still runs at the journal's next tick, `HOLD_SECONDS` at most after it
+started (a reader then sees what runs), or a retry follows it. A flow of
+10,000 quick tasks writes 10,000 events, not 30,000.
 
-A store therefore holds an execution's events one by one, sparse, or folded
-(its last event alone). Readers of the history go through `stored_messages`,
-which gives back every event: the stored ones, and those they imply.
+Once it is watched in this process (`release`), or ends early without its
+last event, every event is written, one by one, as it happens.
+
+A store therefore holds an execution's events one by one, sparse, or folded.
+Readers of the history go through `stored_messages`, which gives back every
+event: the stored ones, and those they imply.
 
 What may be lost in a crash grows by `HOLD_SECONDS`: events held back were
 not yet in the store's queue (see docs/durability.md). The end, as before,
@@ -72,11 +74,11 @@ class Journal:
     __slots__ = ("_execution_id", "_held", "_pending", "_sparse", "_store", "_timer")
 
     def __init__(self, store: ExecutionStore, execution_id: str, *, hold: bool) -> None:
-        """`hold`: nobody listens to the events: hold them back, then store them sparse."""
+        """`hold`: nobody listens to the events: hold them back (every history starts sparse)."""
         self._store = store
         self._execution_id = execution_id
         self._held: list[Event] | None = [] if hold else None
-        self._sparse = hold
+        self._sparse = True  # until someone watches it here: `release`
         self._pending: TaskStarted | None = None
         """The `task_started` not written yet: its `task_finished` will imply it."""
         self._timer = (

@@ -18,6 +18,7 @@ import pytest
 
 from flowmanager.v1 import flow_service_pb2
 from flowservice.api.convert import event_to_proto, flow_from_request, task_result_to_proto
+from flowservice.api.journal import stored_messages
 from flowservice.api.recording import RunningExecutions
 from flowservice.api.resumption import (
     NOT_RESUMABLE,
@@ -123,10 +124,9 @@ async def test_an_abandoned_execution_is_taken_over_and_runs_to_its_end() -> Non
 
     assert first_runs == [f"{execution_id}/a/1"]
     assert runs == [f"{execution_id}/b/2", f"{execution_id}/c/3"]
-    events = [
-        flow_service_pb2.ExecuteStreamResponse.FromString(e.payload)
-        for e in await store.events(execution_id)
-    ]
+    stored = await store.get(execution_id)
+    assert stored is not None
+    events = stored_messages(stored, await store.events(execution_id))
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     result = events[-1].execution_finished.result
     assert list(result.executed_tasks) == ["a", "b", "c"]
