@@ -91,6 +91,17 @@ bench-mesh: setup
 bench-history: setup
 	$(PY) -m bench.history
 
+## bench-core: the compiled-core experiment of docs/performance.md (Rust; not CI, not `make bench`):
+## builds bench/core with Debian's PyO3 sources (installed if missing), offline, then prints each figure
+.PHONY: bench-core
+bench-core: setup
+	@dpkg -s librust-pyo3-dev >/dev/null 2>&1 || apt-get install -y librust-pyo3-dev
+	cd bench/core && PATH="$$HOME/.cargo/bin:$$PATH" PYO3_PYTHON='$(abspath $(PY))' \
+		cargo build --release --offline
+	cp bench/core/target/release/lib_flowcore.so \
+		bench/core/_flowcore$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	$(PY) -m bench.core
+
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(INTEROP_NODE)/node_modules $(INTEROP_NODE)/gen $(INTEROP_NODE)/dist
