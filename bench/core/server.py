@@ -1,6 +1,6 @@
 """`python -m bench.core.server`: Execute(seed) ÷ Health/Check with the compiled core in a server.
 
-The Flow Manager's own server (`create_server`, `--store memory`, its
+The Flow Manager's own server (`create_server`, `--store memory` unless told, its
 interceptors, uvloop, its collector frozen after start-up as `serve` does;
 this module with `--serve`) with two bench-only methods added through a
 generic handler that takes and returns bytes (no message parsed or built in
@@ -72,7 +72,7 @@ def _raw_execute(
     return execute
 
 
-def _serve() -> None:
+def _serve(store: str) -> None:
     """The Flow Manager's server plus the bench methods, on a free port (printed first)."""
     import gc
 
@@ -91,7 +91,7 @@ def _serve() -> None:
     }
 
     async def serve() -> None:
-        flow_server = create_server(Settings(address="127.0.0.1:0", store="memory"))
+        flow_server = create_server(Settings(address="127.0.0.1:0", store=store))
         flow_server.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("bench.Core", methods),)
         )
@@ -120,10 +120,10 @@ def _bodies(directory: Path) -> dict[str, Path]:
     return bodies
 
 
-def measure(rounds: int, seconds: float) -> list[dict[str, Any]]:
+def measure(rounds: int, seconds: float, store: str) -> list[dict[str, Any]]:
     """Each label at each load, `rounds` alternating rounds of about `seconds` each."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.core.server", "--serve"],
+        [sys.executable, "-m", "bench.core.server", "--serve", "--store", store],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
     )
@@ -193,13 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.core.server", description=__doc__)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=1.5, help="about how long each run lasts")
+    parser.add_argument(
+        "--store", default="memory", help="the server's history: memory, or an SQLite file"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        _serve()
+        _serve(args.store)
         return 0
     started = time.time()
-    for figure in measure(args.rounds, args.seconds):
+    for figure in measure(args.rounds, args.seconds, args.store):
         print(json.dumps(figure))
     print(json.dumps({"seconds": round(time.time() - started), "load_average": os.getloadavg()}))
     return 0
