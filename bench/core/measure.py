@@ -25,6 +25,7 @@ from bench.core.minimal import execute_minimal, minimal_plan
 from bench.core.runner import compiled, core_plan, execute
 from bench.flows import SEED_FLOW_PATH, seed_request, to_execute_request
 from flowmanager.v1 import flow_service_pb2
+from flowservice.api.convert import flow_from_request
 from flowservice.api.recording import RunningExecutions
 from flowservice.api.servicer import FlowServicer
 from flowservice.engine import Engine
@@ -119,12 +120,22 @@ async def contenders() -> dict[str, Callable[[], Awaitable[Any]]]:
         reply = await today.Execute(request, context)  # type: ignore[arg-type]
         return reply.SerializeToString()
 
+    engine = Engine(builtin_registry(), new_execution_id=time_ordered_id)
+    flow = flow_from_request(request)
+    key = request.flow.SerializeToString()
+
+    async def engine_run() -> Any:
+        async for event in engine.run(flow, flow_key=key):
+            last = event
+        return last
+
     async def core_loop() -> Any:
         return _flowcore.execute(core, {}, False)
 
     return {
         "today: FlowServicer.Execute (memory store)": servicer_execute,
         "today: FlowServicer.Execute + SerializeToString": servicer_bytes,
+        "today: Engine.run's events alone (no servicer)": engine_run,
         "minimal Python loop, no reply": lambda: execute_minimal(minimal, {}, False),
         "minimal Python loop + reply bytes": lambda: execute_minimal(minimal, {}, True),
         "compiled core, loop only": core_loop,
