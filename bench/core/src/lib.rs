@@ -330,12 +330,10 @@ fn put_str(out: &mut Vec<u8>, field: u32, text: &str) {
 
 /// A `Timestamp` or `Duration` (the same two fields: seconds, nanos).
 fn put_time(out: &mut Vec<u8>, field: u32, time: Duration) {
-    let mut body = [0u8; 24];
-    let mut cursor = Vec::with_capacity(24);
-    put_varint_field(&mut cursor, 1, time.as_secs());
-    put_varint_field(&mut cursor, 2, time.subsec_nanos() as u64);
-    body[..cursor.len()].copy_from_slice(&cursor);
-    put_bytes(out, field, &body[..cursor.len()]);
+    let mut body = Vec::with_capacity(16);
+    put_varint_field(&mut body, 1, time.as_secs());
+    put_varint_field(&mut body, 2, time.subsec_nanos() as u64);
+    put_bytes(out, field, &body);
 }
 
 /// A `google.protobuf.Struct`'s body: its `fields` map entries (key 1, Value 2).
