@@ -91,6 +91,20 @@ bench-mesh: setup
 bench-history: setup
 	$(PY) -m bench.history
 
+## bench-core: the compiled-core experiment of docs/performance.md (Rust; not CI, not `make bench`):
+## builds bench/core with Debian's PyO3 sources (installed if missing), offline, then prints each
+## figure: in-process, then in the server (about 3 minutes in all)
+.PHONY: bench-core
+bench-core: setup
+	@dpkg -s librust-pyo3-dev >/dev/null 2>&1 || $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=300 install -y -qq librust-pyo3-dev
+	cd bench/core && PATH="$$HOME/.cargo/bin:$$PATH" PYO3_PYTHON='$(abspath $(PY))' \
+		cargo build --release --offline
+	cp bench/core/target/release/lib_flowcore.so \
+		bench/core/_flowcore$$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+	$(PY) -m bench.core
+	$(PY) -m bench.core.server
+
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
 	rm -rf $(INTEROP_NODE)/node_modules $(INTEROP_NODE)/gen $(INTEROP_NODE)/dist

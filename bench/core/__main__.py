@@ -1,0 +1,5 @@
+"""`python -m bench.core`: see `bench.core.measure`."""
+
+from bench.core.measure import main
+
+main()
