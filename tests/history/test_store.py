@@ -263,6 +263,7 @@ def test_time_ordered_ids_are_version_7_uuids_that_sort_by_time() -> None:
     later = time_ordered_id()
     assert uuid.UUID(earlier).version == uuid.UUID(later).version == 7
     assert uuid.UUID(later).variant == uuid.RFC_4122
+    assert str(uuid.UUID(later)) == later  # the canonical text: lower-case, 8-4-4-4-12
     assert earlier < later
     assert len({time_ordered_id() for _ in range(1000)}) == 1000
 
