@@ -385,6 +385,10 @@ class Dispatcher:
                 self._send(session, cancellation)
             self._feed(session)
 
+    def given_shared(self) -> list[str]:
+        """The ids of the shared tasks this dispatcher's workers hold."""
+        return list(self._given_shared)
+
     def free_credits(self) -> dict[str, int]:
         """Credits free for each queue a connected worker serves (queues with none left out)."""
         free: dict[str, int] = {}

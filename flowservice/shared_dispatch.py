@@ -14,7 +14,8 @@ owner *withdraws* it and the replica holding it tells its worker.
 The queue says what changed (`Change`), never a result itself: each
 replica then reads what it needs. A replica that missed changes (its
 listening connection broke) is told `RESYNC` and looks at everything it
-waits for again.
+waits for again: the offers it may take, the answers to its own offers,
+and the tasks its workers hold, withdrawn or answered meanwhile (`missed`).
 
 The offered assignment is opaque bytes that the API layer encoded
 (`encode`) and that a taking replica pushes to its worker as it is.
@@ -110,6 +111,11 @@ class SharedQueue(Protocol):
 
     def changes(self) -> AsyncIterator[Change]:
         """Every change any replica makes, from now on, while the queue is open."""
+        ...
+
+    async def missed(self, task_ids: Collection[str]) -> list[Change]:
+        """The changes of `task_ids`, taken by this replica, that are no longer taken by it:
+        `ANSWERED` (answered elsewhere) or `WITHDRAWN` (withdrawn, or gone)."""
         ...
 
     async def close(self) -> None:
@@ -288,6 +294,13 @@ class SharedDispatch:
             self._take_soon()
             if self._offered:
                 self._spawn(self._collect(list(self._offered)))
+            if given := self._dispatcher.given_shared():
+                self._spawn(self._catch_up(given))
+
+    async def _catch_up(self, task_ids: list[str]) -> None:
+        """Applies what was missed of the tasks this replica's workers hold."""
+        for change in await self._queue.missed(task_ids):
+            self._apply(change)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)

@@ -197,6 +197,21 @@ class PostgresWorkQueue:
             except (psycopg.Error, OSError):
                 await asyncio.sleep(_RELISTEN)
 
+    async def missed(self, task_ids: Collection[str]) -> list[Change]:
+        rows = await self._execute(
+            "SELECT task_id, state, taker FROM worker_tasks WHERE task_id = ANY(%s)",
+            (list(task_ids),),
+        )
+        found = {task_id: (state, taker) for task_id, state, taker in rows}
+        changes = []
+        for task_id in task_ids:
+            state, taker = found.get(task_id, ("", None))  # gone: withdrawn, or collected
+            if state == "answered":
+                changes.append(Change(ANSWERED, task_id))
+            elif not (state == "taken" and taker == self._owner):
+                changes.append(Change(WITHDRAWN, task_id, state == "expired"))
+        return changes
+
     async def _purge_now_and_then(self) -> None:
         now = time.monotonic()
         if now - self._purged_at < _PURGE_EVERY:

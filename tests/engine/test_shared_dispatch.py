@@ -44,6 +44,8 @@ class ListQueue:
     def __init__(self) -> None:
         self.rows: dict[str, list[object]] = {}  # id: [task, state, result]
         self._listeners: list[asyncio.Queue[Change | None]] = []
+        self.deaf = False
+        """True while the listeners' connection is broken: changes reach nobody."""
 
     async def open(self) -> None:
         pass
@@ -53,8 +55,16 @@ class ListQueue:
             listener.put_nowait(None)
 
     def _announce(self, change: Change) -> None:
+        if self.deaf:
+            return
         for listener in self._listeners:
             listener.put_nowait(change)
+
+    def listen_again(self) -> None:
+        """Ends an outage of the listeners (`deaf`): they hear `RESYNC`, as after a reconnection."""
+        self.deaf = False
+        for listener in self._listeners:
+            listener.put_nowait(Change(RESYNC))
 
     async def put(self, task: SharedTask, deadline: datetime | None) -> None:
         self.rows[task.id] = [task, "offered", None]
@@ -100,6 +110,16 @@ class ListQueue:
 
     async def fail_lost(self) -> None:
         pass  # its replicas never go away
+
+    async def missed(self, task_ids: Collection[str]) -> list[Change]:
+        changes = []
+        for task_id in task_ids:
+            state = self.rows[task_id][1] if task_id in self.rows else ""
+            if state == "answered":
+                changes.append(Change(ANSWERED, task_id))
+            elif state != "taken":  # (one replica's taken rows are all there is here)
+                changes.append(Change(WITHDRAWN, task_id, state == "expired"))
+        return changes
 
     async def changes(self) -> AsyncIterator[Change]:
         listener: asyncio.Queue[Change | None] = asyncio.Queue()
@@ -191,6 +211,27 @@ async def test_cancelling_the_execution_withdraws_the_task_and_tells_the_worker(
 
     assert told == Cancellation(task.id, deadline_passed=False)
     assert queue.rows[task.id][1] == "cancelled"
+    assert b.dispatcher.free_credits() == {"q": 1}
+
+
+async def test_a_withdrawal_missed_while_not_listening_reaches_the_worker_after(
+    replicas: tuple[ListQueue, Replica, Replica],
+) -> None:
+    queue, a, b = replicas
+    worker, run, task = await _run_on_a_held_by_b(a, b)
+
+    queue.deaf = True  # B's listening connection breaks
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await asyncio.sleep(0.05)
+    assert queue.rows[task.id][1] == "cancelled" and b.dispatcher.free_credits() == {}
+
+    queue.listen_again()
+    async with asyncio.timeout(10):
+        told = await worker.next()
+
+    assert told == Cancellation(task.id, deadline_passed=False)
     assert b.dispatcher.free_credits() == {"q": 1}
 
 

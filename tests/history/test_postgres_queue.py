@@ -121,3 +121,28 @@ async def test_withdrawing_a_taken_task_tells_its_taker_and_refuses_its_result(
     assert await b.answer("t1", WorkResult()) is False
     assert await b.answer("t2", WorkResult()) is False
     assert await b.take({"q": 5}) == []
+
+
+async def test_a_replica_that_listened_again_reads_what_its_taken_tasks_missed(
+    replicas: tuple[PostgresWorkQueue, PostgresWorkQueue],
+) -> None:
+    a, b = replicas
+    changes = b.changes()
+    await _next(changes, RESYNC)
+    for n in range(1, 5):
+        await a.put(_task(n), SOON)
+    assert len(await b.take({"q": 4})) == 4
+    await changes.aclose()  # b hears nothing from here on
+
+    await a.withdraw("t1", deadline_passed=False)
+    await a.withdraw("t2", deadline_passed=True)
+    assert await a.answer("t3", WorkResult({"paid": True}))  # answered elsewhere
+
+    # t4 is still b's; t5 was never there (or is gone): withdrawn.
+    assert await b.missed(["t1", "t2", "t3", "t4", "t5"]) == [
+        Change(WITHDRAWN, "t1", deadline_passed=False),
+        Change(WITHDRAWN, "t2", deadline_passed=True),
+        Change(ANSWERED, "t3"),
+        Change(WITHDRAWN, "t5", deadline_passed=False),
+    ]
+    assert await a.missed(["t4"]) == [Change(WITHDRAWN, "t4", deadline_passed=False)]  # b's
