@@ -534,9 +534,10 @@ class Execution:
         chain = plan.chains.get(task_name)
         if not chain:
             return None
-        known = plan.known_decisions[outcome].get(task_name)
-        if known is not None:
-            return known
+        if outcome is TaskOutcome.SUCCESS:
+            known = plan.success_decisions.get(task_name)
+            if known is not None:
+                return known
         try:
             return decide(
                 chain, plan.flow.conditions, plan.expressions, task_name, outcome, self._scope
