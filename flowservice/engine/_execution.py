@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flowservice.engine._attempts import Attempt, AttemptRunner
-from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._deadline import DeadlinePassed, Deadlines, DeadlineTimer
 from flowservice.engine._plan import Plan
 from flowservice.engine._retry import retry_delay, should_retry
 from flowservice.engine._scope import ExpressionBudgetSpent, Scope
@@ -90,7 +90,7 @@ RESULTS_TOO_LARGE = "ResultsTooLarge"
 class Admission:
     """Counts executions in progress and refuses new ones past the limit; cancels one by id."""
 
-    __slots__ = ("_timers", "limit", "running")
+    __slots__ = ("_deadlines", "_timers", "limit", "running")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -98,6 +98,15 @@ class Admission:
         self.running = 0
         """Executions in progress."""
         self._timers: dict[str, DeadlineTimer] = {}  # execution id -> its timer (to `stop` it)
+        self._deadlines: Deadlines | None = None
+
+    def deadlines(self) -> Deadlines:
+        """The heap of the deadlines of the executions on the running loop (one engine
+        runs on one loop; on another, later, it starts a heap there)."""
+        loop = asyncio.get_running_loop()
+        if self._deadlines is None or self._deadlines.loop is not loop:
+            self._deadlines = Deadlines(loop)
+        return self._deadlines
 
     def enter(self) -> None:
         """Admits one execution; `TooManyExecutionsError` when at the limit."""
@@ -282,7 +291,12 @@ class Execution:
         if self.resumed is not None:
             elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
             started_at, started = self.resumed.started_at, started - elapsed
-        return started_at, started, DeadlineTimer(self.time_limit, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return (
+            started_at,
+            started,
+            DeadlineTimer(self.time_limit, self.admission.deadlines(), elapsed),
+        )
 
     def _execution_finished(
         self, end: _Stop, started_at: datetime, started: float
