@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from flowservice._quick_init import quick_new
 from flowservice.engine._attempts import Attempt, AttemptRunner
 from flowservice.engine._deadline import DeadlinePassed, Deadlines, DeadlineTimer
 from flowservice.engine._plan import Plan
@@ -82,6 +83,13 @@ _MAX_HOLD = 0.005
 
 _NO_INPUTS: Mapping[str, Any] = {}
 """The inputs of a task without an input mapping: one empty dict, never written, for all."""
+
+# The records each step builds, built without `type.__call__` (`quick_new`).
+_new_task_started = quick_new(TaskStarted)
+_new_context = quick_new(TaskContext)
+_new_result = quick_new(TaskResult)
+_new_task_finished = quick_new(TaskFinished)
+_new_condition_evaluated = quick_new(ConditionEvaluated)
 
 RESULTS_TOO_LARGE = "ResultsTooLarge"
 """The error type of the task run whose output took the execution past `max_results_bytes`."""
@@ -259,10 +267,12 @@ class Execution:
                         # Deciding takes no time worth a clock read: the decision, if
                         # any, shares that time.
                         finished_at = result.started_at + result.duration
-                        yield emit(TaskFinished(execution_id, self._next(), finished_at, result))
+                        yield emit(
+                            _new_task_finished(execution_id, self._next(), finished_at, result)
+                        )
                         if result.decision is not None:
                             yield emit(
-                                ConditionEvaluated(
+                                _new_condition_evaluated(
                                     execution_id, self._next(), finished_at, result.decision
                                 )
                             )
@@ -404,7 +414,7 @@ class Execution:
             inputs = self._inputs(task, mapping)
             params = {**params, **inputs}
         self._step_started = time.perf_counter()
-        started = TaskStarted(
+        started = _new_task_started(
             self.execution_id, self._next(), self.clock(), name, task.type, len(results) + 1
         )
         return started, task, params, inputs
@@ -422,7 +432,7 @@ class Execution:
         The runner's coroutine itself, unless an observer watches: each layer
         of coroutine would cost a frame per step, and memory while the task runs.
         """
-        ctx = TaskContext(
+        ctx = _new_context(
             self.execution_id,
             self.plan.flow.id,
             task,
@@ -504,7 +514,7 @@ class Execution:
         if self._scope is not None:
             self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
         decision = None if self._pending else self._decide(task.name, outcome)
-        result = TaskResult(
+        result = _new_result(
             task.name,
             outcome,
             started.step,
