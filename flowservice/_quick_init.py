@@ -13,16 +13,24 @@ class back. A 12-field `TaskResult` takes about 0.5 us instead of 1.5. Nothing
 else changes: the class stays frozen (assignment still raises
 `FrozenInstanceError`), with the same signature, defaults, equality, hash,
 pickling and `dataclasses.replace`.
+
+Calling the class still costs `type.__call__`, an instance made and then
+switched twice. `quick_new(cls)` is a function with the same signature that
+makes the instance as the twin and switches it once: 0.20 us instead of 0.33
+for a 6-field event, 0.66 instead of 0.92 for a `TaskResult`. The engine
+builds each step's records with it (5 per step: about 0.6 us of a step's 9).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["quick_init"]
+__all__ = ["quick_init", "quick_new"]
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 _NO_VALUE: Any = object()
 """The default of a parameter whose field has a `default_factory`: the factory runs then."""
@@ -58,6 +66,7 @@ def quick_init(cls: type[_T]) -> type[_T]:
         "_twin": twin,
         "_set": object.__setattr__,
         "_dataclass_init": cls.__init__,
+        "_object_new": object.__new__,
     }
     signature: list[str] = []
     arguments: list[str] = []
@@ -83,9 +92,26 @@ def quick_init(cls: type[_T]) -> type[_T]:
         *(f"    self.{name} = {name}" for name in arguments),
         "    self.__class__ = _cls",
     ]
+    lines += [
+        f"def _quick_new({', '.join(signature)}):",
+        *factories,
+        "    self = _object_new(_twin)",
+        *(f"    self.{name} = {name}" for name in arguments),
+        "    self.__class__ = _cls",
+        "    return self",
+    ]
     exec("\n".join(lines) + "\n", namespace)  # the way dataclasses builds its own __init__
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    cls.__init__ = init  # type: ignore[method-assign]
+    for name in ("__init__", "_quick_new"):
+        function = namespace[name]
+        function.__qualname__ = f"{cls.__qualname__}.{name}"
+        function.__module__ = cls.__module__
+    cls.__init__ = namespace["__init__"]  # type: ignore[method-assign]
+    cls._quick_new = namespace["_quick_new"]  # type: ignore[attr-defined]
     return cls
+
+
+def quick_new(cls: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A function that builds instances of `cls` (a `quick_init` class) as calling it
+    does, minus `type.__call__`: for the records a loop builds by the thousand."""
+    built: Callable[_P, _T] = vars(cls)["_quick_new"]
+    return built

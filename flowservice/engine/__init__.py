@@ -13,7 +13,8 @@ everything else here but `routing` is private, one module per concern:
     _execution   one execution: the loop that yields its events, from its
                  start or resumed from how far it got (`Resumption`)
     _attempts    one attempt of one task: timeout, output checks
-    _deadline    one timer per execution that interrupts what it awaits
+    _deadline    one timer per execution that interrupts what it awaits,
+                 all in one heap per engine
     _retry       retry decisions and backoff delays
     _scope       the variables expressions see as the execution goes
 """

@@ -34,8 +34,9 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from flowservice._quick_init import quick_new
 from flowservice.engine._attempts import Attempt, AttemptRunner
-from flowservice.engine._deadline import DeadlinePassed, DeadlineTimer
+from flowservice.engine._deadline import DeadlinePassed, Deadlines, DeadlineTimer
 from flowservice.engine._plan import Plan
 from flowservice.engine._retry import retry_delay, should_retry
 from flowservice.engine._scope import ExpressionBudgetSpent, Scope
@@ -83,6 +84,13 @@ _MAX_HOLD = 0.005
 _NO_INPUTS: Mapping[str, Any] = {}
 """The inputs of a task without an input mapping: one empty dict, never written, for all."""
 
+# The records each step builds, built without `type.__call__` (`quick_new`).
+_new_task_started = quick_new(TaskStarted)
+_new_context = quick_new(TaskContext)
+_new_result = quick_new(TaskResult)
+_new_task_finished = quick_new(TaskFinished)
+_new_condition_evaluated = quick_new(ConditionEvaluated)
+
 RESULTS_TOO_LARGE = "ResultsTooLarge"
 """The error type of the task run whose output took the execution past `max_results_bytes`."""
 
@@ -90,7 +98,7 @@ RESULTS_TOO_LARGE = "ResultsTooLarge"
 class Admission:
     """Counts executions in progress and refuses new ones past the limit; cancels one by id."""
 
-    __slots__ = ("_timers", "limit", "running")
+    __slots__ = ("_deadlines", "_timers", "limit", "running")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -98,6 +106,15 @@ class Admission:
         self.running = 0
         """Executions in progress."""
         self._timers: dict[str, DeadlineTimer] = {}  # execution id -> its timer (to `stop` it)
+        self._deadlines: Deadlines | None = None
+
+    def deadlines(self) -> Deadlines:
+        """The heap of the deadlines of the executions on the running loop (one engine
+        runs on one loop; on another, later, it starts a heap there)."""
+        loop = asyncio.get_running_loop()
+        if self._deadlines is None or self._deadlines.loop is not loop:
+            self._deadlines = Deadlines(loop)
+        return self._deadlines
 
     def enter(self) -> None:
         """Admits one execution; `TooManyExecutionsError` when at the limit."""
@@ -250,10 +267,12 @@ class Execution:
                         # Deciding takes no time worth a clock read: the decision, if
                         # any, shares that time.
                         finished_at = result.started_at + result.duration
-                        yield emit(TaskFinished(execution_id, self._next(), finished_at, result))
+                        yield emit(
+                            _new_task_finished(execution_id, self._next(), finished_at, result)
+                        )
                         if result.decision is not None:
                             yield emit(
-                                ConditionEvaluated(
+                                _new_condition_evaluated(
                                     execution_id, self._next(), finished_at, result.decision
                                 )
                             )
@@ -282,7 +301,12 @@ class Execution:
         if self.resumed is not None:
             elapsed = max((started_at - self.resumed.started_at).total_seconds(), 0.0)
             started_at, started = self.resumed.started_at, started - elapsed
-        return started_at, started, DeadlineTimer(self.time_limit, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return (
+            started_at,
+            started,
+            DeadlineTimer(self.time_limit, self.admission.deadlines(), elapsed),
+        )
 
     def _execution_finished(
         self, end: _Stop, started_at: datetime, started: float
@@ -390,7 +414,7 @@ class Execution:
             inputs = self._inputs(task, mapping)
             params = {**params, **inputs}
         self._step_started = time.perf_counter()
-        started = TaskStarted(
+        started = _new_task_started(
             self.execution_id, self._next(), self.clock(), name, task.type, len(results) + 1
         )
         return started, task, params, inputs
@@ -408,7 +432,7 @@ class Execution:
         The runner's coroutine itself, unless an observer watches: each layer
         of coroutine would cost a frame per step, and memory while the task runs.
         """
-        ctx = TaskContext(
+        ctx = _new_context(
             self.execution_id,
             self.plan.flow.id,
             task,
@@ -490,7 +514,7 @@ class Execution:
         if self._scope is not None:
             self._scope.record(task.name, outcome, attempt.output, attempts, attempt.error)
         decision = None if self._pending else self._decide(task.name, outcome)
-        result = TaskResult(
+        result = _new_result(
             task.name,
             outcome,
             started.step,
@@ -534,9 +558,10 @@ class Execution:
         chain = plan.chains.get(task_name)
         if not chain:
             return None
-        known = plan.known_decisions[outcome].get(task_name)
-        if known is not None:
-            return known
+        if outcome is TaskOutcome.SUCCESS:
+            known = plan.success_decisions.get(task_name)
+            if known is not None:
+                return known
         try:
             return decide(
                 chain, plan.flow.conditions, plan.expressions, task_name, outcome, self._scope

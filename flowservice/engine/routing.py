@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from flowservice._quick_init import quick_init
+from flowservice._quick_init import quick_init, quick_new
 from flowservice.engine._scope import ExpressionBudgetSpent, Scope
 from flowservice.expressions import CompiledExpression, ExpressionError
 from flowservice.models import END, Branch, Condition, Decision, TaskOutcome
@@ -28,6 +28,7 @@ __all__ = [
     "RoutedCondition",
     "chains_of",
     "decide",
+    "one_link_decision",
     "stops",
     "taken_target",
     "unrouted_next",
@@ -131,23 +132,47 @@ def decide(
         else:
             held = actual == condition.outcome
         if held or tested == links:
-            # By position: keywords double the cost of building it (0.37 -> 0.75 us).
-            return Decision(
-                condition.name,  # condition
-                index,  # condition_index
-                task,  # source_task
-                condition.outcome,  # expected_outcome
-                condition.expression,  # expression
-                outcome,  # actual_outcome
-                held,  # value
-                Branch.SUCCESS if held else Branch.FAILURE,  # branch
-                taken_target(condition, held),  # next_task
-                tested,  # links_tested
-            )
+            return _decision(condition, index, task, outcome, held, tested)
     raise AssertionError("a chain has at least one link")
 
 
+def one_link_decision(
+    condition: Condition, index: int, task: str, outcome: TaskOutcome
+) -> Decision:
+    """The decision of a chain whose one link, `condition` (at `index`), tests an
+    outcome, after a run of `task` that ended in `outcome`.
+
+    What `decide` takes for such a chain, minus its loop: a plan makes one for
+    each task of a long chain when it is compiled (0.8 us a task instead of
+    1.25, measured on a 10k-task chain).
+    """
+    return _decision(
+        condition, index, task, outcome, _OUTCOME_VALUES[outcome] == condition.outcome, 1
+    )
+
+
 _OUTCOME_VALUES = {outcome: outcome.value for outcome in TaskOutcome}
+
+_new_decision = quick_new(Decision)
+
+
+def _decision(
+    condition: Condition, index: int, task: str, outcome: TaskOutcome, held: bool, tested: int
+) -> Decision:
+    """The decision the link `condition` (at `index`, the `tested`th of its chain) takes."""
+    # By position: keywords double the cost of building it (0.37 -> 0.75 us).
+    return _new_decision(
+        condition.name,  # condition
+        index,  # condition_index
+        task,  # source_task
+        condition.outcome,  # expected_outcome
+        condition.expression,  # expression
+        outcome,  # actual_outcome
+        held,  # value
+        Branch.SUCCESS if held else Branch.FAILURE,  # branch
+        taken_target(condition, held),  # next_task
+        tested,  # links_tested
+    )
 
 
 def _holds(

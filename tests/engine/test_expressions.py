@@ -162,6 +162,15 @@ async def test_the_flow_output_defaults_to_the_last_tasks_output() -> None:
     assert summary.output == {"done": True}
 
 
+async def test_a_run_without_input_shows_its_expressions_an_empty_input() -> None:
+    flow = Flow(start_task="a", tasks=(Task("a"),), output="{'given': size(input)}")
+
+    summary = await Engine(builtin_registry()).execute(flow)
+
+    assert summary.status is ExecutionStatus.COMPLETED
+    assert summary.output == {"given": 0}
+
+
 async def test_the_flow_output_expression_sees_input_and_tasks() -> None:
     flow = Flow(
         start_task="a",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowservice._quick_init import quick_init
+from flowservice._quick_init import quick_init, quick_new
 from flowservice.events import TaskStarted
 from flowservice.models import Task, TaskOutcome, TaskResult
 
@@ -70,6 +70,21 @@ def test_a_subclass_is_built_by_the_dataclass_init() -> None:
     built = Retried("t", TaskOutcome.SUCCESS, 1, NOW, timedelta(0), attempts=2)
 
     assert type(built) is Retried and built.attempts == 2 and built.output == {}
+
+
+def test_quick_new_builds_the_same_record_as_the_class() -> None:
+    built = quick_new(TaskResult)("t", TaskOutcome.FAILURE, 2, NOW, timedelta(1), error="boom")
+
+    assert type(built) is TaskResult
+    assert built == TaskResult("t", TaskOutcome.FAILURE, 2, NOW, timedelta(1), error="boom")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.error = ""  # type: ignore[misc]
+
+
+def test_quick_new_runs_default_factories_for_each_record() -> None:
+    first, second = quick_new(Task)("a"), quick_new(Task)("b")
+
+    assert first.params == {} and first.params is not second.params
 
 
 def test_a_dataclass_it_cannot_build_is_refused_when_defined() -> None:
