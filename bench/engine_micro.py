@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.flows import linear_flow, to_execute_request
+from flowservice import collector
 from flowservice.api.convert import flow_from_proto
 from flowservice.engine import Engine
 from flowservice.limits import Limits
@@ -77,12 +78,13 @@ async def measure(steps: int, repeats: int) -> EngineMicroResult:
         max_steps_ceiling=max(steps, defaults.max_steps_ceiling),
     )
     engine = Engine(registry, limits=limits)
-    # As `serve` does once started: what starting made is out of the collector's
-    # sight, so its full collections walk only what runs make (the flow, its plan,
-    # its results), as in the server; without it, each also walked the 44k objects
-    # of the imports (89.1k -> 87.7k instructions per step, by valgrind).
-    gc.collect()
-    gc.freeze()
+    # As `serve` does once started (flowservice.collector): what starting made is
+    # out of the collector's sight, so its full collections walk only what runs
+    # make (the flow, its plan, its results), as in the server; without it, each
+    # also walked the 44k objects of the imports (89.1k -> 87.7k instructions per
+    # step, by valgrind). Its young threshold is the server's too.
+    thresholds = gc.get_threshold()
+    collector.settle()
     flow = flow_from_proto(to_execute_request(linear_flow(steps, task_type=NOOP_TYPE)).flow)
     try:
         seconds = []
@@ -100,6 +102,7 @@ async def measure(steps: int, repeats: int) -> EngineMicroResult:
     finally:
         engine.close()
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     return EngineMicroResult(steps, tuple(seconds))
 
 

@@ -217,7 +217,7 @@ def resumption_from_history(stored: StoredExecution, history: Sequence[StoredEve
 
     A history read back always has the `condition_evaluated` of its last run's
     decision (a stored `task_finished` implies it: `stored_messages`), so the
-    resumed engine never emits one of its own (`decision_announced`).
+    resumed engine never emits one of its own.
     """
     messages = stored_messages(stored, history)
     return Resumption(

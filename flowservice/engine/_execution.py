@@ -168,10 +168,9 @@ class Resumption:
     """The sequence of its last stored event; the next event gets the one after."""
     results: tuple[TaskResult, ...]
     """The results of the task runs that finished, in order (their `TaskFinished`
-    events), each with the routing decision taken after it."""
-    decision_announced: bool = True
-    """False when the history ends with the last run's `TaskFinished` but not the
-    `ConditionEvaluated` of its decision: the resumed execution emits it first."""
+    events), each with the routing decision taken after it. The decision's
+    `ConditionEvaluated` counts as stored with its `TaskFinished` (a history
+    implies it: flowservice.api.journal), so a resumed run never emits one."""
 
 
 @dataclass(slots=True)
@@ -234,8 +233,6 @@ class Execution:
                 end = _COMPLETED
                 try:
                     last = self._restore_all()
-                    if (announced := self._unannounced(last)) is not None:
-                        yield emit(announced)
                     current = self.plan.flow.start_task if last is None else self._route(last)
                     while current is not None:
                         if self._held_too_long():
@@ -336,14 +333,6 @@ class Execution:
         for result in self.resumed.results:
             self._restore(result)
         return self._results[-1] if self._results else None
-
-    def _unannounced(self, last: TaskResult | None) -> ConditionEvaluated | None:
-        """The `ConditionEvaluated` event of `last`'s decision, when the history lacks it."""
-        if last is None or last.decision is None or self.resumed is None:
-            return None
-        if self.resumed.decision_announced:
-            return None
-        return ConditionEvaluated(self.execution_id, self._next(), self.clock(), last.decision)
 
     def _restore(self, result: TaskResult) -> None:
         """Keeps a result from the history as `_record` kept it when the task ran.

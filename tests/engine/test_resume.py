@@ -166,15 +166,3 @@ async def test_the_time_limit_counts_from_the_first_start() -> None:
     assert isinstance(finished, ExecutionFinished)
     assert finished.summary.status is ExecutionStatus.TIMED_OUT
     assert runs == []
-
-
-async def test_a_decision_whose_event_was_not_stored_is_announced_first() -> None:
-    registry, _ = counting()
-    before = await cut_after(Engine(registry), FLOW, 6)  # b finished; its condition's event lost
-    assert isinstance(before[-1], TaskFinished) and before[-1].result.decision is not None
-    unannounced = replace(resumption(before), decision_announced=False)
-    after = [e async for e in Engine(counting()[0]).run(FLOW, resume=unannounced)]
-    first = after[0]
-    assert isinstance(first, ConditionEvaluated) and first.sequence == 7
-    assert first.decision == before[-1].result.decision
-    assert [e.task for e in after if isinstance(e, TaskStarted)] == ["c"]
