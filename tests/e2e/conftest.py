@@ -37,6 +37,7 @@ EXAMPLE_PAGES = (
     "docs/errors.md",
     "docs/operating.md",
     "docs/history.md",
+    "docs/calling-services.md",
 )
 """The pages whose grpcurl examples the tests run, as a reader would, and check."""
 GRPCURL = Path(sys.executable).parent / "grpcurl"

@@ -1,4 +1,4 @@
-"""End to end: the README's "Executions that outlive the call", followed in order.
+"""End to end: the walk-through of docs/history.md ("Executions that outlive the call"), in order.
 
 Its commands name executions that earlier commands started, by the ids the
 README shows. A reader copies the id their own StartExecution printed; so

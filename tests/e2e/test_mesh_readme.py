@@ -1,4 +1,4 @@
-"""End to end: the README's "Calling your services" examples, run as printed.
+"""End to end: the walk-through of docs/calling-services.md, run as printed.
 
 A real web server serves examples/, a real server subprocess is allowed
 to call it and itself, and the README's worker (examples/worker.py) runs
