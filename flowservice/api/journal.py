@@ -117,7 +117,7 @@ class Journal:
         self._write_held()
         if self._pending is not None:
             self._write_pending()
-        self._stop_timer()  # (one `_write_held` armed for what it left pending, written now)
+        self._stop_timer()  # `_write_held` may have armed one for what it left pending
 
     def _write_held(self) -> None:
         held = self._held
