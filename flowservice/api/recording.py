@@ -176,6 +176,7 @@ async def recorded(
     *,
     resumed: str = "",
     streamed: bool = True,
+    time_allowed: float | None = None,
 ) -> AsyncGenerator[tuple[Event, flow_service_pb2.ExecuteStreamResponse | None], None]:
     """Each of `events` with its message, recorded in `store` before it is yielded.
 
@@ -185,7 +186,8 @@ async def recorded(
     `resumed`: the id of the stored execution that `events` continue.
     `streamed` False: the caller wants only the first and the last event,
     and only the last one's message (the first's is None); the events may
-    then be folded (`flowservice.api.journal`).
+    then be folded (`flowservice.api.journal`). `time_allowed`: the seconds
+    the caller's deadline allowed the run, kept for its resumption.
     """
     execution_id = resumed
     finished = False
@@ -201,7 +203,8 @@ async def recorded(
                 last = isinstance(event, ExecutionFinished)
                 if isinstance(event, ExecutionStarted) and not resumed:
                     execution_id = event.execution_id
-                    journal = _begin(event, store, running, request, request_id, hold=not streamed)
+                    record = _record(event, request, request_id, time_allowed)
+                    journal = _begin(record, store, running, hold=not streamed)
                 elif not (streamed or last):
                     journal.add(event, None)
                     continue  # a hop less per event, where nobody listens
@@ -236,26 +239,22 @@ async def recorded(
 
 
 def _begin(
-    event: ExecutionStarted,
-    store: ExecutionStore,
-    running: RunningExecutions,
-    request: bytes,
-    request_id: str,
-    *,
-    hold: bool,
+    record: ExecutionRecord, store: ExecutionStore, running: RunningExecutions, *, hold: bool
 ) -> Journal:
     """Records the start of a new execution; its journal (`hold`: see `Journal`)."""
-    execution_id = event.execution_id
-    store.begin(_record(event, request, request_id))
+    execution_id = record.execution_id
+    store.begin(record)
     journal = Journal(store, execution_id, hold=hold)
     running.add(execution_id, _current_task(), journal)
-    claim = running.claims.get(request_id)
+    claim = running.claims.get(record.request_id)
     if claim is not None and not claim.done():
         claim.set_result(execution_id)
     return journal
 
 
-def _record(event: ExecutionStarted, request: bytes, request_id: str) -> ExecutionRecord:
+def _record(
+    event: ExecutionStarted, request: bytes, request_id: str, time_allowed: float | None
+) -> ExecutionRecord:
     return ExecutionRecord(
         execution_id=event.execution_id,
         flow_id=event.flow_id,
@@ -263,6 +262,7 @@ def _record(event: ExecutionStarted, request: bytes, request_id: str) -> Executi
         request_id=request_id,
         caller_request_id=request_id_var.get(),
         started_at=event.time,
+        time_allowed=time_allowed,
     )
 
 

@@ -148,6 +148,9 @@ class Resumer:
             flow_from_request(request),
             flow_input=input_from_request(request),
             stubs=stubs_from_request(request),
+            # The deadline of the call that started it, counted from its start as
+            # every time limit of a resumed execution is.
+            time_allowed=record.time_allowed,
             resume=resumption_from_history(stored, history),
         )
         return recorded(

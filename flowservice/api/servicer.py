@@ -139,12 +139,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
         Raises at once what the engine raises before running (an invalid
         flow), releasing the request id the caller claimed.
         """
+        time_allowed = _time_allowed(context)
         try:
             events = self._engine.run(
                 lambda: flow_from_request(request),
                 flow_input=input_from_request(request),
                 stubs=stubs_from_request(request),
-                time_allowed=_time_allowed(context),
+                time_allowed=time_allowed,
                 # The flow's bytes identify it exactly: a flow sent again
                 # reuses its compiled plan, skipping conversion and validation.
                 flow_key=request.flow.SerializeToString() if request.HasField("flow") else None,
@@ -153,7 +154,13 @@ class FlowServicer(flow_service_pb2_grpc.FlowServiceServicer):
             self._running.release(request.request_id)
             raise
         return recorded(
-            events, self._store, self._running, raw, request.request_id, streamed=streamed
+            events,
+            self._store,
+            self._running,
+            raw,
+            request.request_id,
+            streamed=streamed,
+            time_allowed=time_allowed,  # a resumed run keeps the caller's deadline
         )
 
     async def Validate(

@@ -113,6 +113,11 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # 2 -> 3: the worker tasks that replicas share (flowservice/history/postgres_queue.py).
     WORKER_TASKS_MIGRATION,
+    # 3 -> 4: the seconds the deadline of the call running an execution allowed it,
+    # kept for its resumption (NULL: none, as for every execution before).
+    """
+    ALTER TABLE executions ADD COLUMN time_allowed double precision;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
@@ -139,14 +144,16 @@ _STOP = "stop"  # item: None; the writer ends after this batch
 _Item = tuple[str, Any]
 _EXECUTION_COLUMNS = (
     "execution_id, flow_id, status, request, request_id, caller_request_id,"
-    " started_at, finished_at, summary"
+    " started_at, finished_at, summary, time_allowed"
 )
 _EXECUTION_TYPES = (
-    ("text", "text", "text", "bytea", "text", "text") + ("timestamptz",) * 2 + ("bytea",)
+    ("text", "text", "text", "bytea", "text", "text")
+    + ("timestamptz",) * 2
+    + ("bytea", "double precision")
 )
 _COLUMNS = (
     "execution_id, flow_id, request, request_id, caller_request_id, started_at,"
-    " status, summary, finished_at"
+    " status, summary, finished_at, time_allowed"
 )
 _QUALIFIED_COLUMNS = ", ".join("e." + column.strip() for column in _COLUMNS.split(","))
 _LEASE = "now() + make_interval(secs => %(lease)s)"  # a lease taken now, in the database's clock
@@ -242,6 +249,7 @@ class PostgresStore:
             record.started_at,
             None,
             b"",
+            record.time_allowed,
         )
         self._held[record.execution_id] = 1
         self._put(_INSERT_EXECUTION, row)
@@ -815,7 +823,7 @@ def _conditions(query: ExecutionQuery) -> tuple[str, dict[str, Any]]:
 
 def _execution(row: Sequence[Any]) -> StoredExecution:
     """A `StoredExecution` from a row of `_COLUMNS`; times in UTC whatever the session's zone."""
-    record = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5].astimezone(UTC))
+    record = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5].astimezone(UTC), row[9])
     finished = None if row[8] is None else row[8].astimezone(UTC)
     return StoredExecution(record, row[6], row[7], finished)
 

@@ -103,6 +103,11 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (flow_id, version)
     ) WITHOUT ROWID;
     """,
+    # 4 -> 5: the seconds the deadline of the call running an execution allowed it,
+    # kept for its resumption (NULL: none, as for every execution before).
+    """
+    ALTER TABLE executions ADD COLUMN time_allowed REAL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes."""
@@ -122,7 +127,7 @@ _STOP = "stop"  # item: None; the thread ends after this batch
 _STATEMENTS = {
     _INSERT_EXECUTION: "INSERT INTO executions (execution_id, flow_id, status, request,"
     " request_id, caller_request_id, started_at, finished_at, summary, owner, fence,"
-    " lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+    " lease_expires_at, time_allowed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
     # Fenced: written only while the execution's fence is the writer's.
     _INSERT_EVENT: "INSERT INTO events (execution_id, sequence, payload) SELECT ?1, ?2, ?3"
     " WHERE EXISTS (SELECT 1 FROM executions WHERE execution_id = ?1 AND fence = ?4)",
@@ -210,6 +215,7 @@ class SqliteStore:
             b"",
             self._owner,
             _micros(datetime.now(UTC)) + self._lease_micros,
+            record.time_allowed,
         )
         self._held[record.execution_id] = 1
         self._queue.put((_INSERT_EXECUTION, row))
@@ -532,13 +538,13 @@ class SqliteStore:
 
 _COLUMNS = (
     "execution_id, flow_id, request, request_id, caller_request_id, started_at,"
-    " status, summary, finished_at"
+    " status, summary, finished_at, time_allowed"
 )
 
 
 def _execution(row: Sequence[Any]) -> StoredExecution:
     """A `StoredExecution` from a row of `_COLUMNS`."""
-    record = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], _moment(row[5]))
+    record = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], _moment(row[5]), row[9])
     finished = None if row[8] is None else _moment(row[8])
     return StoredExecution(record, row[6], row[7], finished)
 

@@ -85,6 +85,9 @@ class ExecutionRecord:
     """The caller's `x-request-id` metadata; "" when none."""
     started_at: datetime
     """When it started (UTC)."""
+    time_allowed: float | None = None
+    """The seconds, from its start, that the deadline of the call running it allowed
+    (`Execute`, `ExecuteStream`); None: no deadline. A resumed execution keeps it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,17 @@ async def test_execute_is_recorded_before_its_reply(
     assert last.execution_finished.result == response
 
 
+async def test_the_deadline_of_the_call_is_kept_for_a_resumption(
+    server: FlowServer, stub: Stub
+) -> None:
+    with_deadline = await stub.Execute(execute_request(seed_body()), timeout=30)
+    without = await stub.Execute(execute_request(seed_body()))
+
+    kept = (await _stored(server, with_deadline.execution_id)).record.time_allowed
+    assert kept is not None and 25 < kept < 31  # what was left (grpc rounds the timeout up)
+    assert (await _stored(server, without.execution_id)).record.time_allowed is None
+
+
 async def test_execute_stream_records_the_events_it_sends(server: FlowServer, stub: Stub) -> None:
     sent = [message async for message in stub.ExecuteStream(stream_request(seed_body()))]
 

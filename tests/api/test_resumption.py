@@ -60,8 +60,13 @@ def counting() -> tuple[TaskRegistry, list[str]]:
     return TaskRegistry({"count": FakeTask(count)}), runs
 
 
-async def abandon(store: MemoryStore, events_kept: int) -> tuple[str, list[str]]:
-    """Runs BODY's flow into `store` until `events_kept` events, then stops as if killed."""
+async def abandon(
+    store: MemoryStore, events_kept: int, time_allowed: float | None = None
+) -> tuple[str, list[str]]:
+    """Runs BODY's flow into `store` until `events_kept` events, then stops as if killed.
+
+    `time_allowed`: the seconds the deadline of the call that ran it allowed.
+    """
     registry, runs = counting()
     request = execute_request(BODY)
     execution_id = ""
@@ -71,7 +76,13 @@ async def abandon(store: MemoryStore, events_kept: int) -> tuple[str, list[str]]
             if isinstance(event, ExecutionStarted):
                 execution_id = event.execution_id
                 record = ExecutionRecord(
-                    execution_id, "chain", request.SerializeToString(), "", "", event.time
+                    execution_id,
+                    "chain",
+                    request.SerializeToString(),
+                    "",
+                    "",
+                    event.time,
+                    time_allowed,
                 )
                 store.begin(record)
             store.append(
@@ -88,6 +99,17 @@ async def ended(store: MemoryStore, execution_id: str) -> str:
             await asyncio.sleep(0.01)
     assert stored is not None
     return stored.status
+
+
+async def taken_over(store: MemoryStore, execution_id: str) -> tuple[str, list[str]]:
+    """Another process's `Resumer` takes the execution over: how it ended, and what ran."""
+    registry, runs = counting()
+    running = RunningExecutions()
+    resumer = Resumer(Engine(registry), store, running)
+    assert await resumer.take_over(10) == 1
+    status = await ended(store, execution_id)
+    await running.stop()
+    return status, runs
 
 
 def test_a_task_result_comes_back_from_its_message_as_it_was() -> None:
@@ -114,16 +136,13 @@ async def test_an_abandoned_execution_is_taken_over_and_runs_to_its_end() -> Non
     store = MemoryStore(lease_seconds=0)  # every lease has expired at once
     # started; a started, finished; b started: cut off while b runs.
     execution_id, first_runs = await abandon(store, events_kept=4)
-    registry, runs = counting()
-    running = RunningExecutions()
-    resumer = Resumer(Engine(registry), store, running)
 
-    assert await resumer.take_over(10) == 1
-    assert await ended(store, execution_id) == "completed"
-    await running.stop()
+    assert await taken_over(store, execution_id) == (
+        "completed",
+        [f"{execution_id}/b/2", f"{execution_id}/c/3"],
+    )
 
     assert first_runs == [f"{execution_id}/a/1"]
-    assert runs == [f"{execution_id}/b/2", f"{execution_id}/c/3"]
     stored = await store.get(execution_id)
     assert stored is not None
     events = stored_messages(stored, await store.events(execution_id))
@@ -131,6 +150,31 @@ async def test_an_abandoned_execution_is_taken_over_and_runs_to_its_end() -> Non
     result = events[-1].execution_finished.result
     assert list(result.executed_tasks) == ["a", "b", "c"]
     assert result.task_results[0].output["n"] == 1.0  # a's output, from the history
+
+
+async def test_a_resumed_execution_keeps_the_deadline_of_the_call_that_started_it() -> None:
+    store = MemoryStore(lease_seconds=0)
+    # Execute's caller allowed it 0.3 s; its server died after `a`, and the
+    # next one takes it over once that time has passed.
+    execution_id, _ = await abandon(store, events_kept=4, time_allowed=0.3)
+    await asyncio.sleep(0.4)
+
+    # Nothing runs past the caller's deadline.
+    assert await taken_over(store, execution_id) == ("timed_out", [])
+    stored = await store.get(execution_id)
+    assert stored is not None
+    summary = flow_service_pb2.ExecuteResponse.FromString(stored.summary)
+    assert summary.status == flow_service_pb2.EXECUTION_STATUS_TIMED_OUT
+    assert list(summary.executed_tasks) == ["a"]  # from the history
+
+
+async def test_a_resumed_execution_with_time_left_of_its_deadline_runs_to_its_end() -> None:
+    store = MemoryStore(lease_seconds=0)
+    execution_id, _ = await abandon(store, events_kept=4, time_allowed=30.0)
+
+    status, runs = await taken_over(store, execution_id)
+
+    assert (status, len(runs)) == ("completed", 2)
 
 
 async def test_an_execution_whose_flow_no_longer_runs_here_is_recorded_failed() -> None:

@@ -43,7 +43,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ExecutionS
 
 
 def _record(n: int, flow_id: str = "f") -> ExecutionRecord:
-    return ExecutionRecord(f"e{n:03}", flow_id, b"req", "", f"x{n}", T0 + timedelta(seconds=n))
+    started = T0 + timedelta(seconds=n)
+    # An odd one was run by a call with a deadline (the seconds it allowed).
+    return ExecutionRecord(
+        f"e{n:03}", flow_id, b"req", "", f"x{n}", started, 2.5 if n % 2 else None
+    )
 
 
 async def _run(
@@ -57,9 +61,13 @@ async def _run(
 
 async def test_an_execution_is_kept_with_its_events(store: ExecutionStore) -> None:
     await _run(store, 1)
+    await _run(store, 2)
     got = await store.get("e001")
     assert got is not None
     assert (got.status, got.summary, got.record) == ("completed", b"sum", _record(1))
+    assert got.record.time_allowed == 2.5
+    second = await store.get("e002")
+    assert second is not None and second.record == _record(2)
     assert got.finished_at == T0 + timedelta(seconds=1, milliseconds=5)
     assert [e.sequence for e in await store.events("e001")] == [1, 2, 3]
     assert await store.events("e001", after=2) == [StoredEvent(3, b"ev3")]
@@ -145,6 +153,7 @@ async def test_an_older_file_is_migrated_and_keeps_its_executions(tmp_path: Path
     try:
         old = await store.get("old")
         assert old is not None and old.record.request_id == "" and old.status == "completed"
+        assert old.record.time_allowed is None  # no deadline was kept before version 5
         await _run(store, 1)  # the new column is written
     finally:
         store.close()
