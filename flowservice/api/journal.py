@@ -146,17 +146,17 @@ class Journal:
                 self._write_pending()  # a retry's, before it
             if isinstance(event, ExecutionFinished):
                 self._stop_timer()
-        built = message if message is not None else event_to_proto(event)
-        payload = built.SerializeToString()
-        self._store.append(self._execution_id, StoredEvent(event.sequence, payload))
+        self._append(event, message)
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, None
         assert pending is not None
-        message = event_to_proto(pending)
-        self._store.append(
-            self._execution_id, StoredEvent(pending.sequence, message.SerializeToString())
-        )
+        self._append(pending, None)
+
+    def _append(self, event: Event, message: _Message | None) -> None:
+        built = message if message is not None else event_to_proto(event)
+        payload = built.SerializeToString()
+        self._store.append(self._execution_id, StoredEvent(event.sequence, payload))
 
 
 def stored_messages(
@@ -189,12 +189,8 @@ def _add_implied(messages: list[_Message], message: _Message, after: int, types:
         return
     kind = message.WhichOneof("event")
     if kind == "task_finished" and message.sequence == known + 2:
-        result = message.task_finished.result
-        started = flow_service_pb2.TaskStartedEvent(
-            task=result.task, type=types.of(result.task), step=result.step
-        )
         messages.append(
-            _event(message.execution_id, known + 1, result.start_time, task_started=started)
+            _started(message.execution_id, known + 1, message.task_finished.result, types)
         )
     elif kind == "execution_finished":  # folded
         messages.extend(m for m in _unfolded(types, message)[:-1] if m.sequence > known)
@@ -207,10 +203,7 @@ def _add_decision(messages: list[_Message], before: int | None = None) -> None:
         return
     result = last.task_finished.result
     if result.HasField("decision"):
-        ended = _plus(result.start_time, result.duration)
-        messages.append(
-            _event(last.execution_id, last.sequence + 1, ended, condition_evaluated=result.decision)
-        )
+        messages.append(_decided(last.execution_id, last.sequence + 1, result))
 
 
 class _Types:
@@ -253,23 +246,32 @@ def _unfolded(types: _Types, last: _Message) -> list[_Message]:
     )
     messages = [_event(execution_id, 1, summary.start_time, execution_started=begun)]
     for result in summary.task_results:
-        ended = _plus(result.start_time, result.duration)
-        started = flow_service_pb2.TaskStartedEvent(
-            task=result.task, type=types.of(result.task), step=result.step
-        )
-        messages.append(
-            _event(execution_id, len(messages) + 1, result.start_time, task_started=started)
-        )
+        messages.append(_started(execution_id, len(messages) + 1, result, types))
         finished = flow_service_pb2.TaskFinishedEvent(result=result)
+        ended = _plus(result.start_time, result.duration)
         messages.append(_event(execution_id, len(messages) + 1, ended, task_finished=finished))
         if result.HasField("decision"):
-            messages.append(
-                _event(execution_id, len(messages) + 1, ended, condition_evaluated=result.decision)
-            )
+            messages.append(_decided(execution_id, len(messages) + 1, result))
     if last.sequence != len(messages) + 1:  # not what `Journal` folds: leave it as it is
         return [last]
     messages.append(last)
     return messages
+
+
+def _started(
+    execution_id: str, sequence: int, result: flow_service_pb2.TaskResult, types: _Types
+) -> _Message:
+    """The `task_started` a run's `task_finished` implies: the same task and step, at its start."""
+    started = flow_service_pb2.TaskStartedEvent(
+        task=result.task, type=types.of(result.task), step=result.step
+    )
+    return _event(execution_id, sequence, result.start_time, task_started=started)
+
+
+def _decided(execution_id: str, sequence: int, result: flow_service_pb2.TaskResult) -> _Message:
+    """The `condition_evaluated` of a run's decision: at its end, as its `task_finished`."""
+    ended = _plus(result.start_time, result.duration)
+    return _event(execution_id, sequence, ended, condition_evaluated=result.decision)
 
 
 def _event(
